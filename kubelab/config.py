@@ -1,0 +1,415 @@
+"""Lab config: load, merge defaults + file + flags, validate fully.
+
+Everything below this module takes only a validated `LabConfig`. Validation runs
+in two passes and reports every problem it finds, one line each:
+
+1. shape (pydantic): unknown keys, wrong types, values outside their range;
+2. meaning (here): addresses, subnets, names, and values the catalog knows.
+
+A config that fails raises `ConfigError` (exit code 2); nothing is written.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kubelab import REPO_ROOT
+from kubelab.errors import ConfigError
+
+CATALOG_PATH = REPO_ROOT / "provision" / "catalog.yaml"
+MIRRORS_PATH = REPO_ROOT / "provision" / "mirrors.yaml"
+DEFAULT_CONFIG_NAME = "lab.yaml"
+
+# kubeadm's own preflight limits for a control-plane node (NumCPU, Mem).
+MASTER_MIN_CPUS = 2
+MASTER_MIN_MEMORY_MIB = 1700
+
+_RFC1123_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_STUDENT_ID = re.compile(r"^[A-Za-z0-9-]{1,32}$")
+# Box names as Vagrant Cloud spells them (owner/name) or a local name.
+_BOX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+_BOX_VERSION = re.compile(r"^[0-9][0-9A-Za-z.+-]{0,40}$")
+_POOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_LIBVIRT_URI = re.compile(r"^[a-z][a-z0-9+]*://[A-Za-z0-9@._:/?=&%+-]*$")
+_URL = re.compile(r"^(https?|file)://[A-Za-z0-9@._:/?=&%+{}~-]+$")
+_REGISTRY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,200}$")
+_STAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeConfig(_Strict):
+    name: str
+    role: Literal["master", "node"]
+    ip: str
+    cpus: int = Field(default=2, ge=1, le=64)
+    memory: int = Field(default=2048, ge=512, le=262144, description="MiB")
+
+
+class BoxConfig(_Strict):
+    name: str = "centos/7"
+    # The last centos/7 box published for libvirt (CentOS 7.9.2009).
+    version: str = "2004.01"
+    guest: Literal["centos7", "debian12", "ubuntu2204"] = "centos7"
+
+
+class LibvirtConfig(_Strict):
+    driver: Literal["kvm", "qemu"] = "kvm"
+    uri: str = "qemu:///system"
+    storage_pool: str = "default"
+    boot_timeout: int = Field(default=600, ge=5, le=7200, description="seconds")
+
+
+class NetworkConfig(_Strict):
+    cidr: str = "192.168.56.0/24"
+
+
+class KubernetesConfig(_Strict):
+    version: str = ""  # empty: the catalog's default
+    pod_cidr: str = "10.244.0.0/16"
+    service_cidr: str = "10.96.0.0/12"
+    runtime: str = "containerd"
+    cni: str = "flannel"
+    proxy_mode: Literal["iptables", "ipvs"] = "iptables"
+    firewall: Literal["open-ports", "disabled"] = "disabled"
+
+
+class MirrorConfig(_Strict):
+    profile: str = "official"
+    custom: dict[str, str] = Field(default_factory=dict)
+    # A folder on the host with packages (a yum or apt repository) shipped into
+    # the VMs and used instead of remote repositories.
+    local_repo: str = ""
+
+
+class ProvisionConfig(_Strict):
+    # Empty: the catalog's default build (every non-optional stage).
+    stages: list[str] = Field(default_factory=list)
+
+
+def _default_nodes() -> list[NodeConfig]:
+    return [
+        NodeConfig(name="master", role="master", ip="192.168.56.10"),
+        NodeConfig(name="node1", role="node", ip="192.168.56.11"),
+        NodeConfig(name="node2", role="node", ip="192.168.56.12"),
+    ]
+
+
+class LabConfig(_Strict):
+    name: str = "kubelab"
+    student_id: str = ""
+    box: BoxConfig = Field(default_factory=BoxConfig)
+    libvirt: LibvirtConfig = Field(default_factory=LibvirtConfig)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    mirror: MirrorConfig = Field(default_factory=MirrorConfig)
+    provision: ProvisionConfig = Field(default_factory=ProvisionConfig)
+    nodes: list[NodeConfig] = Field(default_factory=_default_nodes)
+
+    @property
+    def master(self) -> NodeConfig:
+        return next(n for n in self.nodes if n.role == "master")
+
+    @property
+    def workers(self) -> list[NodeConfig]:
+        return [n for n in self.nodes if n.role == "node"]
+
+
+@cache
+def catalog() -> dict[str, Any]:
+    """The catalog of versions, runtimes, CNIs, guests and stages (provision/catalog.yaml)."""
+    return yaml.safe_load(CATALOG_PATH.read_text())
+
+
+@cache
+def mirror_profiles() -> dict[str, dict[str, str]]:
+    return yaml.safe_load(MIRRORS_PATH.read_text())["profiles"]
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    search_dir: Path | None = None,
+) -> LabConfig:
+    """Defaults, then the file (if any), then dotted `overrides` from flags.
+
+    With no `path`, `lab.yaml` in `search_dir` is used when it exists.
+    """
+    source = "defaults"
+    raw: dict[str, Any] = {}
+    if path is None and search_dir is not None and (search_dir / DEFAULT_CONFIG_NAME).is_file():
+        path = search_dir / DEFAULT_CONFIG_NAME
+    if path is not None:
+        source = str(path)
+        raw = _read_yaml(path)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(raw, dotted, value)
+    return validate_config(raw, source=source)
+
+
+def validate_config(raw: Mapping[str, Any], *, source: str = "config") -> LabConfig:
+    try:
+        config = LabConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError([f"{source}: {_format_pydantic(e)}" for e in exc.errors()]) from None
+    problems = [f"{source}: {p}" for p in semantic_problems(config)]
+    if problems:
+        raise ConfigError(problems)
+    if not config.kubernetes.version:
+        config = config.model_copy(
+            update={
+                "kubernetes": config.kubernetes.model_copy(
+                    update={"version": catalog()["default_kubernetes"]}
+                )
+            }
+        )
+    return config
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError([f"{path}: no such config file (check the path given to --config)"])
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        reason = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(
+            [f"{path}: not valid YAML{where}: {reason} (fix the syntax; see README config)"]
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not a text file (a lab config is UTF-8 YAML)"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [f"{path}: the top level must be a mapping of keys (name:, nodes:, ...), "
+             f"not a {type(data).__name__}"]
+        )
+    return data
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for key in parents:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[leaf] = value
+
+
+def _format_pydantic(error: Mapping[str, Any]) -> str:
+    loc = _format_loc(error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{loc}: unknown key (remove it; the README lists every key)"
+    if kind == "missing":
+        return f"{loc}: required key is missing"
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        return f"{loc}: {error['input']!r} is not allowed (use {expected})"
+    return f"{loc}: {error['msg'].lower()} (got {error.get('input')!r})"
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "config"
+
+
+def semantic_problems(config: LabConfig) -> list[str]:
+    """Every problem shape validation cannot see, one line each."""
+    problems: list[str] = []
+    cat = catalog()
+
+    if not _RFC1123_LABEL.match(config.name):
+        problems.append(
+            f"name: {config.name!r} is not a valid lab name "
+            "(lowercase letters, digits and '-', at most 63, e.g. kubelab)"
+        )
+    if config.student_id and not _STUDENT_ID.match(config.student_id):
+        problems.append(
+            f"student_id: {config.student_id!r} may hold only A-Z, a-z, 0-9 and '-' "
+            "(at most 32 characters)"
+        )
+
+    if not _BOX_NAME.match(config.box.name):
+        problems.append(f"box.name: {config.box.name!r} is not a box name (e.g. centos/7)")
+    if config.box.version and not _BOX_VERSION.match(config.box.version):
+        problems.append(f"box.version: {config.box.version!r} is not a version (e.g. 2004.01)")
+    if not _LIBVIRT_URI.match(config.libvirt.uri):
+        problems.append(
+            f"libvirt.uri: {config.libvirt.uri!r} is not a libvirt URI (e.g. qemu:///system)"
+        )
+    if not _POOL_NAME.match(config.libvirt.storage_pool):
+        problems.append(
+            f"libvirt.storage_pool: {config.libvirt.storage_pool!r} is not a pool name "
+            "(e.g. default)"
+        )
+
+    k8s = config.kubernetes
+    if k8s.version and k8s.version not in cat["kubernetes"]:
+        problems.append(
+            f"kubernetes.version: {k8s.version!r} is not one kubelab installs "
+            f"(use one of {', '.join(cat['kubernetes'])})"
+        )
+    if k8s.runtime not in cat["runtimes"]:
+        problems.append(
+            f"kubernetes.runtime: {k8s.runtime!r} is unknown (use one of "
+            f"{', '.join(cat['runtimes'])})"
+        )
+    if k8s.cni not in cat["cnis"]:
+        problems.append(
+            f"kubernetes.cni: {k8s.cni!r} is unknown (use one of {', '.join(cat['cnis'])})"
+        )
+    problems += _mirror_problems(config.mirror)
+    known_stages = [s["name"] for s in cat["stages"]]
+    for i, stage in enumerate(config.provision.stages):
+        if stage not in known_stages:
+            problems.append(
+                f"provision.stages[{i}]: {stage!r} is not a stage (use any of "
+                f"{', '.join(known_stages)})"
+            )
+    problems += _network_problems(config)
+    problems += _node_problems(config)
+    return problems
+
+
+def _mirror_problems(mirror: MirrorConfig) -> list[str]:
+    profiles = mirror_profiles()
+    problems = []
+    if mirror.profile not in profiles:
+        problems.append(
+            f"mirror.profile: {mirror.profile!r} is unknown (use one of {', '.join(profiles)})"
+        )
+    if mirror.custom and mirror.profile != "custom":
+        problems.append("mirror.custom: only used with mirror.profile: custom (set it or remove)")
+    known_keys = profiles.get("official", {})
+    for key, value in mirror.custom.items():
+        if key not in known_keys:
+            problems.append(
+                f"mirror.custom.{key}: unknown key (use any of {', '.join(known_keys)})"
+            )
+        elif key.endswith(("registry", "_image")):
+            if not _REGISTRY.match(value):
+                problems.append(f"mirror.custom.{key}: {value!r} is not a registry path")
+        elif not _URL.match(value):
+            problems.append(f"mirror.custom.{key}: {value!r} is not an http(s) or file URL")
+    if mirror.local_repo and not Path(mirror.local_repo).is_dir():
+        problems.append(
+            f"mirror.local_repo: {mirror.local_repo!r} is not a folder on this host "
+            "(give the folder that holds the packages)"
+        )
+    return problems
+
+
+def _parse_net(value: str, field: str, problems: list[str]) -> ipaddress.IPv4Network | None:
+    try:
+        return ipaddress.IPv4Network(value, strict=True)
+    except ValueError as exc:
+        problems.append(f"{field}: {value!r} is not an IPv4 network ({exc}; e.g. 10.244.0.0/16)")
+        return None
+
+
+def _network_problems(config: LabConfig) -> list[str]:
+    problems: list[str] = []
+    lab = _parse_net(config.network.cidr, "network.cidr", problems)
+    pod = _parse_net(config.kubernetes.pod_cidr, "kubernetes.pod_cidr", problems)
+    svc = _parse_net(config.kubernetes.service_cidr, "kubernetes.service_cidr", problems)
+    if lab and lab.prefixlen > 29:
+        problems.append(f"network.cidr: {lab} is too small for a lab (use /24 or larger)")
+    pairs = [("network.cidr", lab, "kubernetes.pod_cidr", pod),
+             ("network.cidr", lab, "kubernetes.service_cidr", svc),
+             ("kubernetes.pod_cidr", pod, "kubernetes.service_cidr", svc)]
+    for name_a, a, name_b, b in pairs:
+        if a and b and a.overlaps(b):
+            problems.append(f"{name_a}: {a} overlaps {name_b} {b} (pick ranges that do not meet)")
+    return problems
+
+
+def _node_problems(config: LabConfig) -> list[str]:
+    problems: list[str] = []
+    lab = None
+    try:
+        lab = ipaddress.IPv4Network(config.network.cidr, strict=True)
+    except ValueError:
+        pass  # reported by _network_problems
+    masters = [n for n in config.nodes if n.role == "master"]
+    if len(masters) != 1:
+        problems.append(f"nodes: exactly one node must have role master (found {len(masters)})")
+    seen_names: dict[str, int] = {}
+    seen_ips: dict[str, int] = {}
+    for i, node in enumerate(config.nodes):
+        where = f"nodes[{i}]"
+        if not _RFC1123_LABEL.match(node.name):
+            problems.append(
+                f"{where}.name: {node.name!r} is not a valid hostname (RFC 1123: lowercase "
+                "letters, digits and '-', not starting or ending with '-', at most 63)"
+            )
+        elif config.student_id and len(hostname_for(node.name, config.student_id)) > 63:
+            problems.append(f"{where}.name: {node.name!r} plus the student ID is over 63 characters")
+        if node.name in seen_names:
+            problems.append(
+                f"{where}.name: {node.name!r} is already used by nodes[{seen_names[node.name]}]"
+            )
+        seen_names.setdefault(node.name, i)
+        try:
+            ip = ipaddress.IPv4Address(node.ip)
+        except ValueError:
+            problems.append(
+                f"{where}.ip: {node.ip!r} is not a valid IPv4 address (e.g. 192.168.56.11)"
+            )
+        else:
+            if node.ip in seen_ips:
+                problems.append(
+                    f"{where}.ip: {node.ip} is already used by nodes[{seen_ips[node.ip]}]"
+                )
+            seen_ips.setdefault(node.ip, i)
+            if lab is not None:
+                if ip not in lab:
+                    problems.append(f"{where}.ip: {ip} is outside network.cidr {lab}")
+                elif ip in (lab.network_address, lab.broadcast_address) or ip == next(lab.hosts()):
+                    # .1 is the libvirt bridge (the host side of the lab network).
+                    problems.append(
+                        f"{where}.ip: {ip} is reserved in {lab} (network, broadcast or the "
+                        "host bridge .1); pick another address"
+                    )
+        if node.role == "master":
+            if node.cpus < MASTER_MIN_CPUS:
+                problems.append(
+                    f"{where}.cpus: the master needs at least {MASTER_MIN_CPUS} vCPUs "
+                    f"(kubeadm preflight NumCPU), got {node.cpus}"
+                )
+            if node.memory < MASTER_MIN_MEMORY_MIB:
+                problems.append(
+                    f"{where}.memory: the master needs at least {MASTER_MIN_MEMORY_MIB} MiB "
+                    f"(kubeadm preflight Mem), got {node.memory}"
+                )
+    return problems
+
+
+def hostname_for(node_name: str, student_id: str) -> str:
+    """The VM's hostname: the node name, carrying the student ID when one is set
+    (lab manual 003 grades hostnames that carry the student number)."""
+    return f"{node_name}-{student_id.lower()}" if student_id else node_name
+
+
+def config_as_dict(config: LabConfig) -> dict[str, Any]:
+    return config.model_dump(mode="json")

@@ -1,0 +1,188 @@
+"""The lab's lifecycle: up, status, halt, destroy, as ordered lists of steps.
+
+`up` reads top to bottom:
+  1. render the lab folder from the plan;
+  2. ask Vagrant which VMs run; if all do and every stage is done, say so and stop;
+  3. boot the VMs that are not running, in parallel, without provisioning;
+  4. connect once per VM over SSH and confirm each private address;
+  5. run the provisioning stages (kubelab.provision);
+  6. return a summary.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubelab.backend.libvirt_inspect import LibvirtInspector
+from kubelab.backend.vagrant_driver import VagrantDriver
+from kubelab.errors import KubelabError
+from kubelab.plan import Plan, PlannedNode
+from kubelab.progress import Reporter
+from kubelab.provision import StageRunner
+from kubelab.render import render, write_lab
+from kubelab.transport import Transport, targets_from_ssh_config
+
+VAGRANT_LOG = "vagrant.log"
+RUNNING = "running"
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    name: str
+    hostname: str
+    role: str
+    ip: str
+    state: str
+
+
+@dataclass(frozen=True)
+class UpResult:
+    nodes: list[NodeStatus]
+    changed: bool
+    timings: dict[str, float]
+
+
+def vagrant_log(plan: Plan) -> Path:
+    return plan.log_dir / VAGRANT_LOG
+
+
+def serial_log(plan: Plan, node: PlannedNode) -> Path:
+    return plan.log_dir / f"serial-{node.name}.log"
+
+
+def driver_for(plan: Plan) -> VagrantDriver:
+    plan.log_dir.mkdir(parents=True, exist_ok=True)
+    return VagrantDriver(plan.lab_dir, vagrant_log(plan),
+                         env={"VAGRANT_DEFAULT_PROVIDER": "libvirt"})
+
+
+def inspector_for(plan: Plan) -> LibvirtInspector:
+    return LibvirtInspector(plan.config.libvirt.uri)
+
+
+def render_lab(plan: Plan) -> dict[str, str]:
+    files = render(plan)
+    write_lab(files, plan.lab_dir)
+    plan.log_dir.mkdir(parents=True, exist_ok=True)
+    return files
+
+
+def connect(plan: Plan, driver: VagrantDriver) -> Transport:
+    """One SSH target per VM, from `vagrant ssh-config`."""
+    targets = {}
+    for node in plan.nodes:
+        parsed = targets_from_ssh_config(driver.ssh_config(node.name))
+        if node.name not in parsed:
+            raise KubelabError(f"vagrant gave no SSH settings for {node.name}",
+                               hint=f"see {vagrant_log(plan)}")
+        targets[node.name] = parsed[node.name]
+    return Transport(targets)
+
+
+def confirm_addresses(plan: Plan, transport: Transport) -> None:
+    """libvirt knows only the management (DHCP) address; ask each VM for its lab one."""
+    for node in plan.nodes:
+        result = transport.run(node.name, "ip", "-4", "-o", "addr", "show", timeout=30)
+        if f" {node.ip}/" not in result.stdout:
+            raise KubelabError(
+                f"{node.name} does not hold its private address {node.ip}: "
+                f"{result.stdout.strip()[-300:] or result.stderr.strip()[-300:]}",
+                hint="`invoke destroy --yes` then `invoke up`; if it persists, check the box's "
+                "network setup in the serial log " + str(serial_log(plan, node)),
+            )
+
+
+def summary(plan: Plan, states: dict[str, str]) -> list[NodeStatus]:
+    return [NodeStatus(n.name, n.hostname, n.role, n.ip, states.get(n.name, "not created"))
+            for n in plan.nodes]
+
+
+def up(plan: Plan, reporter: Reporter) -> UpResult:
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    with reporter.step(f"render the lab folder {plan.lab_dir}"):
+        files = render_lab(plan)
+    driver = driver_for(plan)
+    states = driver.status()
+    down = [n.name for n in plan.nodes if states.get(n.name) != RUNNING]
+
+    if not down:
+        with connect(plan, driver) as transport:
+            runner = StageRunner(plan, files, transport, reporter)
+            pending = {n.name: [s for s, ok in runner.completed(n).items() if not ok]
+                       for n in plan.nodes}
+            if not any(pending.values()):
+                reporter.info("the lab is up and provisioned: nothing to do")
+                return UpResult(summary(plan, states), changed=False, timings=timings)
+
+    if down:
+        deadline = plan.config.libvirt.boot_timeout
+        with reporter.step(f"boot {', '.join(down)} in parallel", deadline=deadline):
+            boot_started = time.monotonic()
+            try:
+                driver.up(vm_names=down, provision=False)
+            except KubelabError as exc:
+                raise _boot_failure(plan, driver, down, exc) from None
+            timings["boot"] = time.monotonic() - boot_started
+
+    with connect(plan, driver) as transport:
+        with reporter.step("confirm each VM's private address"):
+            confirm_addresses(plan, transport)
+        stage_names = ", ".join(s.name for s in plan.stages) or "none"
+        with reporter.step(f"provision ({stage_names})"), reporter.vms(
+            [n.name for n in plan.nodes]
+        ):
+            provision_started = time.monotonic()
+            StageRunner(plan, files, transport, reporter).run()
+            timings["provision"] = time.monotonic() - provision_started
+    timings["total"] = time.monotonic() - started
+    return UpResult(summary(plan, driver.status()), changed=True, timings=timings)
+
+
+def _boot_failure(plan: Plan, driver: VagrantDriver, tried: list[str],
+                  cause: KubelabError) -> KubelabError:
+    try:
+        states = driver.status()
+    except KubelabError:
+        states = {}
+    failed = [name for name in tried if states.get(name) != RUNNING] or tried
+    logs = "; ".join(f"{name}: serial log {serial_log(plan, plan.node(name))}" for name in failed)
+    return KubelabError(
+        f"boot failed for {', '.join(failed)} ({logs}; vagrant log {vagrant_log(plan)})\n"
+        f"{cause.message}",
+        hint="fix the cause and run `invoke up` again: VMs already up are left as they are",
+    )
+
+
+def status(plan: Plan) -> list[NodeStatus]:
+    if not (plan.lab_dir / "Vagrantfile").is_file():
+        return summary(plan, {})
+    return summary(plan, driver_for(plan).status())
+
+
+def halt(plan: Plan, reporter: Reporter) -> list[NodeStatus]:
+    driver = _existing_driver(plan)
+    with reporter.step("halt the VMs"):
+        driver.halt()
+    return summary(plan, driver.status())
+
+
+def destroy(plan: Plan, reporter: Reporter) -> list[str]:
+    """Destroy the VMs; return what the lab left in libvirt (empty when clean)."""
+    inspector = inspector_for(plan)
+    if (plan.lab_dir / "Vagrantfile").is_file():
+        driver = driver_for(plan)
+        with reporter.step("destroy the VMs"):
+            driver.destroy()
+    with reporter.step("look for leftovers in libvirt"):
+        left = inspector.leftovers(plan.prefix, [plan.network_name],
+                                   plan.config.libvirt.storage_pool)
+    return left
+
+
+def _existing_driver(plan: Plan) -> VagrantDriver:
+    if not (plan.lab_dir / "Vagrantfile").is_file():
+        raise KubelabError(f"no lab at {plan.lab_dir}", hint="run `invoke up` first", code=2)
+    return driver_for(plan)

@@ -1,0 +1,229 @@
+"""Run the rendered provisioning stages on the VMs, over SSH, in order.
+
+Order: the master runs its stages first; then the nodes run theirs in parallel;
+then the master runs the stages marked `after_nodes` (waiting for the whole
+cluster). Each stage is one rendered script: copied to the VM, run with sudo
+bash under its deadline, its output saved to logs/<node>/<script>.log.
+
+A finished stage leaves a marker on the VM holding its script's digest
+(/var/lib/kubelab/stages/<stage>.sha256). A later run skips a stage whose marker
+matches the script it would run, so `invoke up` resumes where it stopped and a
+changed script runs again. The state lives on the VM, not on the host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from kubelab.errors import KubelabError
+from kubelab.plan import Plan, PlannedNode, Stage
+from kubelab.progress import Reporter
+from kubelab.render import script_path
+
+MARKER_DIR = "/var/lib/kubelab/stages"
+REMOTE_SCRIPT_DIR = "/var/tmp/kubelab"
+LOCAL_REPO_DIR = "/var/lib/kubelab/local-repo"
+KUBECONFIG_NAME = "kubeconfig"
+TAIL_LINES = 15
+
+
+class CommandResultLike(Protocol):
+    rc: int
+    stdout: str
+    stderr: str
+
+
+class TransportLike(Protocol):
+    def run(self, node: str, cmd: str, *args: str, timeout: float = ...,
+            sudo: bool = ...) -> CommandResultLike: ...
+
+    def put(self, node: str, data: bytes, remote_path: str, mode: int = ...) -> None: ...
+
+
+@dataclass(frozen=True)
+class StageRun:
+    node: str
+    stage: str
+    status: str  # done | skipped
+    duration: float
+    log_path: Path | None
+
+
+class StageFailed(KubelabError):
+    def __init__(self, node: str, stage: Stage, command: str, rc: int, tail: str,
+                 log_path: Path) -> None:
+        timed_out = rc == 124
+        what = f"timed out after {stage.deadline} s" if timed_out else f"exited {rc}"
+        super().__init__(
+            f"stage {stage.name!r} failed on {node}: `{command}` {what}\n"
+            f"--- last lines ---\n{tail}\n--- full log: {log_path}",
+            hint=f"fix the cause, then run `invoke up` again: it resumes at {stage.name!r}",
+        )
+        self.node = node
+        self.stage = stage
+
+
+def script_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class StageRunner:
+    """Runs a plan's stages over a transport, reporting through a Reporter."""
+
+    def __init__(self, plan: Plan, files: dict[str, str], transport: TransportLike,
+                 reporter: Reporter) -> None:
+        self.plan = plan
+        self.files = files
+        self.transport = transport
+        self.reporter = reporter
+
+    def run(self, on_stage: Callable[[StageRun], None] | None = None) -> list[StageRun]:
+        runs: list[StageRun] = []
+
+        def record(run: StageRun) -> None:
+            runs.append(run)
+            if on_stage:
+                on_stage(run)
+
+        master = self.plan.master
+        self._ship_local_repo(list(self.plan.nodes))
+        for stage in self.plan.stages_for(master):
+            if not stage.after_nodes:
+                record(self._run_stage(master, stage))
+        workers = self.plan.workers
+        if workers:
+            with ThreadPoolExecutor(max_workers=len(workers)) as pool:
+                results = list(pool.map(self._run_node, workers))
+            for node_runs in results:
+                for run in node_runs:
+                    record(run)
+        for stage in self.plan.stages_for(master):
+            if stage.after_nodes:
+                record(self._run_stage(master, stage))
+        return runs
+
+    def completed(self, node: PlannedNode) -> dict[str, bool]:
+        """Stage name -> whether the VM holds a marker matching today's script."""
+        markers = self._markers(node)
+        return {
+            stage.name: markers.get(stage.name) == script_digest(self._script(node, stage)[1])
+            for stage in self.plan.stages_for(node)
+        }
+
+    def _run_node(self, node: PlannedNode) -> list[StageRun]:
+        return [self._run_stage(node, stage) for stage in self.plan.stages_for(node)]
+
+    def _script(self, node: PlannedNode, stage: Stage) -> tuple[str, str]:
+        index = self.plan.stages_for(node).index(stage) + 1
+        rel = script_path(node, index, stage.name)
+        return rel, self.files[rel]
+
+    def _markers(self, node: PlannedNode) -> dict[str, str]:
+        result = self.transport.run(
+            node.name, "sh", "-c",
+            f"for f in {MARKER_DIR}/*.sha256; do [ -e \"$f\" ] && echo \"$f $(cat \"$f\")\"; "
+            "done; true",
+            sudo=True, timeout=30,
+        )
+        markers = {}
+        for line in result.stdout.splitlines():
+            path, _, digest = line.partition(" ")
+            markers[PurePosixPath(path).name.removesuffix(".sha256")] = digest.strip()
+        return markers
+
+    def _run_stage(self, node: PlannedNode, stage: Stage) -> StageRun:
+        rel, text = self._script(node, stage)
+        digest = script_digest(text)
+        if self._markers(node).get(stage.name) == digest:
+            self.reporter.vm(node.name, state="skipped", step=f"{stage.name} (already done)")
+            return StageRun(node.name, stage.name, "skipped", 0.0, None)
+
+        self.reporter.vm(node.name, state="provisioning", step=stage.title)
+        log_path = self.plan.log_dir / rel.removeprefix("scripts/").replace(".sh", ".log")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        remote = f"{REMOTE_SCRIPT_DIR}/{PurePosixPath(rel).name}"
+        # World-writable and sticky like /tmp: the SSH user uploads, root runs.
+        self.transport.run(node.name, "install", "-d", "-m", "1777", REMOTE_SCRIPT_DIR,
+                           sudo=True, timeout=30)
+        self.transport.put(node.name, text.encode(), remote, 0o755)
+
+        env = []
+        if stage.needs_join_command:
+            env.append(f"KUBELAB_JOIN_COMMAND={self._join_command()}")
+        argv = ["env", *env, "bash", remote] if env else ["bash", remote]
+        started = time.monotonic()
+        result = self.transport.run(node.name, *argv, sudo=True, timeout=float(stage.deadline))
+        duration = time.monotonic() - started
+        log_path.write_text(
+            f"# {rel} on {node.name}: rc={result.rc} in {duration:.1f} s\n"
+            f"{result.stdout}\n# --- stderr ---\n{result.stderr}"
+        )
+        if result.rc != 0:
+            self.reporter.vm(node.name, state="failed", step=stage.title)
+            tail = "\n".join((result.stdout + result.stderr).splitlines()[-TAIL_LINES:])
+            raise StageFailed(node.name, stage, f"sudo bash {remote}", result.rc, tail, log_path)
+
+        marker = f"{MARKER_DIR}/{stage.name}.sha256"
+        self.transport.run(node.name, "sh", "-c",
+                           f"mkdir -p {MARKER_DIR} && echo {digest} > {marker}",
+                           sudo=True, timeout=30)
+        if stage.name == "init-master":
+            self._fetch_kubeconfig(node)
+        self.reporter.vm(node.name, state="done", step=f"{stage.name} ({duration:.0f} s)")
+        return StageRun(node.name, stage.name, "done", duration, log_path)
+
+    def _join_command(self) -> str:
+        """A fresh join command from the master, fetched at join time."""
+        result = self.transport.run(
+            self.plan.master.name, "kubeadm", "token", "create", "--print-join-command",
+            sudo=True, timeout=60,
+        )
+        command = result.stdout.strip()
+        if result.rc != 0 or not command.startswith("kubeadm join"):
+            raise KubelabError(
+                f"could not get a join command from {self.plan.master.name}: "
+                f"rc={result.rc} {result.stderr.strip()[-300:]}",
+                hint="check the master with `invoke ssh master` and `sudo kubeadm token list`",
+            )
+        return command
+
+    def _fetch_kubeconfig(self, master: PlannedNode) -> None:
+        result = self.transport.run(master.name, "cat", "/etc/kubernetes/admin.conf",
+                                    sudo=True, timeout=30)
+        if result.rc == 0 and result.stdout:
+            path = self.plan.lab_dir / KUBECONFIG_NAME
+            path.write_text(result.stdout)
+            path.chmod(0o600)
+
+    def _ship_local_repo(self, nodes: list[PlannedNode]) -> None:
+        """Copy mirror.local_repo into every VM, where the repos stage points at it."""
+        folder = self.plan.config.mirror.local_repo
+        if not folder:
+            return
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            tar.add(folder, arcname=".")
+        data = buffer.getvalue()
+        for node in nodes:
+            self.reporter.vm(node.name, state="provisioning", step="ship local packages")
+            self.transport.put(node.name, data, f"{REMOTE_SCRIPT_DIR}-local-repo.tgz", 0o644)
+            result = self.transport.run(
+                node.name, "sh", "-c",
+                f"mkdir -p {LOCAL_REPO_DIR} && tar -xzf {REMOTE_SCRIPT_DIR}-local-repo.tgz "
+                f"-C {LOCAL_REPO_DIR}",
+                sudo=True, timeout=300,
+            )
+            if result.rc != 0:
+                raise KubelabError(
+                    f"could not unpack the local package folder on {node.name}: "
+                    f"{result.stderr.strip()[-300:]}",
+                    hint="check free space in the VM (df -h /var)",
+                )

@@ -1,0 +1,166 @@
+"""Render a plan into the lab folder's files: pure, then one small write step.
+
+`render(plan)` returns {relative path: text} and touches no disk but the
+templates; `write_lab(files, out_dir)` writes them all or nothing.
+
+Every value that reaches Ruby passes the `rb` filter, every value that reaches
+bash passes `sh`, every value that reaches YAML passes `yaml`: one quoting
+filter per language, defined here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from kubelab import REPO_ROOT, __version__
+from kubelab.config import config_as_dict
+from kubelab.errors import KubelabError
+from kubelab.plan import Plan, PlannedNode
+
+VAGRANT_TEMPLATES = REPO_ROOT / "vagrant"
+PROVISION_TEMPLATES = REPO_ROOT / "provision"
+MANIFEST_NAME = "kubelab-render.json"
+
+
+def ruby_string(value: object) -> str:
+    """A Ruby single-quoted literal: only backslash and quote are special there."""
+    text = str(value)
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def shell_word(value: object) -> str:
+    """One bash word, whatever the value holds."""
+    return shlex.quote(str(value))
+
+
+def yaml_scalar(value: object) -> str:
+    """A YAML scalar: JSON's double-quoted strings are valid YAML."""
+    if isinstance(value, bool | int | float):
+        return json.dumps(value)
+    return json.dumps(str(value))
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(VAGRANT_TEMPLATES), str(PROVISION_TEMPLATES)]),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # Ruby, bash and YAML: never HTML
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["rb"] = ruby_string
+    env.filters["sh"] = shell_word
+    env.filters["yaml"] = yaml_scalar
+    return env
+
+
+def script_path(node: PlannedNode, index: int, stage_name: str) -> str:
+    return f"scripts/{node.name}/{index:02d}-{stage_name}.sh"
+
+
+def template_context(plan: Plan, **extra: Any) -> dict[str, Any]:
+    return {
+        "plan": plan,
+        "lab": plan.config,
+        "nodes": plan.nodes,
+        "master": plan.master,
+        "workers": plan.workers,
+        "k8s": plan.kubernetes,
+        "runtime": plan.runtime,
+        "cni": plan.cni,
+        "guest": plan.guest,
+        "mirror": plan.mirror,
+        "network": plan.network,
+        "kubelab_version": __version__,
+        **extra,
+    }
+
+
+def render(plan: Plan) -> dict[str, str]:
+    """Every file of the lab folder, by relative path. Deterministic."""
+    env = _environment()
+    files: dict[str, str] = {}
+    try:
+        files["Vagrantfile"] = env.get_template("Vagrantfile.j2").render(
+            template_context(plan)
+        )
+        for node in plan.nodes:
+            for index, stage in enumerate(plan.stages_for(node), start=1):
+                files[script_path(node, index, stage.name)] = env.get_template(
+                    stage.template
+                ).render(template_context(plan, node=node, stage=stage))
+    except jinja2.TemplateError as exc:
+        # A template bug, not a user error: name the template and the line.
+        where = getattr(exc, "name", None) or getattr(exc, "filename", None) or "template"
+        line = getattr(exc, "lineno", None)
+        raise KubelabError(
+            f"rendering failed in {where}{f' line {line}' if line else ''}: {exc}",
+            hint="the templates under vagrant/ and provision/ need fixing",
+        ) from exc
+    files[MANIFEST_NAME] = _manifest(plan, files)
+    return files
+
+
+def _manifest(plan: Plan, files: dict[str, str]) -> str:
+    manifest = {
+        "kubelab_version": __version__,
+        "lab": plan.config.name,
+        "prefix": plan.prefix,
+        "config": config_as_dict(plan.config),
+        "stages": [s.name for s in plan.stages],
+        "files": {
+            path: hashlib.sha256(text.encode()).hexdigest() for path, text in sorted(files.items())
+        },
+    }
+    return json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+
+
+def write_lab(files: dict[str, str], out_dir: Path) -> list[Path]:
+    """Write every rendered file under out_dir, or none of them.
+
+    Files are written to a temporary folder beside out_dir first and moved into
+    place once all are written; the lab folder's logs and .vagrant state stay.
+    """
+    out_dir = out_dir.resolve()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".render-", dir=out_dir))
+    except OSError as exc:
+        raise KubelabError(
+            f"cannot write the lab folder {out_dir}: {exc.strerror}",
+            hint="choose another --out folder or fix its permissions",
+        ) from None
+    written = []
+    try:
+        for rel, text in files.items():
+            path = staging / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            if rel.endswith(".sh"):
+                path.chmod(0o755)
+        # Old scripts of stages no longer planned must not linger.
+        if (out_dir / "scripts").is_dir():
+            shutil.rmtree(out_dir / "scripts")
+        for rel in files:
+            target = out_dir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / rel, target)
+            written.append(target)
+    except OSError as exc:
+        raise KubelabError(
+            f"cannot write the lab folder {out_dir}: {exc}",
+            hint="check free disk space and permissions",
+        ) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return written

@@ -1,0 +1,44 @@
+"""What the tasks print: tables and the one-line error form.
+
+tasks.py stays wiring; the shapes of the output live here.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from kubelab.lifecycle import NodeStatus
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def node_table(nodes: Iterable[NodeStatus], title: str = "") -> Table:
+    table = Table(title=title or None)
+    for column in ("node", "hostname", "role", "private IP", "state"):
+        table.add_column(column)
+    for n in nodes:
+        style = "green" if n.state == "running" else "yellow"
+        table.add_row(n.name, n.hostname, n.role, n.ip, f"[{style}]{n.state}[/]")
+    return table
+
+
+def print_error(message: str, hint: str = "") -> None:
+    for line in message.splitlines() or [message]:
+        err_console.print(f"[red]error:[/] {line}" if line else "", markup=True,
+                          highlight=False, soft_wrap=True)
+    if hint:
+        err_console.print(f"[cyan]hint:[/] {hint}", soft_wrap=True)
+
+
+def confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    answer = input(f"{question} [y/N] ").strip().lower()
+    return answer in ("y", "yes")
