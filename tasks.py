@@ -7,7 +7,7 @@ prints. Every user error ends as one line and a non-zero exit.
 from __future__ import annotations
 
 import functools
-import os
+import sys
 from pathlib import Path
 
 from invoke import Collection, Exit, task
@@ -18,6 +18,7 @@ from kubelab.progress import Reporter
 from kubelab import ui
 
 ROOT = Path(__file__).resolve().parent
+PY = sys.executable
 
 CONFIG_HELP = {
     "config": "lab config file (default: lab.yaml beside tasks.py, else built-in defaults)",
@@ -129,4 +130,34 @@ def destroy(c, config=None, lab_dir=None, student=None, yes=False):
     ui.console.print(f"lab {plan.config.name} destroyed: no domain, volume or network left")
 
 
-ns = Collection(render, up, status, ssh, halt, destroy)
+@task(help=_help("config", "driver", "box", "student"))
+@_user_errors
+def doctor(c, config=None, driver=None, box=None, student=None):
+    """Check this host can run the lab: one line per check, with a fix."""
+    from kubelab import doctor as host_doctor
+
+    plan = _plan(config, None, driver, box, student)
+    findings = host_doctor.run_checks(plan)
+    ui.console.print(ui.findings_table(findings))
+    failed = [f.check for f in findings if f.status == "fail"]
+    if failed:
+        raise Exit(f"doctor: {len(failed)} check(s) failed: {', '.join(failed)}", code=1)
+
+
+@task(help={"e2e": "include the real-VM end-to-end tests (default: yes)",
+            "k": "only tests matching this pytest -k expression"})
+def test(c, e2e=True, k=None):
+    """Run the whole test suite: lint, unit, integration and (with root) end to end."""
+    c.run(f"{PY} -m ruff check kubelab tasks.py tests", pty=False)
+    marker = "" if e2e else "-m 'not e2e'"
+    select = f"-k {k!r}" if k else ""
+    c.run(f"{PY} -m pytest {marker} {select} -p no:cacheprovider", pty=False)
+
+
+@task
+def golden(c):
+    """Rewrite the golden files of rendered output after a deliberate template change."""
+    c.run(f"{PY} tests/update_golden.py")
+
+
+ns = Collection(render, up, status, ssh, halt, destroy, doctor, test, golden)

@@ -186,3 +186,14 @@ def _existing_driver(plan: Plan) -> VagrantDriver:
     if not (plan.lab_dir / "Vagrantfile").is_file():
         raise KubelabError(f"no lab at {plan.lab_dir}", hint="run `invoke up` first", code=2)
     return driver_for(plan)
+
+
+def interactive_ssh(plan: Plan, node_name: str) -> None:
+    """Replace this process with `vagrant ssh NODE`: a terminal session needs the real TTY."""
+    import os
+
+    driver = _existing_driver(plan)
+    if driver.status().get(node_name) != RUNNING:
+        raise KubelabError(f"{node_name} is not running", hint="run `invoke up` first")
+    os.chdir(plan.lab_dir)
+    os.execvp("vagrant", ["vagrant", "ssh", node_name])

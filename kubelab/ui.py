@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from kubelab.doctor import Finding
     from kubelab.lifecycle import NodeStatus
 
 console = Console(highlight=False)
@@ -26,6 +27,16 @@ def node_table(nodes: Iterable[NodeStatus], title: str = "") -> Table:
     for n in nodes:
         style = "green" if n.state == "running" else "yellow"
         table.add_row(n.name, n.hostname, n.role, n.ip, f"[{style}]{n.state}[/]")
+    return table
+
+
+def findings_table(findings: Iterable[Finding]) -> Table:
+    table = Table(title="host preflight")
+    for column in ("check", "result", "detail", "fix"):
+        table.add_column(column, overflow="fold")
+    colour = {"ok": "green", "warn": "yellow", "fail": "red"}
+    for f in findings:
+        table.add_row(f.check, f"[{colour[f.status]}]{f.status}[/]", f.detail, f.fix)
     return table
 
 

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Install what kubelab needs on this host: Vagrant + vagrant-libvirt + libvirt
+# + QEMU from the distribution, and a Python venv (.venv) with kubelab.
+#   ./install.sh          what `invoke up` needs
+#   ./install.sh --test   plus what the test suite needs (shellcheck, sshd,
+#                         nginx, debootstrap, chromium, containerd, ...)
+# Debian/Ubuntu (apt-get) and Fedora (dnf). Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+with_tests=false
+[ "${1:-}" = "--test" ] && with_tests=true
+
+run_packages=(vagrant vagrant-libvirt libvirt-daemon-system libvirt-dev pkg-config
+  qemu-system-x86 qemu-utils gcc python3-venv python3-dev iproute2 rsync)
+test_packages=(shellcheck openssh-server openssh-client nginx-light debootstrap curl
+  chromium containerd ruby)
+fedora_packages=(vagrant vagrant-libvirt libvirt-daemon-kvm libvirt-devel pkgconf-pkg-config
+  qemu-kvm qemu-img gcc python3-devel iproute rsync)
+fedora_test_packages=(ShellCheck openssh-server openssh-clients nginx debootstrap curl
+  chromium containerd ruby)
+
+if command -v apt-get >/dev/null; then
+  packages=("${run_packages[@]}")
+  $with_tests && packages+=("${test_packages[@]}")
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${packages[@]}" >/dev/null
+elif command -v dnf >/dev/null; then
+  packages=("${fedora_packages[@]}")
+  $with_tests && packages+=("${fedora_test_packages[@]}")
+  dnf install -y -q "${packages[@]}"
+else
+  echo "install.sh: no apt-get or dnf here; install the packages listed in README.md by hand" >&2
+  exit 1
+fi
+
+# Debian's policy-rc.d keeps packages from starting daemons in containers and
+# chroots; start libvirtd where systemd is not running it.
+if ! virsh -c qemu:///system version >/dev/null 2>&1; then
+  if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+    systemctl enable --now libvirtd >/dev/null 2>&1 || true
+  fi
+fi
+
+python=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+if $with_tests; then
+  .venv/bin/pip install -q -e '.[test]'
+else
+  .venv/bin/pip install -q -e .
+fi
+echo "kubelab installed: .venv/bin/invoke --list"
