@@ -144,6 +144,43 @@ def doctor(c, config=None, driver=None, box=None, student=None):
         raise Exit(f"doctor: {len(failed)} check(s) failed: {', '.join(failed)}", code=1)
 
 
+@task(help=_help(
+    "config", "lab_dir", "student",
+    dns="also check that the Service name resolves inside a pod",
+    json="write the results as JSON to this file",
+    junit="write the results as JUnit XML to this file",
+    evidence_out="evidence folder to write (default: <lab>/evidence/<time>)",
+    evidence="re-evaluate this saved evidence folder; contact no cluster",
+    exercise="exercise number: score the run with its rubric and write a hand-in archive",
+))
+@_user_errors
+def verify(c, config=None, lab_dir=None, student=None, dns=False, json=None, junit=None,
+           evidence_out=None, evidence=None, exercise=None):
+    """Prove the cluster works: deploy nginx, curl every pod IP, ClusterIP and NodePort."""
+    from kubelab.verify import lab as verify_lab
+    from kubelab.verify import report
+
+    if evidence:
+        folder = Path(evidence)
+        _, results = verify_lab.reevaluate(folder)
+    else:
+        plan = _plan(config, lab_dir, student=student)
+        folder, results = verify_lab.verify_lab(
+            plan, Reporter(ui.console), dns=dns,
+            evidence_out=Path(evidence_out) if evidence_out else None,
+            exercise=int(exercise) if exercise else None,
+        )
+    report.print_table(results, ui.console)
+    if json:
+        report.write_json(results, json)
+    if junit:
+        report.write_junit(results, junit)
+    ui.console.print(f"evidence: {folder}")
+    code = report.exit_code(results)
+    if code:
+        raise Exit(code=code)
+
+
 @task(help={"e2e": "include the real-VM end-to-end tests (default: yes)",
             "k": "only tests matching this pytest -k expression"})
 def test(c, e2e=True, k=None):
@@ -160,4 +197,4 @@ def golden(c):
     c.run(f"{PY} tests/update_golden.py")
 
 
-ns = Collection(render, up, status, ssh, halt, destroy, doctor, test, golden)
+ns = Collection(render, up, status, ssh, halt, destroy, doctor, verify, test, golden)

@@ -1,0 +1,695 @@
+"""The checks: small functions over an evidence folder that return results.
+
+Each check reads only the evidence and what is expected, so the live run and a
+grader's re-evaluation of a handed-in folder take the same path (`evaluate`).
+A check never raises: a missing file fails it as "no evidence: FILE", an
+unreadable one as "unreadable evidence", and one failure never hides another
+check's result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from kubelab.verify.evidence import (
+    CLEANUP,
+    DEPLOYMENT,
+    DNS,
+    ENDPOINTS,
+    NGINX_PODS,
+    NODES,
+    PODS,
+    SERVICE,
+    VERSION,
+    BadEvidence,
+    Evidence,
+    MissingEvidence,
+    curl_record_path,
+    http_url,
+    is_welcome_page,
+    items,
+    parse_curl_stdout,
+    parse_time,
+)
+from kubelab.verify.expect import Expected
+from kubelab.verify.hints import Hints, hint
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    id: str
+    title: str
+    passed: bool
+    detail: str
+    hint: str = ""
+    duration: float = 0.0  # seconds the live run spent collecting this check's evidence
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheckResult:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    detail: str
+    hint: str = ""
+
+
+def _ok(detail: str) -> Verdict:
+    return Verdict(True, detail)
+
+
+def _fail(problems: list[str], hints: Hints) -> Verdict:
+    return Verdict(False, "; ".join(problems), hints.text())
+
+
+CheckFn = Callable[[Evidence, Expected], Verdict]
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    title: str
+    fn: CheckFn
+    only_if: Callable[[Expected], bool] = lambda expected: True
+
+    def __call__(self, evidence: Evidence, expected: Expected) -> CheckResult:
+        try:
+            verdict = self.fn(evidence, expected)
+        except MissingEvidence as exc:
+            verdict = Verdict(False, str(exc), hint("no_evidence"))
+        except BadEvidence as exc:
+            verdict = Verdict(False, str(exc), hint("no_evidence"))
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            # The evidence is not shaped as kubectl prints it (edited, truncated).
+            verdict = Verdict(False, f"unreadable evidence: {type(exc).__name__}: {exc}")
+        return CheckResult(
+            id=self.id,
+            title=self.title,
+            passed=verdict.passed,
+            detail=verdict.detail,
+            hint="" if verdict.passed else verdict.hint,
+            duration=evidence.duration(self.id),
+        )
+
+
+# --- Kubernetes object helpers ----------------------------------------------------
+
+
+def _name(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name", "?"))
+
+
+def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return condition
+    return None
+
+
+def internal_ip(node: dict[str, Any]) -> str | None:
+    for address in (node.get("status") or {}).get("addresses") or []:
+        if address.get("type") == "InternalIP":
+            return str(address.get("address"))
+    return None
+
+
+def blocking_taints(node: dict[str, Any]) -> list[str]:
+    spec = node.get("spec") or {}
+    taints = [
+        f"{t.get('key')}:{t.get('effect')}"
+        for t in spec.get("taints") or []
+        if t.get("effect") in ("NoSchedule", "NoExecute")
+    ]
+    if spec.get("unschedulable") and not any("unschedulable" in t for t in taints):
+        taints.append("cordoned")
+    return taints
+
+
+def schedulable_nodes(nodes_doc: Any, expected: Expected) -> list[str]:
+    """The configured nodes that take ordinary pods (no NoSchedule/NoExecute taint)."""
+    by_name = {_name(n): n for n in items(nodes_doc, NODES)}
+    return [
+        n.name for n in expected.nodes if n.name in by_name and not blocking_taints(by_name[n.name])
+    ]
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    ready = _condition(pod, "Ready")
+    return (pod.get("status") or {}).get("phase") == "Running" and bool(
+        ready and ready.get("status") == "True"
+    )
+
+
+def _short(text: object, limit: int = 140) -> str:
+    flat = " ".join(str(text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+_BROKEN = {
+    "CrashLoopBackOff": "crashloop",
+    "RunContainerError": "crashloop",
+    "ImagePullBackOff": "image_pull",
+    "ErrImagePull": "image_pull",
+    "InvalidImageName": "image_pull",
+    "ErrImageNeverPull": "image_pull",
+    "CreateContainerConfigError": "describe_pod",
+    "CreateContainerError": "describe_pod",
+}
+_SLOW = {"ContainerCreating", "PodInitializing"}
+
+
+@dataclass(frozen=True)
+class PodTrouble:
+    pod: str  # namespace/name
+    node: str
+    what: str
+    hint_key: str
+
+    def __str__(self) -> str:
+        on = f" on {self.node}" if self.node else ""
+        return f"{self.pod}{on}: {self.what}"
+
+
+def pod_trouble(
+    pod: dict[str, Any], observed_at: datetime | None, grace: float
+) -> PodTrouble | None:
+    """Why a pod is unhealthy, or None. Pending/creating only counts past `grace` seconds."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    phase = status.get("phase") or "Unknown"
+    ref = f"{meta.get('namespace', '?')}/{meta.get('name', '?')}"
+    node = (pod.get("spec") or {}).get("nodeName") or ""
+    if phase == "Succeeded":
+        return None
+    slow = ""
+    for prefix, key in (("Init:", "initContainerStatuses"), ("", "containerStatuses")):
+        for container in status.get(key) or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason") or ""
+            if reason in _BROKEN:
+                restarts = container.get("restartCount") or 0
+                what = f"{prefix}{reason}"
+                if restarts:
+                    what += f" ({restarts} restarts)"
+                if waiting.get("message"):
+                    what += f": {_short(waiting['message'])}"
+                return PodTrouble(ref, node, what, _BROKEN[reason])
+            if reason in _SLOW and not slow:
+                slow = f"{prefix}{reason}"
+    if phase in ("Failed", "Unknown"):
+        why = ": ".join(x for x in (status.get("reason"), _short(status.get("message"))) if x)
+        return PodTrouble(ref, node, phase + (f" ({why})" if why else ""), "describe_pod")
+    if phase != "Pending" and not slow:
+        return None
+    created = parse_time(meta.get("creationTimestamp"))
+    age = (observed_at - created).total_seconds() if observed_at and created else None
+    if age is not None and age < grace:
+        return None
+    when = (
+        f"for {age:.0f} s (deadline {grace:.0f} s)"
+        if age is not None
+        else "(the evidence does not say since when)"
+    )
+    if slow:
+        return PodTrouble(ref, node, f"{slow} {when}", "container_creating")
+    scheduled = _condition(pod, "PodScheduled")
+    what = f"Pending {when}"
+    if scheduled and scheduled.get("status") == "False":
+        what += f": {scheduled.get('reason', '')} {_short(scheduled.get('message'))}".rstrip()
+        return PodTrouble(ref, node, what, "pending")
+    return PodTrouble(ref, node, what, "pending" if not node else "container_creating")
+
+
+# --- the checks -------------------------------------------------------------------
+
+
+def check_api(evidence: Evidence, expected: Expected) -> Verdict:
+    version = evidence.json(VERSION)
+    git = version.get("gitVersion") if isinstance(version, dict) else None
+    if not git:
+        return Verdict(False, f"{VERSION} has no gitVersion", hint("api"))
+    want = f"v{expected.kubernetes_version}"
+    if git != want:
+        return Verdict(
+            False,
+            f"API server answers but runs {git}, the lab pins {want}",
+            hint("api_version", actual=git, expected=want),
+        )
+    return _ok(f"API server answers: {git} ({version.get('platform', '?')})")
+
+
+_CNI_NOT_READY = (
+    "cni config uninitialized",
+    "cni plugin not initialized",
+    "networkpluginnotready",
+    "network plugin is not ready",
+)
+
+
+def check_nodes(evidence: Evidence, expected: Expected) -> Verdict:
+    nodes = items(evidence.json(NODES), NODES)
+    by_name = {_name(n): n for n in nodes}
+    want_version = f"v{expected.kubernetes_version}"
+    pod_net = ipaddress.ip_network(expected.pod_cidr, strict=False)
+    management = ipaddress.ip_network(expected.management_cidr, strict=False)
+    problems: list[str] = []
+    hints = Hints()
+    for want in expected.nodes:
+        node = by_name.get(want.name)
+        if node is None:
+            problems.append(f"{want.name} is not registered")
+            hints.add("node_missing", node=want.name)
+            continue
+        ready = _condition(node, "Ready")
+        if not ready or ready.get("status") != "True":
+            state = ready.get("status", "Unknown") if ready else "no Ready condition"
+            # The runtime's message carries the cause ("cni plugin not initialized")
+            # at its end: keep all of it.
+            message = _short((ready or {}).get("message"), 300)
+            problems.append(f"{want.name} NotReady ({state}): {message}".rstrip(" :"))
+            if any(m in str((ready or {}).get("message", "")).lower() for m in _CNI_NOT_READY):
+                hints.add("cni", node=want.name, pod_cidr=expected.pod_cidr)
+            else:
+                hints.add("node_not_ready", node=want.name)
+        kubelet = ((node.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion")
+        if kubelet != want_version:
+            problems.append(f"{want.name} kubelet is {kubelet}, the lab pins {want_version}")
+            hints.add("kubelet_version", node=want.name, actual=kubelet, expected=want_version)
+        address = internal_ip(node)
+        if address != want.private_ip:
+            where = ""
+            try:
+                if address and ipaddress.ip_address(address) in management:
+                    where = " (the management/NAT address)"
+            except ValueError:
+                pass
+            problems.append(
+                f"{want.name} InternalIP is {address}{where}, expected its private IP "
+                f"{want.private_ip}"
+            )
+            hints.add("internal_ip", node=want.name, actual=address, expected=want.private_ip)
+        cidr = (node.get("spec") or {}).get("podCIDR")
+        try:
+            inside = bool(cidr) and ipaddress.ip_network(cidr, strict=False).subnet_of(pod_net)  # type: ignore[arg-type]
+        except (ValueError, TypeError):
+            inside = False
+        if not inside:
+            problems.append(f"{want.name} podCIDR is {cidr or 'unset'}, not inside {pod_net}")
+            hints.add("pod_cidr", node=want.name, pod_cidr=expected.pod_cidr)
+    extra = sorted(set(by_name) - {n.name for n in expected.nodes})
+    if extra and problems:
+        problems.append(f"unexpected nodes registered: {', '.join(extra)}")
+        hints.add("unexpected_nodes", actual=", ".join(extra))
+    if problems:
+        return _fail(problems, hints)
+    return _ok(
+        f"{len(expected.nodes)}/{len(expected.nodes)} nodes Ready at {want_version} on their "
+        f"private IPs ({', '.join(n.name for n in expected.nodes)})"
+    )
+
+
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+# The DaemonSet pod name prefix of each CNI kubelab knows.
+CNI_PODS = {
+    "flannel": "kube-flannel-ds",
+    "calico": "calico-node",
+    "canal": "canal",
+    "weave": "weave-net",
+    "cilium": "cilium",
+}
+
+
+def _is_component(pod: dict[str, Any], component: str, node: str) -> bool:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return (pod.get("spec") or {}).get("nodeName") == node and (
+        labels.get("component") == component or _name(pod) == f"{component}-{node}"
+    )
+
+
+def _is_kube_proxy(pod: dict[str, Any], node: str) -> bool:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return (pod.get("spec") or {}).get("nodeName") == node and (
+        labels.get("k8s-app") == "kube-proxy" or _name(pod).startswith("kube-proxy-")
+    )
+
+
+def _is_cni(pod: dict[str, Any], cni: str, node: str) -> bool:
+    prefix = CNI_PODS.get(cni, cni) + "-"
+    return (pod.get("spec") or {}).get("nodeName") == node and _name(pod).startswith(prefix)
+
+
+def _is_coredns(pod: dict[str, Any]) -> bool:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return (pod.get("metadata") or {}).get("namespace") == "kube-system" and (
+        labels.get("k8s-app") == "kube-dns" or _name(pod).startswith("coredns-")
+    )
+
+
+def _readiness(pod: dict[str, Any]) -> str:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    ready = sum(1 for c in statuses if c.get("ready"))
+    return f"{(pod.get('status') or {}).get('phase', 'Unknown')}, {ready}/{len(statuses)} ready"
+
+
+def check_system_pods(evidence: Evidence, expected: Expected) -> Verdict:
+    pods = [
+        p
+        for p in items(evidence.json(PODS), PODS)
+        if (p.get("metadata") or {}).get("namespace") != expected.namespace
+    ]
+    observed = evidence.observed_at(PODS)
+    grace = expected.deadlines.pending
+    troubles = [t for t in (pod_trouble(p, observed, grace) for p in pods) if t]
+    troubled = {t.pod for t in troubles}
+    problems: list[str] = []
+    hints = Hints()
+
+    def require(found: list[dict[str, Any]], what: str, node: str, hint_key: str) -> None:
+        if not found:
+            problems.append(f"no {what} pod on {node}")
+            hints.add(hint_key, node=node, pod_cidr=expected.pod_cidr)
+        elif not any(pod_ready(p) for p in found):
+            pod = found[0]
+            ref = f"{pod['metadata'].get('namespace')}/{_name(pod)}"
+            if ref not in troubled:
+                problems.append(f"{ref} on {node} is not ready ({_readiness(pod)})")
+                hints.add(
+                    "describe_pod", namespace=pod["metadata"].get("namespace"), pod=_name(pod)
+                )
+
+    for master in expected.masters:
+        for component in CONTROL_PLANE:
+            found = [p for p in pods if _is_component(p, component, master.name)]
+            require(found, component, master.name, "component_missing")
+    cni_missing = False
+    for node in expected.nodes:
+        require(
+            [p for p in pods if _is_kube_proxy(p, node.name)],
+            "kube-proxy",
+            node.name,
+            "component_missing",
+        )
+        cni = [p for p in pods if _is_cni(p, expected.cni, node.name)]
+        cni_missing |= not cni
+        require(cni, expected.cni, node.name, "cni")
+    coredns = [p for p in pods if _is_coredns(p)]
+    coredns_ready = sum(1 for p in coredns if pod_ready(p))
+    if not coredns:
+        problems.append("no CoreDNS pod")
+        hints.add("coredns")
+    elif coredns_ready < len(coredns):
+        problems.append(f"CoreDNS {coredns_ready}/{len(coredns)} ready")
+        hints.add("coredns")
+    for trouble in troubles:
+        problems.append(str(trouble))
+        namespace, _, pod_name = trouble.pod.partition("/")
+        hints.add(trouble.hint_key, namespace=namespace, pod=pod_name, node=trouble.node)
+    if problems:
+        return _fail(problems, hints)
+    masters = ", ".join(m.name for m in expected.masters) or "no master"
+    return _ok(
+        f"control plane on {masters}; kube-proxy and {expected.cni} on "
+        f"{len(expected.nodes)} nodes; CoreDNS {coredns_ready}/{len(coredns)} ready; "
+        f"no pod stuck among {len(pods)}"
+    )
+
+
+def check_nginx_rollout(evidence: Evidence, expected: Expected) -> Verdict:
+    nodes_doc = evidence.json(NODES)
+    deployment = evidence.json(DEPLOYMENT)
+    pods = items(evidence.json(NGINX_PODS), NGINX_PODS)
+    by_name = {_name(n): n for n in items(nodes_doc, NODES)}
+    schedulable = schedulable_nodes(nodes_doc, expected)
+    hints = Hints()
+    if not schedulable:
+        tainted = [
+            f"{n.name} ({', '.join(blocking_taints(by_name[n.name]))})"
+            for n in expected.nodes
+            if n.name in by_name
+        ]
+        first = expected.masters[0].name if expected.masters else expected.nodes[0].name
+        hints.add("no_schedulable", node=first)
+        return _fail(
+            [
+                "no schedulable node: every configured node has a NoSchedule taint: "
+                + (", ".join(tainted) or "none registered")
+            ],
+            hints,
+        )
+    problems: list[str] = []
+    spec = deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    replicas = spec.get("replicas")
+    if replicas != len(schedulable):
+        problems.append(
+            f"the Deployment asks for {replicas} replicas, there are {len(schedulable)} "
+            f"schedulable nodes ({', '.join(schedulable)})"
+        )
+    available = status.get("availableReplicas") or 0
+    current = (status.get("observedGeneration") or 0) >= (
+        (deployment.get("metadata") or {}).get("generation") or 0
+    )
+    if available < (replicas or 0) or not current:
+        problems.append(
+            f"rollout not complete after {expected.deadlines.rollout} s: "
+            f"{available}/{replicas} available"
+        )
+        hints.add("rollout", namespace=expected.namespace)
+    ready_on: dict[str, list[str]] = defaultdict(list)
+    for pod in pods:
+        if pod_ready(pod):
+            ready_on[(pod.get("spec") or {}).get("nodeName") or "?"].append(_name(pod))
+    missing = [n for n in schedulable if not ready_on.get(n)]
+    if missing:
+        problems.append(f"no ready nginx pod on {', '.join(missing)}")
+        hints.add("spread")
+    doubled = [f"{n} runs {len(p)}" for n, p in sorted(ready_on.items()) if len(p) > 1]
+    if doubled:
+        problems.append(f"not spread: {', '.join(doubled)}")
+        hints.add("spread")
+    for pod in pods:
+        if not pod_ready(pod):
+            trouble = pod_trouble(pod, None, 0)
+            what = str(trouble) if trouble else f"{_name(pod)}: {_readiness(pod)}"
+            problems.append(what)
+            if trouble:
+                hints.add(trouble.hint_key, namespace=expected.namespace, pod=_name(pod))
+    if problems:
+        return _fail(problems, hints)
+    skipped = [n.name for n in expected.nodes if n.name not in schedulable]
+    note = f"; tainted, so skipped: {', '.join(skipped)}" if skipped else ""
+    return _ok(
+        f"{available}/{replicas} replicas ready, one on each schedulable node "
+        f"({', '.join(schedulable)}){note}"
+    )
+
+
+def curl_problem(evidence: Evidence, check: str, source: str, target: str, url: str) -> str | None:
+    """What is wrong with one recorded request, or None when it got the welcome page.
+
+    The verdict comes from curl's saved stdout, not from the record's own
+    booleans; a record that disagrees with its stdout is reported as such.
+    """
+    rel = curl_record_path(check, source, target)
+    try:
+        record = evidence.json(rel)
+    except MissingEvidence as exc:
+        return str(exc)
+    if record.get("url") != url:
+        return f"{rel} is for {record.get('url')}, expected {url}"
+    if record.get("rc") is None:
+        return f"not run: {record.get('error') or 'transport error'}"
+    stdout_rel = record.get("stdout") or rel.removesuffix(".json") + ".out"
+    try:
+        body, status = parse_curl_stdout(evidence.text(stdout_rel))
+    except MissingEvidence as exc:
+        return str(exc)
+    if (
+        hashlib.sha256(body).hexdigest() != record.get("body_sha256")
+        or status != record.get("http_status")
+        or is_welcome_page(body) != record.get("welcome_page")
+    ):
+        return f"evidence contradicts itself: {rel} does not match {stdout_rel}"
+    if record.get("rc") != 0:
+        error = record.get("error")
+        return f"curl exited {record.get('rc')}" + (f": {_short(error, 100)}" if error else "")
+    if status != 200:
+        return f"HTTP {status}"
+    if not is_welcome_page(body):
+        return f"HTTP 200 but not the nginx welcome page ({len(body)} bytes)"
+    return None
+
+
+def _group(failures: dict[str, list[str]]) -> list[str]:
+    return [f"{target} failed from {', '.join(sources)}" for target, sources in failures.items()]
+
+
+def check_pod_ips(evidence: Evidence, expected: Expected) -> Verdict:
+    pods = items(evidence.json(NGINX_PODS), NGINX_PODS)
+    targets = [
+        (str(p["status"]["podIP"]), _name(p), (p.get("spec") or {}).get("nodeName") or "?")
+        for p in pods
+        if (p.get("status") or {}).get("podIP")
+    ]
+    if not targets:
+        return Verdict(
+            False,
+            "no nginx pod has an IP to test (see nginx-rollout)",
+            hint("rollout", namespace=expected.namespace),
+        )
+    failures: dict[str, list[str]] = defaultdict(list)
+    for source in expected.nodes:
+        for ip, pod, node in targets:
+            why = curl_problem(evidence, "pod-ips", source.name, ip, http_url(ip, 80))
+            if why:
+                failures[f"{ip} ({pod} on {node})"].append(f"{source.name} [{why}]")
+    if failures:
+        hints = Hints()
+        hints.add("pod_ip")
+        return _fail(_group(failures), hints)
+    return _ok(
+        f"{len(targets)} pod IPs answered with the nginx welcome page from "
+        f"{len(expected.nodes)} nodes ({len(targets) * len(expected.nodes)} requests)"
+    )
+
+
+def _service_port(service: dict[str, Any], key: str) -> int:
+    ports = (service.get("spec") or {}).get("ports") or []
+    if not ports or not ports[0].get(key):
+        raise BadEvidence(SERVICE, f"the Service has no {key}")
+    return int(ports[0][key])
+
+
+def check_cluster_ip(evidence: Evidence, expected: Expected) -> Verdict:
+    service = evidence.json(SERVICE)
+    cluster_ip = (service.get("spec") or {}).get("clusterIP")
+    if not cluster_ip or cluster_ip == "None":
+        raise BadEvidence(SERVICE, "the Service has no ClusterIP")
+    port = _service_port(service, "port")
+    endpoints = evidence.json(ENDPOINTS)
+    ready = [a.get("ip") for s in endpoints.get("subsets") or [] for a in s.get("addresses") or []]
+    problems: list[str] = []
+    hints = Hints()
+    if not ready:
+        problems.append("the Service has no ready endpoints")
+    failures: dict[str, list[str]] = defaultdict(list)
+    for source in expected.nodes:
+        why = curl_problem(
+            evidence, "cluster-ip", source.name, cluster_ip, http_url(cluster_ip, port)
+        )
+        if why:
+            failures[f"{cluster_ip}:{port}"].append(f"{source.name} [{why}]")
+    problems += _group(failures)
+    if problems:
+        hints.add("cluster_ip", namespace=expected.namespace)
+        return _fail(problems, hints)
+    return _ok(
+        f"ClusterIP {cluster_ip}:{port} answered from {len(expected.nodes)} nodes "
+        f"({len(ready)} ready endpoints)"
+    )
+
+
+def check_nodeport(evidence: Evidence, expected: Expected) -> Verdict:
+    service = evidence.json(SERVICE)
+    node_port = _service_port(service, "nodePort")
+    problems: list[str] = []
+    tried = 0
+    for node in expected.nodes:
+        target = node.private_ip
+        suffix = curl_record_path("nodeport", "x", target).rsplit("__", 1)[1]
+        sources = [
+            name.split("__", 1)[0]
+            for name in evidence.listdir("curl/nodeport")
+            if name.endswith(suffix) and "__" in name
+        ]
+        if not sources:
+            problems.append(f"no evidence: {curl_record_path('nodeport', '*', target)}")
+            continue
+        for source in sources:
+            tried += 1
+            why = curl_problem(evidence, "nodeport", source, target, http_url(target, node_port))
+            if why:
+                problems.append(f"{target}:{node_port} ({node.name}) failed from {source} [{why}]")
+    if problems:
+        hints = Hints()
+        hints.add("nodeport", namespace=expected.namespace)
+        return _fail(problems, hints)
+    return _ok(
+        f"NodePort {node_port} answered on all {len(expected.nodes)} private IPs ({tried} requests)"
+    )
+
+
+def check_dns(evidence: Evidence, expected: Expected) -> Verdict:
+    record = evidence.json(DNS)
+    cluster_ip = (evidence.json(SERVICE).get("spec") or {}).get("clusterIP")
+    name = record.get("name")
+    if record.get("rc") != 0:
+        why = record.get("error") or _short(record.get("stderr")) or "no answer"
+        return Verdict(
+            False,
+            f"{name} did not resolve in pod {record.get('pod')} (exit {record.get('rc')}: {why})",
+            hint("dns"),
+        )
+    resolved = [
+        line.split()[0] for line in str(record.get("stdout", "")).splitlines() if line.split()
+    ]
+    if cluster_ip not in resolved:
+        return Verdict(
+            False,
+            f"{name} resolved to {', '.join(resolved) or 'nothing'}, "
+            f"not the Service's ClusterIP {cluster_ip}",
+            hint("dns"),
+        )
+    return _ok(f"{name} resolves to {cluster_ip} in pod {record.get('pod')}")
+
+
+def check_cleanup(evidence: Evidence, expected: Expected) -> Verdict:
+    record = evidence.json(CLEANUP)
+    namespace = record.get("namespace")
+    fix = hint("cleanup", namespace=expected.namespace)
+    if namespace != expected.namespace:
+        return Verdict(
+            False, f"{CLEANUP} is about namespace {namespace}, not {expected.namespace}", fix
+        )
+    look = record.get("check") or {}
+    if look.get("rc") != 0:
+        why = look.get("error") or _short(look.get("stderr")) or f"exit {look.get('rc')}"
+        return Verdict(False, f"could not confirm that {namespace} is gone: {why}", fix)
+    if str(look.get("stdout") or "").strip():
+        return Verdict(
+            False, f"namespace {namespace} still present after {expected.deadlines.cleanup} s", fix
+        )
+    return _ok(f"namespace {namespace} deleted")
+
+
+CHECKS: tuple[Check, ...] = (
+    Check("api", "API server answers", check_api),
+    Check("nodes", "Nodes registered, Ready, pinned kubelet, private IP", check_nodes),
+    Check("system-pods", "kube-system healthy", check_system_pods),
+    Check("nginx-rollout", "nginx on every schedulable node", check_nginx_rollout),
+    Check("pod-ips", "Pod IPs answer from every node", check_pod_ips),
+    Check("cluster-ip", "Service ClusterIP answers from every node", check_cluster_ip),
+    Check("nodeport", "NodePort answers on every private IP", check_nodeport),
+    Check("dns", "Service name resolves in a pod", check_dns, only_if=lambda e: e.dns),
+    Check("cleanup", "verify's namespace removed", check_cleanup),
+)
+
+CHECK_IDS = tuple(c.id for c in CHECKS)
+
+
+def evaluate(evidence_dir: Path | str, expected: Expected) -> list[CheckResult]:
+    """Every check over a saved evidence folder; contacts nothing."""
+    evidence = Evidence(evidence_dir)
+    return [check(evidence, expected) for check in CHECKS if check.only_if(expected)]

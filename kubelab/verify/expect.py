@@ -1,0 +1,80 @@
+"""What verify expects of a cluster: the nodes, the pinned version, the names it uses.
+
+Plain data, filled from a plan by the caller (or by a grader from its own
+records). Checks compare the evidence against this, never against the evidence's
+own claims about itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
+
+ROLES = ("master", "node")
+
+
+class ExpectedNode(NamedTuple):
+    name: str  # the Kubernetes node name (the VM's hostname, with the student ID when set)
+    role: str  # master | node
+    private_ip: str  # the lab-network address kubelet must register as InternalIP
+    # The name the transport knows the VM by (the Vagrant machine name: master,
+    # node1, ...); the Kubernetes name when they are the same.
+    machine: str = ""
+
+    @property
+    def host(self) -> str:
+        return self.machine or self.name
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """How long each wait may take, in seconds. Results state the one that ran out."""
+
+    command: float = 60.0  # any single kubectl call
+    rollout: int = 180  # kubectl rollout status of verify's nginx
+    # A pod still Pending or ContainerCreating this long after it was created counts as stuck.
+    pending: int = 180
+    curl: int = 5  # curl --max-time
+    cleanup: int = 120  # kubectl delete namespace --timeout
+
+
+@dataclass(frozen=True)
+class Expected:
+    nodes: tuple[ExpectedNode, ...]
+    kubernetes_version: str  # exact, without the "v": "1.31.13"
+    pod_cidr: str  # what kubeadm init --pod-network-cidr was given: "10.244.0.0/16"
+    namespace: str = "kubelab-verify"  # verify's own; deleted at the end of every run
+    nodeport: int = 30080
+    dns: bool = False  # --dns: also check that the Service name resolves inside a pod
+    cni: str = "flannel"
+    # vagrant-libvirt's management (NAT) network: an InternalIP in it means kubelet
+    # picked eth0 instead of the lab network.
+    management_cidr: str = "192.168.121.0/24"
+    deadlines: Deadlines = field(default_factory=Deadlines)
+
+    def __post_init__(self) -> None:
+        # Accept plain (name, role, private_ip[, machine]) tuples.
+        nodes = tuple(ExpectedNode(*n) for n in self.nodes)
+        for node in nodes:
+            if node.role not in ROLES:
+                raise ValueError(
+                    f"node {node.name}: role must be one of {ROLES}, not {node.role!r}"
+                )
+        object.__setattr__(self, "nodes", nodes)
+        object.__setattr__(self, "kubernetes_version", self.kubernetes_version.removeprefix("v"))
+
+    @property
+    def masters(self) -> tuple[ExpectedNode, ...]:
+        return tuple(n for n in self.nodes if n.role == "master")
+
+    def node(self, name: str) -> ExpectedNode:
+        """A node by its Kubernetes or its machine name; KeyError when there is none."""
+        for node in self.nodes:
+            if name in (node.name, node.machine):
+                return node
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["nodes"] = [n._asdict() for n in self.nodes]
+        return data

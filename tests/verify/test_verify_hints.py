@@ -1,0 +1,60 @@
+"""Hints: every key the checks use exists in labs/hints.yaml, and every hint renders."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+
+import pytest
+
+from kubelab.verify import checks
+from kubelab.verify.hints import hint, load
+
+FIELDS = {
+    "node": "node1",
+    "pod": "kube-flannel-ds-abcde",
+    "namespace": "kube-flannel",
+    "pod_cidr": "10.244.0.0/16",
+    "actual": "v1.31.1",
+    "expected": "v1.31.13",
+}
+
+
+def keys_used_by_checks() -> set[str]:
+    """String keys passed to hint()/Hints.add()/require(), and the _BROKEN hint keys."""
+    tree = ast.parse(inspect.getsource(checks))
+    used: set[str] = set(checks._BROKEN.values())
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = (
+            node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        )
+        args = node.args
+        if name in ("hint", "add") and args and isinstance(args[0], ast.Constant):
+            used.add(args[0].value)
+        if name == "require" and len(args) == 4 and isinstance(args[3], ast.Constant):
+            used.add(args[3].value)
+    return used
+
+
+def test_every_key_the_checks_use_exists() -> None:
+    used = keys_used_by_checks()
+    assert len(used) > 15  # the walk found them
+    assert used - set(load()) == set()
+
+
+@pytest.mark.parametrize("key", sorted(load()))
+def test_every_hint_renders_fully(key: str) -> None:
+    text = hint(key, **FIELDS)
+    assert "{" not in text and "}" not in text
+    assert "\n" not in text  # folded to one line for the table
+
+
+def test_unknown_key_is_an_error() -> None:
+    with pytest.raises(KeyError):
+        hint("no-such-hint")
+
+
+def test_missing_field_stays_visible() -> None:
+    assert "{node}" in hint("node_missing")
