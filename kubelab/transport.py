@@ -1,0 +1,603 @@
+"""The one way kubelab runs a command on a VM: one persistent SSH connection per node.
+
+Every command on a VM (provisioning, verify, live grading) goes through
+`Transport.run(node, cmd, *args)`. `cmd` is shell text written by kubelab (a program
+name, or a short script kubelab owns); every value that comes from elsewhere is passed
+in `args`, and `command_line` quotes those, and only those, with `shlex.quote`.
+
+Connections are opened on first use and reused for every later command on that node
+(`connections_opened` counts them), so a verify run costs three SSH handshakes, not one
+`vagrant ssh -c` process per command. Each command gets its own SSH channel, so
+different nodes can be driven from parallel threads.
+
+Deadlines are enforced on both ends: the VM runs the command under coreutils
+`timeout(1)`, which stops it (and everything it started) so nothing piles up on the VM
+or exhausts sshd's sessions per connection; the client gives up a little later
+(`CLIENT_GRACE`), which covers a host that accepted the session and then went silent.
+Either way the result is rc 124 with `timed_out=True`, and the connection stays usable.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import logging
+import os
+import select
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import paramiko
+
+from kubelab.errors import ConfigError, KubelabError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 22
+DEFAULT_USER = "vagrant"
+# What coreutils timeout(1) exits with; used as well when the client gives up itself.
+TIMEOUT_RC = 124
+# timeout(1) sends TERM at the deadline and KILL this many seconds later ...
+KILL_AFTER = 1.0
+# ... and the client waits this much past the deadline before it stops waiting for the VM.
+CLIENT_GRACE = 2.0
+# rc 128+KILL: what timeout(1) returns when the command ignored TERM and had to be killed.
+KILLED_RC = 137
+# After the exit status arrives, how long to keep reading while output still trickles
+# in. A background process that inherited stdout would otherwise hold the channel open.
+OUTPUT_LINGER = 0.5
+POLL_INTERVAL = 0.1
+KEEPALIVE_SECONDS = 30
+READ_SIZE = 65536
+STDIN_CHUNK = 32768  # paramiko's largest data packet
+STDIN_POLL = 0.005
+
+# Writes stdin to a temporary file beside the target and renames it into place, so a
+# reader never sees half a file. $1 = path, $2 = octal mode.
+PUT_SCRIPT = (
+    'tmp=$(mktemp "$1.XXXXXX") && cat > "$tmp" && chmod "$2" "$tmp" && mv -f "$tmp" "$1"'
+    ' || { rc=$?; [ -n "$tmp" ] && rm -f "$tmp"; exit "$rc"; }'
+)
+PUT_MIN_TIMEOUT = 120.0
+PUT_MIN_RATE = 1_000_000  # bytes per second a lab network surely manages
+# Inventory keys that would put a secret into the inventory file itself.
+SECRET_KEYS = ("key", "private_key", "password", "passphrase")
+INVENTORY_KEYS = ("host", "port", "user", "key_file", "key_env")
+
+
+class TransportError(KubelabError):
+    """A node could not be reached, or its connection broke while a command ran."""
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    """Where and as whom to log in to one node.
+
+    The private key comes from `key_file`, or from the environment variable named by
+    `key_env` (for graders: secrets never sit in an inventory file). With neither, the
+    user's SSH agent and default keys are tried.
+    """
+
+    name: str
+    host: str
+    port: int = DEFAULT_PORT
+    user: str = DEFAULT_USER
+    key_file: Path | None = None
+    key_env: str | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What one command on one node did. `command` is the line as kubelab wrote it."""
+
+    node: str
+    command: str
+    rc: int  # -1: ended without an exit status (killed by a signal on the VM)
+    stdout: str
+    stderr: str
+    duration: float
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and not self.timed_out
+
+    def tail(self, lines: int = 10) -> str:
+        """The last lines of stderr, or of stdout when stderr is empty: for error messages."""
+        text = self.stderr.strip() or self.stdout.strip()
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def command_line(cmd: str, *args: object) -> str:
+    """The one place arguments are quoted: `cmd` is kubelab's shell text, args are values."""
+    return " ".join(
+        [cmd, *(shlex.quote(os.fspath(a) if isinstance(a, os.PathLike) else str(a)) for a in args)]
+    )
+
+
+def remote_line(line: str, *, timeout: float, sudo: bool = False) -> str:
+    """The line sent to sshd: `line` under timeout(1), as root when `sudo`.
+
+    The command runs in the login shell (`$SHELL`), as it would without the wrapper.
+    """
+    if timeout <= 0:
+        raise ValueError(f"timeout must be positive, not {timeout}")
+    if sudo:
+        line = f"sudo -n -- sh -c {shlex.quote(line)}"
+    return (
+        f'timeout -k {_seconds(KILL_AFTER)} {_seconds(timeout)} "${{SHELL:-/bin/sh}}" -c '
+        f"{shlex.quote(line)}"
+    )
+
+
+def _seconds(value: float) -> str:
+    # timeout(1) reads "0" as "no limit", so never round a small limit down to it.
+    return f"{max(value, 0.001):.3f}".rstrip("0").rstrip(".")
+
+
+def targets_from_ssh_config(text: str) -> dict[str, SSHTarget]:
+    """SSH targets from `vagrant ssh-config` output (one `Host` block per machine)."""
+    config = paramiko.SSHConfig.from_text(text)
+    targets: dict[str, SSHTarget] = {}
+    for name in sorted(config.get_hostnames()):
+        if any(c in name for c in "*?!"):
+            continue  # a pattern (paramiko always lists "*"), not a machine
+        entry = config.lookup(name)
+        port = entry.get("port", str(DEFAULT_PORT))
+        if not port.isdigit():
+            raise KubelabError(
+                f"ssh-config for {name}: Port {port!r} is not a number",
+                hint="run `vagrant ssh-config` and check its output",
+            )
+        keys = entry.get("identityfile")  # a list: vagrant may print several
+        targets[name] = SSHTarget(
+            name=name,
+            host=entry.get("hostname", name),
+            port=int(port),
+            user=entry.get("user", DEFAULT_USER),
+            key_file=Path(keys[0]) if isinstance(keys, list) and keys else None,
+        )
+    if not targets:
+        raise KubelabError(
+            "ssh-config output names no machine (no Host block)",
+            hint="is the lab up? `invoke status`, then `vagrant ssh-config`",
+        )
+    return targets
+
+
+def target_from_inventory(
+    name: str, entry: Mapping[str, Any], *, base_dir: Path | None = None
+) -> SSHTarget:
+    """One SSH target from an inventory entry: host, port, user, key_file or key_env.
+
+    A relative key_file is taken from `base_dir` (the inventory's folder). The key itself
+    never sits in the inventory: an entry holding one is rejected. Reports every problem.
+    """
+    problems = []
+    for key in entry:
+        if key in SECRET_KEYS:
+            problems.append(
+                f"{name}: '{key}' puts a secret in the inventory; use key_file "
+                "(a path) or key_env (the name of an environment variable)"
+            )
+        elif key not in INVENTORY_KEYS:
+            problems.append(f"{name}: unknown key '{key}' (known: {', '.join(INVENTORY_KEYS)})")
+    host = entry.get("host")
+    if not isinstance(host, str) or not host:
+        problems.append(f"{name}: 'host' is required (an address or host name)")
+    port = entry.get("port", DEFAULT_PORT)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        problems.append(f"{name}: 'port' must be a number from 1 to 65535, not {port!r}")
+    user = entry.get("user", DEFAULT_USER)
+    if not isinstance(user, str) or not user:
+        problems.append(f"{name}: 'user' must be a user name")
+    key_file, key_env = entry.get("key_file"), entry.get("key_env")
+    if key_file is not None and key_env is not None:
+        problems.append(f"{name}: give key_file or key_env, not both")
+    for key, value in (("key_file", key_file), ("key_env", key_env)):
+        if value is not None and (not isinstance(value, str) or not value):
+            problems.append(f"{name}: '{key}' must be a non-empty string")
+    if problems:
+        raise ConfigError(problems)
+    path = None
+    if key_file is not None:
+        path = Path(key_file).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+    return SSHTarget(
+        name=name, host=str(host), port=port, user=user, key_file=path, key_env=key_env
+    )
+
+
+class Transport:
+    """Runs commands on named nodes, one lazily opened SSH connection per node."""
+
+    def __init__(self, targets: Mapping[str, SSHTarget], *, connect_timeout: float = 10.0) -> None:
+        self.targets = dict(targets)
+        self.connect_timeout = connect_timeout
+        self.connections_opened = 0
+        self._clients: dict[str, paramiko.SSHClient] = {}
+        self._lock = threading.Lock()
+        # Connecting is serialised per node only: a slow node never holds up the others.
+        self._node_locks = {name: threading.Lock() for name in self.targets}
+
+    @classmethod
+    def from_ssh_config(cls, text: str, **kwargs: Any) -> Transport:
+        return cls(targets_from_ssh_config(text), **kwargs)
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+    def target(self, node: str) -> SSHTarget:
+        try:
+            return self.targets[node]
+        except KeyError:
+            known = ", ".join(sorted(self.targets)) or "none"
+            raise TransportError(
+                f"no SSH target for node {node!r}", hint=f"known nodes: {known}"
+            ) from None
+
+    def run(
+        self,
+        node: str,
+        cmd: str,
+        *args: object,
+        timeout: float = 60.0,
+        sudo: bool = False,
+        stdin: bytes | str | None = None,
+    ) -> CommandResult:
+        """Run `cmd` with quoted `args` on `node`; rc 124 and timed_out after `timeout` s.
+
+        Raises TransportError when the node cannot be reached or drops the connection;
+        a command that fails on the VM is a result (rc, stderr), not an exception.
+        """
+        line = command_line(cmd, *args)
+        wire = remote_line(line, timeout=timeout, sudo=sudo)
+        shown = f"sudo {line}" if sudo else line
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        transport = self._connection(node)
+        started = time.monotonic()
+        try:
+            rc, out, err, timed_out = _execute(transport, wire, data, timeout + CLIENT_GRACE)
+        except _ConnectionLost as lost:
+            self._forget(node)
+            target = self.target(node)
+            raise TransportError(
+                f"{node} ({target.address}): connection lost while running `{shown}`: "
+                f"{lost.reason}",
+                hint="the VM may have rebooted or run out of memory; check it with "
+                "`invoke status` and the node's journal (journalctl -b -1), then retry",
+            ) from lost
+        duration = time.monotonic() - started
+        # The VM's timeout(1) stopped it: 124 after TERM, 137 when it needed KILL.
+        if rc in (TIMEOUT_RC, KILLED_RC) and duration >= timeout:
+            timed_out = True
+        if timed_out:
+            rc = TIMEOUT_RC
+        log.debug("%s: `%s` rc=%s in %.2fs", node, shown, rc, duration)
+        return CommandResult(
+            node=node,
+            command=shown,
+            rc=rc,
+            stdout=out.decode(errors="replace"),
+            stderr=err.decode(errors="replace"),
+            duration=duration,
+            timed_out=timed_out,
+        )
+
+    def put(
+        self,
+        node: str,
+        data: bytes,
+        remote_path: str,
+        mode: int = 0o644,
+        *,
+        sudo: bool = False,
+        timeout: float | None = None,
+    ) -> None:
+        """Write `data` to `remote_path` on `node` atomically, over the node's connection.
+
+        The default deadline grows with the size (a local package folder can be large).
+        """
+        if timeout is None:
+            timeout = max(PUT_MIN_TIMEOUT, len(data) / PUT_MIN_RATE)
+        result = self.run(
+            node,
+            "sh -c",
+            PUT_SCRIPT,
+            "kubelab-put",
+            remote_path,
+            format(mode, "o"),
+            stdin=data,
+            sudo=sudo,
+            timeout=timeout,
+        )
+        if not result.ok:
+            raise KubelabError(
+                f"could not write {remote_path} on {node}: rc={result.rc} {result.tail(3)}",
+                hint="check the folder exists and is writable (or pass sudo=True), "
+                "and that the disk is not full (df -h)",
+            )
+
+    def _connection(self, node: str) -> paramiko.Transport:
+        target = self.target(node)
+        with self._node_locks[node]:
+            client = self._clients.get(node)
+            if client is not None:
+                transport = client.get_transport()
+                if transport is not None and transport.is_active():
+                    return transport
+                self._forget(node)  # dropped while idle (say, the VM rebooted): reconnect
+            client = _connect(target, self.connect_timeout)
+            with self._lock:
+                self._clients[node] = client
+                self.connections_opened += 1
+            transport = client.get_transport()
+            assert transport is not None  # connect() succeeded
+            return transport
+
+    def _forget(self, node: str) -> None:
+        with self._lock:
+            client = self._clients.pop(node, None)
+        if client is not None:
+            client.close()
+
+
+class _ConnectionLost(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _connect(target: SSHTarget, timeout: float) -> paramiko.SSHClient:
+    pkey = _load_key(target)
+    try:
+        sock = socket.create_connection((target.host, target.port), timeout=timeout)
+    except OSError as exc:  # includes TimeoutError
+        raise _failure(
+            target,
+            _describe_os_error(exc, timeout),
+            f"is the machine up and sshd running? for a local lab: `invoke status`, then "
+            f"`invoke ssh {target.name}`",
+        ) from exc
+    # Each command is a few small SSH messages in a row (open, exec, EOF); with Nagle on,
+    # each waits for the peer's delayed ACK, about 40 ms per command.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    client = paramiko.SSHClient()
+    # Lab VMs are throwaway: every `vagrant up` gives the same address a new host key, so
+    # a remembered key would only turn the next lab into a "host key changed" failure.
+    # As vagrant's own ssh-config does (StrictHostKeyChecking no, UserKnownHostsFile
+    # /dev/null), accept the key the VM offers. AutoAddPolicy keeps it in memory only:
+    # no known_hosts file is loaded, so none is ever written.
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    try:
+        client.connect(
+            target.host,
+            port=target.port,
+            username=target.user,
+            pkey=pkey,
+            sock=sock,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+            # With a key of our own, use only it (vagrant's IdentitiesOnly yes).
+            allow_agent=pkey is None,
+            look_for_keys=pkey is None,
+        )
+    except paramiko.AuthenticationException as exc:
+        client.close()
+        raise _failure(
+            target,
+            f"login refused ({exc})",
+            "check the user and the key: `vagrant ssh-config` shows both, or "
+            "the inventory's key_file/key_env",
+        ) from exc
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        client.close()
+        sock.close()
+        raise _failure(
+            target,
+            f"SSH handshake failed ({_describe_os_error(exc, timeout)})",
+            "sshd answered but the session could not start; is the VM still booting? "
+            "retry in a minute",
+        ) from exc
+    transport = client.get_transport()
+    if transport is not None:
+        # Keeps NAT and conntrack state alive through long quiet stages (image pulls).
+        transport.set_keepalive(KEEPALIVE_SECONDS)
+    return client
+
+
+def _failure(target: SSHTarget, reason: str, hint: str) -> TransportError:
+    return TransportError(f"{target.name} ({target.address}): {reason}", hint=hint)
+
+
+def _describe_os_error(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    code = getattr(exc, "errno", None)
+    names = {
+        errno.ECONNREFUSED: "connection refused",
+        errno.EHOSTUNREACH: "host unreachable",
+        errno.ENETUNREACH: "network unreachable",
+        errno.ECONNRESET: "connection reset",
+    }
+    if code in names:
+        return names[code]
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def _load_key(target: SSHTarget) -> paramiko.PKey | None:
+    if target.key_env:
+        text = os.environ.get(target.key_env)
+        if not text:
+            raise _failure(
+                target,
+                f"environment variable {target.key_env} (the SSH key) is not set",
+                f"export {target.key_env} with the private key",
+            )
+        return _key_from_text(target, text)
+    if target.key_file:
+        try:
+            return paramiko.PKey.from_path(target.key_file)
+        except OSError as exc:
+            raise _failure(
+                target,
+                f"cannot read SSH key {target.key_file} ({exc.strerror or exc})",
+                "check IdentityFile in `vagrant ssh-config`, or the inventory's key_file",
+            ) from exc
+        except (paramiko.SSHException, ValueError) as exc:
+            raise _failure(
+                target,
+                f"SSH key {target.key_file} is not a usable private key ({exc})",
+                "use an unencrypted OpenSSH or PEM key",
+            ) from exc
+    return None
+
+
+def _key_from_text(target: SSHTarget, text: str) -> paramiko.PKey:
+    for key_class in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return key_class.from_private_key(io.StringIO(text))
+        except (paramiko.SSHException, ValueError):
+            continue
+    raise _failure(
+        target,
+        f"environment variable {target.key_env} holds no usable private key",
+        "put the whole key file (BEGIN ... END lines) in it",
+    )
+
+
+def _execute(
+    transport: paramiko.Transport, line: str, stdin: bytes | None, limit: float
+) -> tuple[int, bytes, bytes, bool]:
+    """Run one command on its own channel: (rc, stdout, stderr, timed_out)."""
+    deadline = time.monotonic() + limit
+    try:
+        channel = transport.open_session(timeout=limit)
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise _ConnectionLost(f"could not open a session ({exc or type(exc).__name__})") from exc
+
+    expired = threading.Event()
+
+    def expire() -> None:
+        # exec_command() waits for sshd's answer without a timeout of its own; closing
+        # the channel wakes it (and any other wait) when the deadline passes.
+        expired.set()
+        channel.close()
+
+    watchdog = threading.Timer(limit, expire)
+    watchdog.daemon = True
+    watchdog.start()
+    out, err = bytearray(), bytearray()
+    try:
+        channel.exec_command(line)
+        _exchange(channel, memoryview(stdin or b""), out, err, deadline)
+        # Decide before close(): closing sets status_event too.
+        finished = channel.status_event.is_set() and not expired.is_set()
+        rc = channel.exit_status
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        if expired.is_set():
+            return TIMEOUT_RC, bytes(out), bytes(err), True
+        raise _ConnectionLost(str(exc) or type(exc).__name__) from exc
+    finally:
+        watchdog.cancel()
+        channel.close()
+
+    if not finished:
+        return TIMEOUT_RC, bytes(out), bytes(err), True
+    if rc == -1 and _lost(channel, transport):
+        raise _ConnectionLost(f"the host closed the connection after {len(out)} bytes of output")
+    return rc, bytes(out), bytes(err), False
+
+
+def _exchange(
+    channel: paramiko.Channel, stdin: memoryview, out: bytearray, err: bytearray, deadline: float
+) -> None:
+    """Feed stdin and collect output until EOF and exit status, close, or the deadline.
+
+    Input and output move together: a command that answers before it has read all its
+    input (cat) would otherwise block on a full output window while we block on its
+    full input window.
+    """
+    fd = channel.fileno()  # a pipe paramiko sets whenever stdout or stderr data arrives
+    sent = 0
+    if not stdin:
+        channel.shutdown_write()  # EOF on the command's stdin
+    linger_until: float | None = None
+    while not (channel.eof_received or channel.closed):
+        now = time.monotonic()
+        if now >= deadline:
+            return
+        wait = min(deadline - now, POLL_INTERVAL)
+        if sent < len(stdin):
+            if channel.send_ready():  # never blocks: the peer's window has room
+                try:
+                    sent += channel.send(bytes(stdin[sent : sent + STDIN_CHUNK]))
+                except OSError:
+                    if not channel.closed:
+                        raise
+                    break  # the command ended without reading all of its input
+                if sent >= len(stdin):
+                    channel.shutdown_write()
+                wait = 0
+            else:
+                wait = min(wait, STDIN_POLL)  # the window reopens without waking the pipe
+        elif channel.status_event.is_set():
+            # Exited, but something still holds its output open; keep reading while the
+            # rest arrives, then stop.
+            linger_until = linger_until or now + OUTPUT_LINGER
+            if now >= linger_until:
+                break
+        ready, _, _ = select.select([fd], [], [], wait)
+        if ready and _drain(channel, out, err) and linger_until is not None:
+            linger_until = time.monotonic() + OUTPUT_LINGER
+    _drain(channel, out, err)
+    channel.status_event.wait(max(deadline - time.monotonic(), 0))
+
+
+def _drain(channel: paramiko.Channel, out: bytearray, err: bytearray) -> bool:
+    got = False
+    while channel.recv_ready():
+        out += channel.recv(READ_SIZE)
+        got = True
+    while channel.recv_stderr_ready():
+        err += channel.recv_stderr(READ_SIZE)
+        got = True
+    return got
+
+
+def _lost(channel: paramiko.Channel, transport: paramiko.Transport) -> bool:
+    """No exit status: killed by a signal on the VM, or the connection itself died?"""
+    if not transport.is_active():
+        return True
+    if not channel.eof_received:
+        # sshd always sends EOF before closing a session; a channel closed without one
+        # was closed by paramiko because the socket died. Its thread is ending; let it.
+        transport.join(timeout=1.0)
+    return not transport.is_active()
