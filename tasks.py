@@ -12,10 +12,10 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
+from kubelab import ui
 from kubelab.errors import ConfigError, KubelabError
 from kubelab.plan import load_plan
 from kubelab.progress import Reporter
-from kubelab import ui
 
 ROOT = Path(__file__).resolve().parent
 PY = sys.executable
@@ -59,11 +59,13 @@ def _plan(config=None, lab_dir=None, driver=None, box=None, student=None):
                      lab_dir=Path(lab_dir) if lab_dir else None)
 
 
-@task(help=_help("config", "driver", "box", "student", out="folder to write (default: the lab folder)"))
+@task(help=_help("config", "driver", "box", "student",
+                 out="folder to write (default: the lab folder)"))
 @_user_errors
 def render(c, config=None, out=None, driver=None, box=None, student=None):
     """Write the lab folder (Vagrantfile, scripts, manifest); start nothing."""
-    from kubelab.render import render as render_files, write_lab
+    from kubelab.render import render as render_files
+    from kubelab.render import write_lab
 
     plan = _plan(config, out, driver, box, student)
     written = write_lab(render_files(plan), plan.lab_dir)
@@ -81,7 +83,8 @@ def up(c, config=None, lab_dir=None, driver=None, box=None, student=None):
     result = lifecycle.up(plan, Reporter(ui.console))
     ui.console.print(ui.node_table(result.nodes, title=f"lab {plan.config.name}"))
     if result.timings:
-        ui.console.print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.timings.items()))
+        figures = ", ".join(f"{k} {v:.0f} s" for k, v in result.timings.items())
+        ui.console.print(f"timings: {figures}")
     ui.console.print("next: `invoke verify` to prove the cluster works, or `invoke ssh master`")
 
 
@@ -152,10 +155,11 @@ def doctor(c, config=None, driver=None, box=None, student=None):
     evidence_out="evidence folder to write (default: <lab>/evidence/<time>)",
     evidence="re-evaluate this saved evidence folder; contact no cluster",
     exercise="exercise number: score the run with its rubric and write a hand-in archive",
+    ssh_config="reach the nodes through this ssh-config file instead of Vagrant",
 ))
 @_user_errors
 def verify(c, config=None, lab_dir=None, student=None, dns=False, json=None, junit=None,
-           evidence_out=None, evidence=None, exercise=None):
+           evidence_out=None, evidence=None, exercise=None, ssh_config=None):
     """Prove the cluster works: deploy nginx, curl every pod IP, ClusterIP and NodePort."""
     from kubelab.verify import lab as verify_lab
     from kubelab.verify import report
@@ -169,6 +173,7 @@ def verify(c, config=None, lab_dir=None, student=None, dns=False, json=None, jun
             plan, Reporter(ui.console), dns=dns,
             evidence_out=Path(evidence_out) if evidence_out else None,
             exercise=int(exercise) if exercise else None,
+            ssh_config=Path(ssh_config) if ssh_config else None,
         )
     report.print_table(results, ui.console)
     if json:

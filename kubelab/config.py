@@ -11,6 +11,7 @@ A config that fails raises `ConfigError` (exit code 2); nothing is written.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -347,10 +348,8 @@ def _network_problems(config: LabConfig) -> list[str]:
 def _node_problems(config: LabConfig) -> list[str]:
     problems: list[str] = []
     lab = None
-    try:
+    with contextlib.suppress(ValueError):  # a bad CIDR is reported by _network_problems
         lab = ipaddress.IPv4Network(config.network.cidr, strict=True)
-    except ValueError:
-        pass  # reported by _network_problems
     masters = [n for n in config.nodes if n.role == "master"]
     if len(masters) != 1:
         problems.append(f"nodes: exactly one node must have role master (found {len(masters)})")
@@ -364,7 +363,9 @@ def _node_problems(config: LabConfig) -> list[str]:
                 "letters, digits and '-', not starting or ending with '-', at most 63)"
             )
         elif config.student_id and len(hostname_for(node.name, config.student_id)) > 63:
-            problems.append(f"{where}.name: {node.name!r} plus the student ID is over 63 characters")
+            problems.append(
+                f"{where}.name: {node.name!r} plus the student ID is over 63 characters"
+            )
         if node.name in seen_names:
             problems.append(
                 f"{where}.name: {node.name!r} is already used by nodes[{seen_names[node.name]}]"

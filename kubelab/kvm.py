@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import glob
 import mmap
 import os
-import glob
 import shutil
 import struct
 import subprocess

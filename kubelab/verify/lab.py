@@ -9,6 +9,7 @@ from kubelab.config import config_as_dict
 from kubelab.errors import KubelabError
 from kubelab.plan import Plan
 from kubelab.progress import Reporter
+from kubelab.transport import Transport, targets_from_ssh_config
 from kubelab.verify.checks import CheckResult, evaluate
 from kubelab.verify.collect import collect
 from kubelab.verify.evidence import Evidence
@@ -40,20 +41,16 @@ def verify_lab(
     dns: bool = False,
     evidence_out: Path | None = None,
     exercise: int | None = None,
+    ssh_config: Path | None = None,
 ) -> tuple[Path, list[CheckResult]]:
-    """Collect evidence from the running lab, then evaluate that folder."""
-    from kubelab import lifecycle
+    """Collect evidence from the running lab, then evaluate that folder.
 
-    driver = lifecycle.driver_for(plan)
-    if not (plan.lab_dir / "Vagrantfile").is_file():
-        raise KubelabError(f"no lab at {plan.lab_dir}", hint="run `invoke up` first", code=2)
-    states = driver.status()
-    down = [n.name for n in plan.nodes if states.get(n.name) != lifecycle.RUNNING]
-    if down:
-        raise KubelabError(f"not running: {', '.join(down)}", hint="run `invoke up` first")
+    The VMs are reached through `vagrant ssh-config`, or through `ssh_config`
+    (the same format) for machines Vagrant does not manage.
+    """
     expected = expected_from_plan(plan, dns=dns)
     out = evidence_out or default_evidence_dir(plan)
-    with lifecycle.connect(plan, driver) as transport:
+    with _transport(plan, ssh_config) as transport:
         folder = collect(
             transport, expected, out,
             image=plan.mirror["nginx_image"],
@@ -63,6 +60,29 @@ def verify_lab(
             reporter=reporter,
         )
     return folder, evaluate(folder, expected)
+
+
+def _transport(plan: Plan, ssh_config: Path | None) -> Transport:
+    from kubelab import lifecycle
+
+    if ssh_config is not None:
+        try:
+            targets = targets_from_ssh_config(ssh_config.read_text())
+        except OSError as exc:
+            raise KubelabError(f"cannot read {ssh_config}: {exc.strerror}", code=2) from None
+        missing = [n.name for n in plan.nodes if n.name not in targets]
+        if missing:
+            raise KubelabError(f"{ssh_config} has no Host entry for {', '.join(missing)}",
+                               hint="one `Host NAME` block per node of the lab config", code=2)
+        return Transport({n.name: targets[n.name] for n in plan.nodes})
+    if not (plan.lab_dir / "Vagrantfile").is_file():
+        raise KubelabError(f"no lab at {plan.lab_dir}", hint="run `invoke up` first", code=2)
+    driver = lifecycle.driver_for(plan)
+    states = driver.status()
+    down = [n.name for n in plan.nodes if states.get(n.name) != lifecycle.RUNNING]
+    if down:
+        raise KubelabError(f"not running: {', '.join(down)}", hint="run `invoke up` first")
+    return lifecycle.connect(plan, driver)
 
 
 def reevaluate(folder: Path) -> tuple[Expected, list[CheckResult]]:
