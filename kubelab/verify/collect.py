@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from kubelab.verify.evidence import (
     NODES,
     PODS,
     SERVICE,
+    TIMEOUT_RC,
     VERSION,
     Evidence,
     EvidenceWriter,
@@ -60,6 +62,9 @@ CLUSTER_DOMAIN = "cluster.local"
 # The transport has no stdin: the manifest travels as an argument and is piped to
 # `kubectl apply -f -` on the master. $1 is the manifest, the rest the kubectl argv.
 _APPLY_SCRIPT = 'manifest="$1"; shift; printf "%s\\n" "$manifest" | "$@"'
+# The machine verify runs on, as a source of requests: the NodePort is curled from here
+# when it can route to the lab network, as a student's browser would reach it.
+HOST = "host"
 
 
 class CommandResultLike(Protocol):
@@ -75,6 +80,30 @@ class CommandResultLike(Protocol):
 
 class Transport(Protocol):
     def run(self, node: str, cmd: str, *args: str, timeout: float = 60.0) -> CommandResultLike: ...
+
+
+@dataclass(frozen=True)
+class _LocalResult:
+    rc: int
+    stdout: str
+    stderr: str
+
+
+class LocalRunner:
+    """Runs a command on this machine (no shell), shaped like the transport's results."""
+
+    def run(self, node: str, cmd: str, *args: str, timeout: float = 60.0) -> _LocalResult:
+        try:
+            done = subprocess.run(
+                [cmd, *args], capture_output=True, text=True, errors="replace", timeout=timeout
+            )
+        except subprocess.TimeoutExpired as exc:
+            out, err = (
+                v.decode(errors="replace") if isinstance(v, bytes) else (v or "")
+                for v in (exc.stdout, exc.stderr)
+            )
+            return _LocalResult(TIMEOUT_RC, out, err)
+        return _LocalResult(done.returncode, done.stdout, done.stderr)
 
 
 class StepReporter(Protocol):
@@ -113,6 +142,7 @@ class _Collector:
         kubectl: Sequence[str],
     ) -> None:
         self.transport = transport
+        self.local = LocalRunner()
         self.expected = expected
         self.writer = writer
         self.kubectl_argv = list(kubectl)
@@ -149,7 +179,8 @@ class _Collector:
             outcome.error = f"not run: {node.name} unreachable ({self.unreachable[node.host]})"
         else:
             try:
-                result = self.transport.run(node.host, argv[0], *argv[1:], timeout=limit)
+                runner = self.local if node.host == HOST else self.transport
+                result = runner.run(node.host, argv[0], *argv[1:], timeout=limit)
                 outcome = _Outcome(result.rc, result.stdout, result.stderr, "")
                 self.unreachable.pop(node.host, None)
             except Exception as exc:
@@ -346,16 +377,19 @@ def collect(
     """Run verify's commands and write the evidence folder; return its path.
 
     `image` is the nginx image of the lab's mirror profile. `nodeport_from`
-    names the node the NodePort is curled from (default: the master). The
-    namespace is deleted in every case, and cleanup.json and meta.json are
-    written even when the run is interrupted.
+    names the node the NodePort is curled from (default: the master), or HOST for
+    this machine. The namespace is deleted in every case, and cleanup.json and
+    meta.json are written even when the run is interrupted.
     """
     if not expected.masters:
         raise KubelabError(
             "verify needs a master node in the lab config", hint="give one node the role master"
         )
     try:
-        source = expected.node(nodeport_from) if nodeport_from else expected.masters[0]
+        if nodeport_from == HOST:
+            source = ExpectedNode(HOST, "node", "")
+        else:
+            source = expected.node(nodeport_from) if nodeport_from else expected.masters[0]
     except KeyError:
         raise KubelabError(
             f"no node named {nodeport_from!r} to curl the NodePort from",

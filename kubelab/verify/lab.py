@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import time
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from kubelab.plan import Plan
 from kubelab.progress import Reporter
 from kubelab.transport import Transport, targets_from_ssh_config
 from kubelab.verify.checks import CheckResult, evaluate
-from kubelab.verify.collect import collect
+from kubelab.verify.collect import HOST, collect
 from kubelab.verify.evidence import Evidence
 from kubelab.verify.expect import Deadlines, Expected, ExpectedNode
 
@@ -58,8 +60,22 @@ def verify_lab(
             student_id=plan.config.student_id or None,
             exercise=exercise,
             reporter=reporter,
+            nodeport_from=HOST if host_on_lab_network(plan) else None,
         )
     return folder, evaluate(folder, expected)
+
+
+def host_on_lab_network(plan: Plan) -> bool:
+    """Whether this machine has an address on the lab network (libvirt's bridge gives it
+    one), so it can reach the NodePort itself. A UDP connect only looks up the route:
+    no packet is sent."""
+    network = ipaddress.ip_network(plan.config.network.cidr)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((plan.nodes[0].ip, 9))
+        except OSError:
+            return False
+        return ipaddress.ip_address(probe.getsockname()[0]) in network
 
 
 def _transport(plan: Plan, ssh_config: Path | None) -> Transport:

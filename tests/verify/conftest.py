@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from verify_captures import FIXTURES, Folder, build_folder
+from tests.verify.verify_captures import FIXTURES, Folder, build_folder
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from verify_captures import NODES_READY, Folder, build_folder, curl_stdout, fixture, read_json
+from tests.verify.verify_captures import NODES_READY, Folder, build_folder, curl_stdout, fixture, read_json
 
 from kubelab import REPO_ROOT
 from kubelab.errors import KubelabError

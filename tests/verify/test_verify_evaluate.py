@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from verify_captures import Folder, build_folder
+from tests.verify.verify_captures import Folder, build_folder
 
 from kubelab.verify.checks import CHECK_IDS, evaluate
 from kubelab.verify.evidence import (

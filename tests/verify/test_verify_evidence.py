@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from verify_captures import NODES_READY, SERVICE_NODEPORT, WELCOME_PAGES, curl_stdout, fixture
+from tests.verify.verify_captures import NODES_READY, SERVICE_NODEPORT, WELCOME_PAGES, curl_stdout, fixture
 
 from kubelab.errors import KubelabError
 from kubelab.verify.evidence import (

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from verify_captures import (
+from tests.verify.verify_captures import (
     DUMP_NOTREADY_1,
     DUMP_NOTREADY_3,
     DUMP_READY,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from verify_captures import SERVICE_NODEPORT, Folder, build_folder, fixture, read_json, write_curl
+from tests.verify.verify_captures import SERVICE_NODEPORT, Folder, build_folder, fixture, read_json, write_curl
 
 from kubelab.verify.checks import CHECKS, CheckResult, evaluate
 from kubelab.verify.evidence import (
