@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.verify.verify_captures import NODES_READY, Folder, build_folder, curl_stdout, fixture, read_json
 
 from kubelab import REPO_ROOT
 from kubelab.errors import KubelabError
@@ -40,6 +39,14 @@ from kubelab.verify.evidence import (
     VERSION,
 )
 from kubelab.verify.expect import Expected, ExpectedNode
+from tests.verify.verify_captures import (
+    NODES_READY,
+    Folder,
+    build_folder,
+    curl_stdout,
+    fixture,
+    read_json,
+)
 
 
 @dataclass

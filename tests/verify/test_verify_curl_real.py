@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.verify.verify_captures import WELCOME_PAGES, curl_stdout, fixture
 
 from kubelab.verify.evidence import curl_argv, curl_record, http_url, parse_curl_stdout
+from tests.verify.verify_captures import WELCOME_PAGES, curl_stdout, fixture
 
 pytestmark = pytest.mark.integration
 

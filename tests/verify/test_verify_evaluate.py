@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.verify.verify_captures import Folder, build_folder
 
 from kubelab.verify.checks import CHECK_IDS, evaluate
 from kubelab.verify.evidence import (
@@ -20,6 +19,7 @@ from kubelab.verify.evidence import (
     VERSION,
     curl_record_path,
 )
+from tests.verify.verify_captures import Folder, build_folder
 
 
 def test_healthy_folder_passes_every_check(folder: Folder) -> None:

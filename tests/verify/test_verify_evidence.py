@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.verify.verify_captures import NODES_READY, SERVICE_NODEPORT, WELCOME_PAGES, curl_stdout, fixture
 
 from kubelab.errors import KubelabError
 from kubelab.verify.evidence import (
@@ -19,6 +18,13 @@ from kubelab.verify.evidence import (
     curl_record,
     is_welcome_page,
     parse_curl_stdout,
+)
+from tests.verify.verify_captures import (
+    NODES_READY,
+    SERVICE_NODEPORT,
+    WELCOME_PAGES,
+    curl_stdout,
+    fixture,
 )
 
 

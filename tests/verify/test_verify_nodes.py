@@ -9,6 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from kubelab.verify.checks import CHECKS, CheckResult, internal_ip
+from kubelab.verify.evidence import NODES, Evidence
+from kubelab.verify.expect import Expected
 from tests.verify.verify_captures import (
     DUMP_NOTREADY_1,
     DUMP_NOTREADY_3,
@@ -21,10 +25,6 @@ from tests.verify.verify_captures import (
     fixture,
     read_json,
 )
-
-from kubelab.verify.checks import CHECKS, CheckResult, internal_ip
-from kubelab.verify.evidence import NODES, Evidence
-from kubelab.verify.expect import Expected
 
 NODES_CHECK = next(c for c in CHECKS if c.id == "nodes")
 

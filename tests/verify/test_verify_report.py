@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from tests.verify.verify_captures import Folder, build_folder
 
 from kubelab.verify.checks import CheckResult, evaluate
 from kubelab.verify.report import exit_code, print_table, read_json, write_json, write_junit
+from tests.verify.verify_captures import Folder, build_folder
 
 
 @pytest.fixture

@@ -9,6 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from kubelab.verify.checks import CHECKS, CheckResult
+from kubelab.verify.evidence import COMMANDS, PODS, Evidence, parse_time
+from kubelab.verify.expect import Expected
 from tests.verify.verify_captures import (
     DUMP_NOTREADY_1,
     DUMP_NOTREADY_3,
@@ -18,10 +22,6 @@ from tests.verify.verify_captures import (
     fixture,
     read_json,
 )
-
-from kubelab.verify.checks import CHECKS, CheckResult
-from kubelab.verify.evidence import COMMANDS, PODS, Evidence, parse_time
-from kubelab.verify.expect import Expected
 
 SYSTEM_PODS = next(c for c in CHECKS if c.id == "system-pods")
 

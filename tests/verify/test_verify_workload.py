@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.verify.verify_captures import SERVICE_NODEPORT, Folder, build_folder, fixture, read_json, write_curl
 
 from kubelab.verify.checks import CHECKS, CheckResult, evaluate
 from kubelab.verify.evidence import (
@@ -19,6 +18,14 @@ from kubelab.verify.evidence import (
     Evidence,
     curl_record_path,
     http_url,
+)
+from tests.verify.verify_captures import (
+    SERVICE_NODEPORT,
+    Folder,
+    build_folder,
+    fixture,
+    read_json,
+    write_curl,
 )
 
 BY_ID = {c.id: c for c in CHECKS}
