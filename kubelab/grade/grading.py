@@ -1,0 +1,245 @@
+"""One student's grade, from one evidence folder: checks, rubric items, flags.
+
+`grade_evidence` is the single path every flow takes (the student's own hand-in,
+the teacher's re-evaluation of archives, live grading): it re-runs verify's checks
+over the folder, scores the rubric from the same folder, and lists the integrity
+flags. Nothing stored in the folder as a verdict or a score is believed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from kubelab.grade import integrity
+from kubelab.grade.integrity import Flag
+from kubelab.grade.rubric import Context, ItemScore, Rubric, score_items, total
+from kubelab.verify import (
+    CheckResult,
+    Deadlines,
+    Evidence,
+    Expected,
+    ExpectedNode,
+    cluster_identity,
+    evaluate,
+)
+from kubelab.verify.evidence import META, BadEvidence, MissingEvidence, now
+
+GRADED = "graded"
+ERROR = "error"
+FORMAT = 1
+
+
+class EvidenceProblem(Exception):
+    """The folder cannot be graded at all (no meta.json, no usable expectations)."""
+
+
+@dataclass
+class StudentGrade:
+    student: str
+    exercise: int
+    status: str  # graded | error
+    max_points: float
+    items: list[ItemScore] = field(default_factory=list)
+    total: float | None = None
+    flags: list[Flag] = field(default_factory=list)
+    checks: list[CheckResult] = field(default_factory=list)
+    error: str = ""
+    source: str = ""  # the archive, or the inventory's master address
+    evidence: str = ""  # the evidence folder this grade was drawn from
+    identity: dict[str, Any] = field(default_factory=dict)
+    graded_at: str = field(default_factory=now)
+    duration: float = 0.0  # seconds spent collecting (live) or grading
+
+    @property
+    def graded(self) -> bool:
+        return self.status == GRADED
+
+    def item(self, item_id: str) -> ItemScore | None:
+        return next((i for i in self.items if i.id == item_id), None)
+
+    @property
+    def failed_checks(self) -> list[CheckResult]:
+        return [c for c in self.checks if not c.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "student": self.student,
+            "exercise": self.exercise,
+            "status": self.status,
+            "total": self.total,
+            "max_points": self.max_points,
+            "items": [i.to_dict() for i in self.items],
+            "flags": [f.to_dict() for f in self.flags],
+            "checks": [c.to_dict() for c in self.checks],
+            "error": self.error,
+            "source": self.source,
+            "evidence": self.evidence,
+            "identity": self.identity,
+            "graded_at": self.graded_at,
+            "duration": self.duration,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StudentGrade:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["items"] = [ItemScore.from_dict(i) for i in data.get("items") or []]
+        values["flags"] = [Flag.from_dict(f) for f in data.get("flags") or []]
+        values["checks"] = [CheckResult.from_dict(c) for c in data.get("checks") or []]
+        return cls(**values)
+
+
+def error_grade(
+    student: str, rubric: Rubric, error: str, *, source: str = "", **extra: Any
+) -> StudentGrade:
+    return StudentGrade(
+        student=student,
+        exercise=rubric.exercise,
+        status=ERROR,
+        max_points=rubric.max_points,
+        error=error,
+        source=source,
+        **extra,
+    )
+
+
+def expected_from_meta(meta: Mapping[str, Any]) -> Expected:
+    """What verify expected, as the evidence's meta.json recorded it."""
+    data = meta.get("expected")
+    if not isinstance(data, dict):
+        raise EvidenceProblem(f"{META} does not say what was expected (no 'expected')")
+    try:
+        nodes = tuple(
+            ExpectedNode(
+                str(n["name"]), str(n["role"]), str(n["private_ip"]), str(n.get("machine") or "")
+            )
+            for n in data["nodes"]
+        )
+        deadline_fields = {f.name for f in fields(Deadlines)}
+        deadlines = Deadlines(
+            **{k: v for k, v in (data.get("deadlines") or {}).items() if k in deadline_fields}
+        )
+        known = {f.name for f in fields(Expected)} - {"nodes", "deadlines"}
+        rest = {k: v for k, v in data.items() if k in known}
+        return Expected(nodes=nodes, deadlines=deadlines, **rest)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EvidenceProblem(f"{META}: 'expected' is not usable ({exc})") from None
+
+
+def read_meta(evidence: Evidence) -> dict[str, Any]:
+    try:
+        meta = evidence.json(META)
+    except (MissingEvidence, BadEvidence) as exc:
+        raise EvidenceProblem(str(exc)) from None
+    if not isinstance(meta, dict):
+        raise EvidenceProblem(f"{META} is not a JSON object")
+    return meta
+
+
+def grade_evidence(
+    evidence_dir: Path | str,
+    student: str,
+    rubric: Rubric,
+    *,
+    expected: Expected | None = None,
+    since: datetime | None = None,
+    stored_results: Sequence[Mapping[str, Any]] | None = None,
+    source: str = "",
+) -> StudentGrade:
+    """Grade one evidence folder: verify's checks, the rubric's items, the flags.
+
+    `expected` defaults to what meta.json recorded; `stored_results` (a hand-in's
+    report.json) is only compared with the evidence, never used for a verdict.
+    """
+    evidence = Evidence(evidence_dir)
+    try:
+        meta = read_meta(evidence)
+        expected = expected or expected_from_meta(meta)
+    except EvidenceProblem as exc:
+        return error_grade(
+            student, rubric, f"evidence unusable: {exc}", source=source, evidence=str(evidence_dir)
+        )
+    results = evaluate(evidence_dir, expected)
+    context = Context(
+        evidence=evidence,
+        expected=expected,
+        results={r.id: r for r in results},
+        student=student,
+        requires=rubric.requires,
+    )
+    scores = score_items(rubric, context)
+    flags = [
+        *integrity.hostname_flags(evidence, student),
+        *integrity.student_flags(meta, student),
+        *integrity.contradiction_flags(evidence, meta),
+        *integrity.stored_verdict_flags(stored_results, results),
+        *integrity.stale_flags(evidence, meta, since),
+    ]
+    return StudentGrade(
+        student=student,
+        exercise=rubric.exercise,
+        status=GRADED,
+        max_points=rubric.max_points,
+        items=scores,
+        total=total(scores),
+        flags=flags,
+        checks=results,
+        source=source,
+        evidence=str(evidence_dir),
+        identity=cluster_identity(evidence),
+    )
+
+
+def add_class_flags(grades: Sequence[StudentGrade]) -> None:
+    """Flag students whose evidence shares a cluster (only graded ones carry an identity)."""
+    shared = integrity.shared_cluster_flags({g.student: g.identity for g in grades if g.graded})
+    for grade in grades:
+        # Recomputed for the class as it is now: a rerun drops pairs that no longer hold.
+        grade.flags = [f for f in grade.flags if f.kind != integrity.SHARED_CLUSTER]
+        grade.flags += shared.get(grade.student, [])
+
+
+def fmt(value: float | None) -> str:
+    """A score as people write it: 7.5, 10, 6.67."""
+    if value is None:
+        return ""
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def score_table(grade: StudentGrade) -> Table:
+    """The score per rubric item, for the terminal."""
+    title = f"exercise {grade.exercise}: {grade.student}"
+    table = Table(title=title, show_lines=True)
+    table.add_column("item", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("detail")
+    for item in grade.items:
+        style = "green" if item.full else ("yellow" if item.score else "red")
+        extra = " (extra)" if item.optional else ""
+        detail = Text(item.detail)
+        if item.hint:
+            detail.append("\nhint: " + item.hint.replace("\n", "\nhint: "), style="cyan")
+        table.add_row(
+            f"{item.id}{extra}\n{item.title}",
+            Text(f"{fmt(item.score)}/{fmt(item.points)}", style=style),
+            detail,
+        )
+    if grade.graded:
+        table.add_row(
+            Text("total", style="bold"),
+            Text(f"{fmt(grade.total)}/{fmt(grade.max_points)}", style="bold"),
+            "",
+        )
+    else:
+        table.add_row(Text("error", style="bold red"), "", grade.error)
+    for flag in grade.flags:
+        table.add_row(Text("flag", style="yellow"), "", str(flag))
+    return table

@@ -1,0 +1,270 @@
+"""Integrity flags: what a teacher should look at, listed beside the grade, never scored.
+
+Per hand-in: node names without the submitter's ID, evidence that contradicts itself
+(pods on nodes nodes.json lacks, a curl verdict without the output it was drawn from,
+a file commands.jsonl says was saved but is not there, a stored verdict the evidence
+does not bear out), evidence older than --since. Across the class: two students
+whose evidence comes from one cluster (the same kube-system namespace UID, or a node
+with the same boot ID; machine IDs alone are not enough, cloned VMs share them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from kubelab.verify import CheckResult, Evidence, cluster_identity
+from kubelab.verify.evidence import (
+    COMMANDS,
+    CURL,
+    NGINX_PODS,
+    NODES,
+    PODS,
+    BadEvidence,
+    MissingEvidence,
+    is_welcome_page,
+    items,
+    parse_curl_stdout,
+    parse_time,
+)
+
+SHARED_CLUSTER = "shared-cluster"
+HOSTNAME = "hostname"
+CONTRADICTION = "contradiction"
+STALE = "stale"
+STUDENT_MISMATCH = "student-mismatch"
+STORED_VERDICT = "stored-verdict"
+DUPLICATE = "duplicate"
+ROSTER = "roster"
+
+
+@dataclass(frozen=True)
+class Flag:
+    kind: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.detail}"
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Flag:
+        return cls(str(data.get("kind", "")), str(data.get("detail", "")))
+
+
+def _names(doc: Any, rel: str) -> list[str]:
+    return [str((n.get("metadata") or {}).get("name")) for n in items(doc, rel)]
+
+
+def _brief(values: Iterable[str], limit: int = 5) -> str:
+    values = list(values)
+    shown = ", ".join(values[:limit])
+    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
+
+
+def hostname_flags(evidence: Evidence, student: str) -> list[Flag]:
+    try:
+        names = _names(evidence.json(NODES), NODES)
+    except (MissingEvidence, BadEvidence):
+        return []
+    without = [n for n in names if student.lower() not in n.lower()]
+    if not without:
+        return []
+    return [Flag(HOSTNAME, f"node names without {student}: {_brief(without)}")]
+
+
+def contradiction_flags(evidence: Evidence, meta: Mapping[str, Any] | None) -> list[Flag]:
+    flags: list[Flag] = []
+    try:
+        nodes = set(_names(evidence.json(NODES), NODES))
+    except (MissingEvidence, BadEvidence):
+        nodes = None
+    if nodes is not None:
+        for rel in (PODS, NGINX_PODS):
+            try:
+                pods = items(evidence.json(rel), rel)
+            except (MissingEvidence, BadEvidence):
+                continue
+            stray = sorted(
+                {
+                    f"{(p.get('metadata') or {}).get('name')} on {node}"
+                    for p in pods
+                    if (node := (p.get("spec") or {}).get("nodeName")) and node not in nodes
+                }
+            )
+            if stray:
+                flags.append(
+                    Flag(CONTRADICTION, f"{rel} has pods on nodes {NODES} lacks: {_brief(stray)}")
+                )
+    flags += _curl_flags(evidence)
+    flags += _command_flags(evidence)
+    recorded = (meta or {}).get("cluster_identity")
+    if isinstance(recorded, dict) and _identity_keys(recorded) != _identity_keys(
+        cluster_identity(evidence)
+    ):
+        flags.append(
+            Flag(
+                CONTRADICTION,
+                "meta.json's cluster identity differs from the one in nodes.json and "
+                "kube-system-namespace.json",
+            )
+        )
+    return flags
+
+
+def _curl_flags(evidence: Evidence) -> list[Flag]:
+    """Every curl verdict must come with the output it was drawn from, and agree with it."""
+    orphans, disagree = [], []
+    for check in evidence.listdir(CURL):
+        for name in evidence.listdir(f"{CURL}/{check}"):
+            if not name.endswith(".json"):
+                continue
+            rel = f"{CURL}/{check}/{name}"
+            try:
+                record = evidence.json(rel)
+            except BadEvidence:
+                disagree.append(rel)
+                continue
+            if not isinstance(record, dict):
+                disagree.append(rel)
+                continue
+            if record.get("rc") is None:
+                continue  # the request never ran (transport error): nothing to compare
+            out = record.get("stdout") or rel.removesuffix(".json") + ".out"
+            if not evidence.has(str(out)):
+                orphans.append(rel)
+                continue
+            body, status = parse_curl_stdout(evidence.text(str(out)))
+            if (
+                hashlib.sha256(body).hexdigest() != record.get("body_sha256")
+                or status != record.get("http_status")
+                or is_welcome_page(body) != record.get("welcome_page")
+            ):
+                disagree.append(rel)
+    flags = []
+    if orphans:
+        flags.append(
+            Flag(CONTRADICTION, f"curl verdicts without their curl output: {_brief(orphans)}")
+        )
+    if disagree:
+        flags.append(
+            Flag(
+                CONTRADICTION, f"curl verdicts that disagree with their output: {_brief(disagree)}"
+            )
+        )
+    return flags
+
+
+def _command_flags(evidence: Evidence) -> list[Flag]:
+    """A file commands.jsonl says a successful command saved must be in the folder."""
+    if not evidence.has(COMMANDS):
+        return [Flag(CONTRADICTION, f"no {COMMANDS}: nothing says how the evidence was taken")]
+    gone = [
+        str(c["saves"])
+        for c in evidence.commands()
+        if c.get("saves")
+        and c.get("rc") == 0
+        and not c.get("error")
+        and not evidence.has(str(c["saves"]))
+    ]
+    if gone:
+        return [Flag(CONTRADICTION, f"{COMMANDS} lists output that is missing: {_brief(gone)}")]
+    return []
+
+
+def stale_flags(
+    evidence: Evidence, meta: Mapping[str, Any] | None, since: datetime | None
+) -> list[Flag]:
+    if since is None:
+        return []
+    times = [parse_time((meta or {}).get("started")), parse_time((meta or {}).get("finished"))]
+    times += [parse_time(c.get("started")) for c in evidence.commands()]
+    known = [t for t in times if t is not None]
+    if not known:
+        return [
+            Flag(
+                STALE, f"the evidence carries no time, so it may be older than {since.isoformat()}"
+            )
+        ]
+    earliest = min(known)
+    if earliest < since:
+        return [
+            Flag(
+                STALE,
+                f"evidence taken {earliest.isoformat(timespec='seconds')}, "
+                f"before {since.isoformat(timespec='seconds')}",
+            )
+        ]
+    return []
+
+
+def student_flags(meta: Mapping[str, Any] | None, student: str) -> list[Flag]:
+    claimed = (meta or {}).get("student_id")
+    if claimed and str(claimed).lower() != student.lower():
+        return [Flag(STUDENT_MISMATCH, f"handed in as {student}, the evidence says {claimed}")]
+    return []
+
+
+def stored_verdict_flags(
+    stored: Sequence[Mapping[str, Any]] | None, results: Sequence[CheckResult]
+) -> list[Flag]:
+    """A report.json whose verdicts the evidence does not bear out (edited, or stale)."""
+    if not stored:
+        return []
+    actual = {r.id: r.passed for r in results}
+    claimed = {str(r.get("id")): bool(r.get("passed")) for r in stored if isinstance(r, dict)}
+    wrong = [
+        f"{cid} ({'pass' if said else 'fail'} in report.json, "
+        f"{'pass' if actual[cid] else 'fail'} by the evidence)"
+        for cid, said in sorted(claimed.items())
+        if cid in actual and actual[cid] != said
+    ]
+    if wrong:
+        return [Flag(STORED_VERDICT, f"report.json disagrees with the evidence: {_brief(wrong)}")]
+    return []
+
+
+# --- across the class ---------------------------------------------------------------
+
+
+def _identity_keys(identity: Mapping[str, Any] | None) -> set[tuple[str, str]]:
+    """What identifies a cluster: its kube-system UID and each node's boot ID."""
+    if not identity:
+        return set()
+    keys = set()
+    if identity.get("kube_system_uid"):
+        keys.add(("kube-system UID", str(identity["kube_system_uid"])))
+    for node in identity.get("nodes") or []:
+        if isinstance(node, dict) and node.get("boot_id"):
+            keys.add(("boot ID", str(node["boot_id"])))
+    return keys
+
+
+def shared_cluster_flags(
+    identities: Mapping[str, Mapping[str, Any] | None],
+) -> dict[str, list[Flag]]:
+    """Per student, a flag naming every other student whose evidence shares a cluster ID."""
+    owners: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for student, identity in identities.items():
+        for key in _identity_keys(identity):
+            owners[key].add(student)
+    shared: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for (what, value), students in owners.items():
+        if len(students) < 2:
+            continue
+        for student in students:
+            for other in students - {student}:
+                shared[student][other].add(f"{what} {value[:13]}")
+    return {
+        student: [
+            Flag(SHARED_CLUSTER, f"same cluster as {other} ({', '.join(sorted(keys))})")
+            for other, keys in sorted(others.items())
+        ]
+        for student, others in shared.items()
+    }

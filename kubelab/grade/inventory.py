@@ -1,0 +1,294 @@
+"""The grader's inventory: per student, how to reach the master and nodes of their cluster.
+
+    defaults:                  # any host key, for every host that does not set it
+      user: student
+      key_file: keys/grader    # a path (relative to this file), or key_env: VARIABLE
+    grading:                   # optional, what live grading deploys and expects
+      kubernetes_version: ""   # empty: whatever the API server runs
+      pod_cidr: 10.244.0.0/16
+      cni: flannel
+      mirror: official         # the nginx image comes from this mirror profile ...
+      image: ""                # ... unless given here
+      namespace: kubelab-grade # the grader's own, always deleted
+      nodeport: 30099
+      kubectl: [sudo, kubectl, --kubeconfig, /etc/kubernetes/admin.conf]
+    students:
+      "2021001":
+        master: {host: 10.20.1.5}
+        nodes:
+          - {host: 10.20.1.6}
+      "2021002":
+        master: {host: lab.example.edu, port: 2201, ip: 192.168.56.10}
+        nodes: [{host: lab.example.edu, port: 2202, ip: 192.168.56.11}]
+
+Per host: host, port, user, key_file | key_env (kubelab.transport's keys), and for
+grading: ip, the private address kubelet must register (default: host, when host is
+an address), and name, the Kubernetes node name (default: the host's `hostname`).
+A private key never sits in the inventory: an entry holding one is refused.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubelab.config import mirror_profiles
+from kubelab.errors import ConfigError, KubelabError
+from kubelab.grade.archive import STUDENT_ID
+from kubelab.transport import INVENTORY_KEYS, SECRET_KEYS, SSHTarget, target_from_inventory
+from kubelab.verify.collect import DEFAULT_KUBECTL
+
+GRADING_KEYS = ("ip", "name")
+# The start of every PEM and OpenSSH private key file.
+_INLINE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
+_NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Host:
+    machine: str  # how the grader names it: master, node1, node2, ...
+    role: str  # master | node
+    target: SSHTarget
+    ip: str  # the private address kubelet must register as InternalIP
+    name: str | None = None  # the Kubernetes node name; None: ask the host
+
+
+@dataclass(frozen=True)
+class StudentLab:
+    student: str
+    hosts: tuple[Host, ...]
+
+    @property
+    def master(self) -> Host:
+        return self.hosts[0]
+
+    @property
+    def address(self) -> str:
+        return self.master.target.address
+
+
+@dataclass(frozen=True)
+class Settings:
+    kubernetes_version: str = ""
+    pod_cidr: str = "10.244.0.0/16"
+    cni: str = "flannel"
+    image: str = ""
+    namespace: str = "kubelab-grade"
+    nodeport: int = 30099
+    kubectl: tuple[str, ...] = DEFAULT_KUBECTL
+
+
+@dataclass(frozen=True)
+class Inventory:
+    students: tuple[StudentLab, ...]
+    settings: Settings
+    source: Path
+
+
+def load_inventory(path: Path | str) -> Inventory:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise KubelabError(
+            f"cannot read inventory {path}: {exc.strerror or exc}",
+            hint="give the inventory YAML file (see `invoke grade --help`)",
+        ) from None
+    if _INLINE_KEY.search(text):
+        # Refused before parsing, so no part of the key reaches an error message.
+        raise ConfigError(
+            [
+                f"{path}: holds a private key; put it in a file (key_file) or an environment "
+                "variable (key_env), never in the inventory"
+            ]
+        )
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML ({exc})"]) from None
+    return parse_inventory(data, path)
+
+
+def parse_inventory(data: Any, source: Path) -> Inventory:
+    """Validate the whole inventory and report every problem, one line each."""
+    problems: list[str] = []
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}: expected a mapping with a 'students' section"])
+    unknown = set(data) - {"defaults", "grading", "students"}
+    if unknown:
+        problems.append(f"{source}: unknown sections {', '.join(sorted(map(str, unknown)))}")
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        problems.append(f"{source}: defaults must be a mapping of host keys")
+        defaults = {}
+    settings = _settings(data.get("grading") or {}, source, problems)
+    students = data.get("students")
+    if not isinstance(students, dict) or not students:
+        problems.append(f"{source}: students must map each student ID to its hosts")
+        students = {}
+    labs = []
+    for raw_id, entry in students.items():
+        student = str(raw_id)
+        where = f"{source}: {student}"
+        if not STUDENT_ID.match(student):
+            problems.append(f"{where}: student ID must be letters, digits and '-' (at most 32)")
+            continue
+        if not isinstance(entry, dict) or "master" not in entry:
+            problems.append(f"{where}: needs a master (and nodes)")
+            continue
+        extra = set(entry) - {"master", "nodes"}
+        if extra:
+            problems.append(f"{where}: unknown keys {', '.join(sorted(map(str, extra)))}")
+        nodes = entry.get("nodes") or []
+        if not isinstance(nodes, list):
+            problems.append(f"{where}: nodes must be a list of hosts")
+            nodes = []
+        hosts = []
+        for n, (machine, role, raw) in enumerate(
+            [("master", "master", entry["master"])]
+            + [(f"node{i}", "node", h) for i, h in enumerate(nodes, start=1)]
+        ):
+            host = _host(
+                f"{where}: {machine if n else 'master'}",
+                machine,
+                role,
+                raw,
+                defaults,
+                source.parent,
+                problems,
+            )
+            if host is not None:
+                hosts.append(host)
+        labs.append(StudentLab(student, tuple(hosts)))
+    if problems:
+        raise ConfigError(problems)
+    return Inventory(tuple(labs), settings, source)
+
+
+def _host(
+    where: str,
+    machine: str,
+    role: str,
+    raw: Any,
+    defaults: Mapping[str, Any],
+    base_dir: Path,
+    problems: list[str],
+) -> Host | None:
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: expected a mapping with host (and port, user, key_file)")
+        return None
+    entry = {**defaults, **raw}
+    if "key_file" in raw or "key_env" in raw:
+        # A host's own key replaces the default one, of either kind.
+        entry = {k: v for k, v in entry.items() if k not in ("key_file", "key_env") or k in raw}
+    ssh = {k: v for k, v in entry.items() if k not in GRADING_KEYS}
+    for key in ssh:
+        if key not in INVENTORY_KEYS and key not in SECRET_KEYS:
+            problems.append(
+                f"{where}: unknown key '{key}' (known: {', '.join(INVENTORY_KEYS + GRADING_KEYS)})"
+            )
+    ssh = {k: v for k, v in ssh.items() if k in INVENTORY_KEYS or k in SECRET_KEYS}
+    try:
+        target = target_from_inventory(where.rsplit(": ", 1)[-1], ssh, base_dir=base_dir)
+    except ConfigError as exc:
+        problems += [f"{where}: {p.split(': ', 1)[-1]}" for p in exc.problems]
+        return None
+    target = SSHTarget(
+        machine, target.host, target.port, target.user, target.key_file, target.key_env
+    )
+    ip = entry.get("ip")
+    if ip is None:
+        try:
+            ip = str(ipaddress.ip_address(target.host))
+        except ValueError:
+            problems.append(
+                f"{where}: host {target.host} is a name; give ip, the private "
+                "address the node registers with"
+            )
+            return None
+    else:
+        try:
+            ip = str(ipaddress.ip_address(str(ip)))
+        except ValueError:
+            problems.append(f"{where}: ip {ip!r} is not an IP address")
+            return None
+    name = entry.get("name")
+    if name is not None and (not isinstance(name, str) or not _NODE_NAME.match(name)):
+        problems.append(f"{where}: name {name!r} is not a Kubernetes node name")
+        return None
+    return Host(machine, role, target, ip, name)
+
+
+def _settings(raw: Any, source: Path, problems: list[str]) -> Settings:
+    if not isinstance(raw, dict):
+        problems.append(f"{source}: grading must be a mapping")
+        return Settings()
+    known = {
+        "kubernetes_version",
+        "pod_cidr",
+        "cni",
+        "mirror",
+        "image",
+        "namespace",
+        "nodeport",
+        "kubectl",
+    }
+    if set(raw) - known:
+        problems.append(f"{source}: grading: unknown keys {', '.join(sorted(set(raw) - known))}")
+    values: dict[str, Any] = {}
+    version = str(raw.get("kubernetes_version") or "").removeprefix("v")
+    if version and not re.match(r"^\d+\.\d+\.\d+$", version):
+        problems.append(f"{source}: grading.kubernetes_version {version!r} is not like 1.31.13")
+    values["kubernetes_version"] = version
+    if "pod_cidr" in raw:
+        try:
+            values["pod_cidr"] = str(ipaddress.ip_network(str(raw["pod_cidr"]), strict=False))
+        except ValueError:
+            problems.append(f"{source}: grading.pod_cidr {raw['pod_cidr']!r} is not a CIDR")
+    if "cni" in raw:
+        values["cni"] = str(raw["cni"])
+    namespace = str(raw.get("namespace", Settings.namespace))
+    if not _NAMESPACE.match(namespace) or namespace.startswith("kube-"):
+        problems.append(
+            f"{source}: grading.namespace {namespace!r} is not a namespace of "
+            "the grader's own (a DNS label, not kube-*)"
+        )
+    values["namespace"] = namespace
+    nodeport = raw.get("nodeport", Settings.nodeport)
+    if (
+        isinstance(nodeport, bool)
+        or not isinstance(nodeport, int)
+        or not (30000 <= nodeport <= 32767)
+    ):
+        problems.append(f"{source}: grading.nodeport must be in 30000-32767, not {nodeport!r}")
+    values["nodeport"] = nodeport
+    if "kubectl" in raw:
+        kubectl = raw["kubectl"]
+        if (
+            not isinstance(kubectl, list)
+            or not kubectl
+            or not all(isinstance(a, str) and a for a in kubectl)
+        ):
+            problems.append(f"{source}: grading.kubectl must be a command as a list of words")
+        else:
+            values["kubectl"] = tuple(kubectl)
+    image = str(raw.get("image") or "")
+    if not image:
+        profile = str(raw.get("mirror") or "official")
+        profiles = mirror_profiles()
+        if profile not in profiles:
+            problems.append(
+                f"{source}: grading.mirror {profile!r} is not a mirror profile "
+                f"({', '.join(sorted(profiles))})"
+            )
+        else:
+            image = profiles[profile].get("nginx_image", "")
+    values["image"] = image
+    return Settings(**values)

@@ -1,0 +1,113 @@
+"""Reading students' archives defensively: nothing escapes the extraction folder."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from kubelab.grade.archive import ArchiveError, Limits, read_handin
+from kubelab.grade.gradebook import grade_handins
+from tests.grade.handin_class import SyntheticClass
+
+TOP = "kubelab-ex2-2021001"
+
+
+def archive_with(path: Path, add: Callable[[tarfile.TarFile], None]) -> Path:
+    """A hand-in holding a normal evidence file plus whatever `add` puts in."""
+    with tarfile.open(path, "w:gz") as tar:
+        data = b'{"kind": "List", "items": []}\n'
+        info = tarfile.TarInfo(f"{TOP}/evidence/nodes.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        add(tar)
+    return path
+
+
+def add_file(name: str, data: bytes = b"x") -> Callable[[tarfile.TarFile], None]:
+    def add(tar: tarfile.TarFile) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    return add
+
+
+def add_link(name: str, target: str, kind: bytes) -> Callable[[tarfile.TarFile], None]:
+    def add(tar: tarfile.TarFile) -> None:
+        info = tarfile.TarInfo(name)
+        info.type = kind
+        info.linkname = target
+        tar.addfile(info)
+
+    return add
+
+
+UNSAFE = {
+    "parent-path": (add_file(f"{TOP}/../../escaped.txt"), "unsafe path"),
+    "absolute-path": (add_file("/tmp/kubelab-escaped.txt"), "unsafe path"),
+    "outside-top": (add_file("other/evidence/x.json"), "outside"),
+    "symlink": (
+        add_link(f"{TOP}/evidence/pods.json", "/etc/passwd", tarfile.SYMTYPE),
+        "not a plain file",
+    ),
+    "hardlink": (
+        add_link(f"{TOP}/evidence/pods.json", "/etc/shadow", tarfile.LNKTYPE),
+        "not a plain file",
+    ),
+    "device": (add_link(f"{TOP}/evidence/dev", "", tarfile.CHRTYPE), "not a plain file"),
+    "twice": (add_file(f"{TOP}/evidence/nodes.json"), "appears twice"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNSAFE))
+def test_unsafe_members_are_refused(case: str, tmp_path: Path) -> None:
+    add, why = UNSAFE[case]
+    archive = archive_with(tmp_path / f"{TOP}.tar.gz", add)
+    dest = tmp_path / "x" / "out"
+    with pytest.raises(ArchiveError, match=why):
+        read_handin(archive, dest)
+    assert not (tmp_path / "escaped.txt").exists()
+    assert not (tmp_path / "x" / "escaped.txt").exists()
+    assert not Path("/tmp/kubelab-escaped.txt").exists()
+
+
+def test_size_and_count_limits(tmp_path: Path) -> None:
+    big = archive_with(
+        tmp_path / f"{TOP}.tar.gz", add_file(f"{TOP}/evidence/pods.json", b"0" * 4096)
+    )
+    with pytest.raises(ArchiveError, match="limit 1000"):
+        read_handin(big, tmp_path / "a", Limits(file_bytes=1000))
+    with pytest.raises(ArchiveError, match="more than 3000 bytes unpacked"):
+        read_handin(big, tmp_path / "b", Limits(total_bytes=3000))
+    with pytest.raises(ArchiveError, match="more than 1 entries"):
+        read_handin(big, tmp_path / "c", Limits(members=1))
+
+
+def test_not_gzip_and_no_evidence(tmp_path: Path) -> None:
+    junk = tmp_path / f"{TOP}.tar.gz"
+    junk.write_bytes(b"PK\x03\x04 a zip, not a tar.gz")
+    with pytest.raises(ArchiveError, match="not a readable .tar.gz"):
+        read_handin(junk, tmp_path / "a")
+    empty = tmp_path / "empty" / f"{TOP}.tar.gz"
+    empty.parent.mkdir()
+    with tarfile.open(empty, "w:gz") as tar:
+        add_file(f"{TOP}/report.json", b"{}")(tar)
+    with pytest.raises(ArchiveError, match="no kubelab-ex2-2021001/evidence/ folder"):
+        read_handin(empty, tmp_path / "b")
+
+
+def test_an_unsafe_archive_is_an_error_row_not_a_crash(
+    synthetic_class: SyntheticClass, tmp_path: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    archive_with(folder / f"{TOP}.tar.gz", add_file(f"{TOP}/../../../escaped.txt"))
+    report = grade_handins(folder, 2, tmp_path / "out")
+    assert [(g.student, g.status) for g in report.grades] == [("2021001", "error")]
+    assert "unsafe path" in report.grades[0].error
+    assert not (tmp_path / "escaped.txt").exists()
+    assert (tmp_path / "out" / "gradebook.csv").read_text().count("\n") == 2

@@ -1,0 +1,242 @@
+"""Live grading's own logic, over an in-process stand-in for the SSH transport.
+
+The same class runs against real sshd hosts in test_grade_live_netns.py; here the
+transport is a fake that answers by address (the derived clusters, and hosts that
+hang, refuse, drop or answer garbage), so the pool, deadlines, watchdog, rerun and
+force logic are checked in seconds.
+"""
+
+from __future__ import annotations
+
+import _thread
+import io
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from kubelab.grade import live
+from kubelab.grade.live import DeadlineTransport, grade_inventory
+from kubelab.grade.rubric import Rubric
+from kubelab.transport import CommandResult, TransportError
+from tests.grade.live_class import (
+    FakeHosts,
+    LiveStudent,
+    check_class,
+    host_ips,
+    inventory,
+    live_class,
+    rows,
+    write_inventory,
+)
+
+
+def plain_console() -> tuple[Console, io.StringIO]:
+    out = io.StringIO()
+    return Console(file=out, force_terminal=False, width=200, highlight=False), out
+
+
+@pytest.fixture
+def small_class(tmp_path: Path) -> tuple[list[LiveStudent], Path]:
+    students = live_class(20)
+    path = write_inventory(
+        tmp_path / "inventory.yaml", inventory(students, user="grader", key_env="KUBELAB_TEST_KEY")
+    )
+    return students, path
+
+
+def test_a_class_graded_live(
+    small_class: tuple[list[LiveStudent], Path], rubric: Rubric, tmp_path: Path
+) -> None:
+    students, path = small_class
+    hosts = FakeHosts(students)
+    console, printed = plain_console()
+    out = tmp_path / "out"
+    report = grade_inventory(
+        path,
+        2,
+        out,
+        concurrency=8,
+        host_deadline=4.0,
+        console=console,
+        transport_factory=hosts.factory,
+    )
+    check_class(students, out, rubric)
+    assert len(report.grades) == len(students)
+    for s in students:
+        saved = json.loads((out / "results" / f"{s.student}.json").read_text())
+        assert saved["student"] == s.student
+        assert saved["status"] == ("error" if s.should_fail else "graded")
+    errors = {r["student"]: r["error"] for r in rows(out) if r["status"] == "error"}
+    assert "no answer to `hostname`" in errors["s005"]  # hangs
+    assert "connection refused" in errors["s009"]
+    assert "connection lost" in errors["s013"]  # drops every session
+    assert "answered garbage" in errors["s019"]
+    # One line per student on a non-terminal, as each result is known.
+    assert printed.getvalue().count("] s0") == len(students)
+    # The grader removed its namespace on every cluster it read.
+    for s in students:
+        if not s.should_fail:
+            commands = (out / "evidence" / s.student / "commands.jsonl").read_text()
+            assert f'"delete", "namespace", "{s.cluster.namespace}"' in commands
+
+
+def test_a_rerun_skips_graded_students_and_force_regrades(
+    small_class: tuple[list[LiveStudent], Path], rubric: Rubric, tmp_path: Path
+) -> None:
+    students, path = small_class
+    out = tmp_path / "out"
+    hosts = FakeHosts(students)
+    grade_inventory(
+        path,
+        2,
+        out,
+        concurrency=8,
+        host_deadline=3.0,
+        console=plain_console()[0],
+        transport_factory=hosts.factory,
+    )
+    first = dict(hosts.calls)
+    grade_inventory(
+        path,
+        2,
+        out,
+        concurrency=8,
+        host_deadline=3.0,
+        console=plain_console()[0],
+        transport_factory=hosts.factory,
+    )
+    for s in students:
+        master = host_ips(s.hosts_of)[0]
+        if s.should_fail:
+            assert hosts.calls[master] > first[master], f"{s.student}: errors are retried"
+        elif s.hosts_of == s.index and s.index != students[-1].hosts_of:
+            assert hosts.calls[master] == first[master], f"{s.student} was graded again"
+    check_class(students, out, rubric)
+    second = dict(hosts.calls)
+    grade_inventory(
+        path,
+        2,
+        out,
+        concurrency=8,
+        host_deadline=3.0,
+        force=True,
+        console=plain_console()[0],
+        transport_factory=hosts.factory,
+    )
+    assert all(hosts.calls[a] > n for a, n in second.items())
+    check_class(students, out, rubric)
+
+
+def test_a_stuck_host_is_given_up_by_the_watchdog(
+    small_class: tuple[list[LiveStudent], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    students, path = small_class
+    monkeypatch.setattr(live, "CLEANUP_GRACE", 0.5)
+    monkeypatch.setattr(live, "WATCHDOG_SLACK", 0.5)
+    stuck = students[0]
+    hosts = FakeHosts(students, stuck=[host_ips(stuck.index)[0]])
+    out = tmp_path / "out"
+    started = time.monotonic()
+    grade_inventory(
+        path,
+        2,
+        out,
+        concurrency=4,
+        host_deadline=1.5,
+        console=plain_console()[0],
+        transport_factory=hosts.factory,
+    )
+    assert time.monotonic() - started < 30
+    row = next(r for r in rows(out) if r["student"] == stuck.student)
+    assert row["status"] == "error" and "no result within" in row["error"]
+    assert len(rows(out)) == len(students)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.timeouts: list[float] = []
+        self.closed = False
+
+    def run(self, node: str, cmd: str, *args: object, timeout: float = 60.0) -> CommandResult:
+        self.timeouts.append(timeout)
+        return CommandResult(node, cmd, 0, "", "", 0.0)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_deadline_cuts_every_command_and_spares_only_the_clean_up() -> None:
+    inner = Recorder()
+    transport = DeadlineTransport(inner, time.monotonic() + 5, "kubelab-grade", grace=10)
+    transport.run("master", "sudo", "kubectl", "get", "nodes", timeout=60)
+    assert 4 < inner.timeouts[-1] <= 5
+    transport.deadline = time.monotonic() - 1
+    with pytest.raises(TransportError, match="deadline passed"):
+        transport.run("master", "sudo", "kubectl", "get", "pods", timeout=60)
+    transport.run("master", "sudo", "kubectl", "delete", "namespace", "kubelab-grade", timeout=60)
+    assert 8 < inner.timeouts[-1] <= 9
+    assert transport.expired
+    transport.close()
+    assert inner.closed
+
+
+def test_an_inline_key_is_refused_in_one_line(tmp_path: Path) -> None:
+    from kubelab.errors import ConfigError
+
+    key = (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"
+        "-----END OPENSSH PRIVATE KEY-----\n"
+    )
+    path = write_inventory(
+        tmp_path / "inv.yaml",
+        {"students": {"s001": {"master": {"host": "192.168.56.10", "key_file": key}}}},
+    )
+    with pytest.raises(ConfigError) as caught:
+        grade_inventory(path, 2, tmp_path / "out")
+    assert len(caught.value.problems) == 1
+    assert "holds a private key" in caught.value.problems[0]
+    assert "b3BlbnNzaC1rZXkt" not in str(caught.value)
+
+
+def test_ctrl_c_finishes_clusters_in_progress_and_loses_nobody(
+    small_class: tuple[list[LiveStudent], Path], rubric: Rubric, tmp_path: Path
+) -> None:
+    students, path = small_class
+    hosts = FakeHosts(students)
+    out = tmp_path / "out"
+    console, printed = plain_console()
+    timer = threading.Timer(0.3, _thread.interrupt_main)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            grade_inventory(
+                path,
+                2,
+                out,
+                concurrency=2,
+                host_deadline=3.0,
+                console=console,
+                transport_factory=hosts.factory,
+            )
+    finally:
+        timer.cancel()
+    table = rows(out)
+    assert sorted(r["student"] for r in table) == sorted(s.student for s in students)
+    cut = [r for r in table if "interrupted" in r["error"]]
+    assert cut and all(r["status"] == "error" for r in cut)
+    assert "finishing the" in printed.getvalue()
+    # The next run grades the students the interrupted one did not reach.
+    grade_inventory(
+        path,
+        2,
+        out,
+        concurrency=8,
+        host_deadline=3.0,
+        console=plain_console()[0],
+        transport_factory=hosts.factory,
+    )
+    check_class(students, out, rubric)

@@ -1,0 +1,115 @@
+"""Live grading of a class on real sshd hosts: 100 hosts in a network namespace of the test's own.
+
+50 students with a master and a node each (100 sshd hosts, their stub kubectl
+replaying each student's derived cluster, one real nginx for the pod, Service and
+NodePort addresses), plus a student whose inventory entry points at another's
+cluster. Some hosts hang, refuse, drop the connection or answer garbage. Every
+student must end with exactly one row: a grade, or an explicit error.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from kubelab.grade.live import grade_inventory
+from kubelab.grade.rubric import Rubric
+from tests.grade.class_hosts import class_hosts, requirements
+from tests.grade.live_class import (
+    LiveStudent,
+    check_class,
+    inventory,
+    live_class,
+    rows,
+    write_inventory,
+)
+from tests.support.netns_hosts import NetnsHosts
+
+pytestmark = [pytest.mark.netns, pytest.mark.integration]
+
+CLUSTERS = 50  # x 2 hosts
+DEADLINE = 20.0
+
+
+@pytest.fixture(scope="module")
+def students() -> list[LiveStudent]:
+    return live_class(CLUSTERS)
+
+
+@pytest.fixture(scope="module")
+def hosts(students: list[LiveStudent]) -> Iterator[NetnsHosts]:
+    why = requirements()
+    if why:
+        pytest.skip(why)
+    with class_hosts(students) as running:
+        yield running
+
+
+def kubectl_calls(hosts: NetnsHosts) -> dict[str, int]:
+    return {
+        name: len(host.calls()) for name, host in hosts.hosts.items() if host.behavior != "refuse"
+    }
+
+
+def grade(hosts: NetnsHosts, inventory_file: Path, out: Path, **kwargs: object) -> float:
+    console = Console(file=io.StringIO(), force_terminal=False, width=200)
+    started = time.monotonic()
+    hosts.call_in_ns(
+        grade_inventory,
+        inventory_file,
+        2,
+        out,
+        concurrency=16,
+        host_deadline=DEADLINE,
+        console=console,
+        **kwargs,
+    )
+    return time.monotonic() - started
+
+
+def test_a_class_on_100_sshd_hosts(
+    hosts: NetnsHosts, students: list[LiveStudent], rubric: Rubric, tmp_path: Path
+) -> None:
+    assert len(hosts.hosts) >= 100
+    path = write_inventory(
+        tmp_path / "inventory.yaml", inventory(students, user=hosts.user, key_file=hosts.key_file)
+    )
+    out = tmp_path / "out"
+    took = grade(hosts, path, out)
+    print(f"graded {len(students)} students on {len(hosts.hosts)} hosts in {took:.1f} s")
+    check_class(students, out, rubric)
+    errors = {r["student"]: r["error"] for r in rows(out) if r["status"] == "error"}
+    assert "no answer to `hostname`" in errors["s005"]  # hang
+    assert "connection refused" in errors["s009"]
+    assert "connection lost" in errors["s013"]  # drop
+    assert "answered garbage" in errors["s019"]
+    assert "get pods -A" in errors["s027"] and "connection lost" in errors["s027"]
+    for s in students:
+        if not s.should_fail and s.hosts_of == s.index:
+            calls = [" ".join(c) for c in hosts.host(s.host_names[0]).calls()]
+            # Read-only but for the grader's own namespace, which is always removed.
+            assert any("delete namespace kubelab-grade" in c for c in calls[-3:]), s.student
+            assert not [c for c in calls if " delete " in f" {c} " and "kubelab-grade" not in c]
+
+    # A rerun skips graded students: their hosts see no new kubectl call.
+    before = kubectl_calls(hosts)
+    grade(hosts, path, out)
+    after = kubectl_calls(hosts)
+    for s in students:
+        if not s.should_fail and s.hosts_of == s.index:
+            for node in s.host_names:
+                assert after[node] == before[node], f"{s.student} was graded again"
+    check_class(students, out, rubric)
+
+    # --force grades everyone again.
+    grade(hosts, path, out, force=True)
+    forced = kubectl_calls(hosts)
+    for s in students:
+        if not s.should_fail and s.hosts_of == s.index:
+            assert forced[s.host_names[0]] > after[s.host_names[0]], s.student
+    check_class(students, out, rubric)
