@@ -7,6 +7,7 @@ prints. Every user error ends as one line and a non-zero exit.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -55,6 +56,9 @@ def _user_errors(fn):
 
 def _plan(config=None, lab_dir=None, driver=None, box=None, student=None):
     overrides = {"libvirt.driver": driver, "box.name": box, "student_id": student}
+    if box:
+        # A box given by name (imported or built here) has no Vagrant Cloud version.
+        overrides["box.version"] = ""
     return load_plan(Path(config) if config else None, overrides, repo_root=ROOT,
                      lab_dir=Path(lab_dir) if lab_dir else None)
 
@@ -98,11 +102,15 @@ def status(c, config=None, lab_dir=None, driver=None, box=None, student=None):
     ui.console.print(ui.node_table(lifecycle.status(plan), title=f"lab {plan.config.name}"))
 
 
-@task(help=_help("config", "lab_dir", "student", node="VM to log into: master, node1, ..."))
+@task(positional=["node"],
+      help=_help("config", "lab_dir", "student", node="VM to log into: master, node1, ..."))
 @_user_errors
 def ssh(c, node, config=None, lab_dir=None, student=None):
     """Open a shell on one VM of the lab."""
     from kubelab import lifecycle
+
+    if node in ("-h", "--help"):  # a positional argument would otherwise swallow --help
+        os.execv(PY, [PY, "-m", "invoke", "--help", "ssh"])
 
     plan = _plan(config, lab_dir, student=student)
     lifecycle.interactive_ssh(plan, plan.node(node).name)
@@ -176,6 +184,9 @@ def verify(c, config=None, lab_dir=None, student=None, dns=False, json=None, jun
             ssh_config=Path(ssh_config) if ssh_config else None,
         )
     report.print_table(results, ui.console)
+    if exercise:
+        hand_in_dir = folder.parent if evidence else plan.lab_dir
+        _hand_in(folder, results, student, exercise, hand_in_dir)
     if json:
         report.write_json(results, json)
     if junit:
@@ -184,6 +195,116 @@ def verify(c, config=None, lab_dir=None, student=None, dns=False, json=None, jun
     code = report.exit_code(results)
     if code:
         raise Exit(code=code)
+
+
+def _hand_in(folder, results, student, exercise, out_dir):
+    from kubelab.grade import grade_evidence, load_rubric, make_handin, score_table
+
+    if not student:
+        raise Exit("--exercise needs --student ID: the hand-in carries it", code=2)
+    rubric = load_rubric(exercise)
+    ui.console.print(score_table(grade_evidence(folder, student, rubric)))
+    archive = make_handin(folder, results, student, exercise, out_dir, rubric=rubric)
+    ui.console.print(f"hand-in archive: {archive}")
+
+
+@task(
+    help={
+        "handins": "folder of hand-in archives (kubelab-ex<N>-<ID>.tar.gz) to grade",
+        "exercise": "exercise number whose rubric grades (labs/rubrics/<N>.yaml)",
+        "inventory": "grade live clusters listed in this inventory file instead",
+        "out": "output folder (default: grades-ex<N> beside tasks.py)",
+        "since": "flag evidence older than this date (YYYY-MM-DD)",
+        "roster": "CSV or list of student IDs: a missing hand-in becomes an error row",
+        "gradescope": "also write Gradescope results.json per student",
+        "concurrency": "live: clusters graded at once (default 16)",
+        "deadline": "live: seconds per cluster (default 600)",
+        "force": "live: regrade students already graded",
+    },
+)
+@_user_errors
+def grade(c, handins="", exercise=2, inventory=None, out=None, since=None, roster=None,
+          gradescope=False, concurrency=16, deadline=600, force=False):
+    """Grade a class: hand-in archives from a folder, or live clusters from an inventory."""
+    from kubelab.grade import grade_handins, grade_inventory
+
+    if bool(handins) == bool(inventory):
+        raise Exit("give either a folder of hand-ins or --inventory FILE (not both)", code=2)
+    out_dir = Path(out) if out else ROOT / f"grades-ex{exercise}"
+    if inventory:
+        report = grade_inventory(inventory, int(exercise), out_dir, int(concurrency),
+                                 float(deadline), force, gradescope=gradescope,
+                                 console=ui.console)
+    else:
+        report = grade_handins(handins, int(exercise), out_dir, since, gradescope,
+                               roster=roster)
+    ui.console.print(report.summary())
+
+
+BOX_CACHE = Path(os.environ.get("KUBELAB_BOX_CACHE", Path.home() / ".cache/kubelab/boxes"))
+
+
+def _box_backend():
+    from kubelab.backend.vagrant_driver import VagrantDriver
+
+    BOX_CACHE.mkdir(parents=True, exist_ok=True)
+    return VagrantDriver(Path.cwd(), BOX_CACHE / "vagrant.log")
+
+
+@task(name="list")
+@_user_errors
+def box_list(c):
+    """List the Vagrant boxes installed on this host."""
+    from kubelab import boxes
+
+    ui.console.print(ui.box_table(boxes.list_boxes(_box_backend())))
+
+
+@task(name="import", help={"file": "the .box file (from your teacher)",
+                           "name": "name to give the box (then: invoke up --box NAME)"})
+@_user_errors
+def box_import(c, file, name):
+    """Add a .box file to Vagrant under a name: the offline way to get a box."""
+    from kubelab import boxes
+
+    boxes.import_box(_box_backend(), Path(file), name)
+    ui.console.print(f"box {name} added; next: invoke up --box {name}")
+
+
+@task(name="remove", help={"name": "the box to remove",
+                           "uri": "libvirt URI (default qemu:///system)",
+                           "pool": "storage pool holding the box image (default: default)"})
+@_user_errors
+def box_remove(c, name, uri="qemu:///system", pool="default"):
+    """Remove a box from Vagrant and its base image from the libvirt pool."""
+    from kubelab import boxes
+    from kubelab.backend.libvirt_inspect import LibvirtInspector
+
+    deleted = boxes.remove_box(_box_backend(), name, LibvirtInspector(uri), pool)
+    volumes = f" and {', '.join(deleted)} from pool {pool}" if deleted else ""
+    ui.console.print(f"removed box {name}{volumes}")
+
+
+@task(name="build", help={"distro": "what to build from (debian12)",
+                          "name": "name to add the box under",
+                          "force": "rebuild even if a box of the same recipe is cached"})
+@_user_errors
+def box_build(c, distro="debian12", name="kubelab/debian12", force=False):
+    """Build a small libvirt box offline from Debian packages and add it (needs root)."""
+    from kubelab import boxes
+
+    built = boxes.build_box(_box_backend(), distro, name, BOX_CACHE, BOX_CACHE / "build.log",
+                            force=force)
+    ui.console.print(f"built {built} and added it as {name}; next: invoke up --box {name} "
+                     f"(with box.guest: {distro})")
+
+
+@task(help={"clusters": "students in the synthetic class (2 hosts each)",
+            "concurrency": "clusters graded at once"})
+def bench_grade(c, clusters=50, concurrency=16):
+    """Benchmark: grade 100 sshd hosts concurrently vs one at a time (needs root)."""
+    c.run(f"{PY} tests/grade/bench_live.py --clusters {clusters} --concurrency {concurrency}",
+          pty=False)
 
 
 @task(help={"e2e": "include the real-VM end-to-end tests (default: yes)",
@@ -202,4 +323,8 @@ def golden(c):
     c.run(f"{PY} tests/update_golden.py")
 
 
-ns = Collection(render, up, status, ssh, halt, destroy, doctor, verify, test, golden)
+box = Collection("box", box_list, box_import, box_remove, box_build)
+bench = Collection("bench")
+bench.add_task(bench_grade, name="grade")
+ns = Collection(render, up, status, ssh, halt, destroy, doctor, verify, grade, test, golden,
+                box, bench)

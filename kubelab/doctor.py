@@ -149,11 +149,15 @@ def _is_lab_bridge(device: str, plan: Plan) -> bool:
 
 
 def check_box(plan: Plan) -> Finding:
+    import os
+
+    from kubelab.backend.vagrant_driver import VagrantDriver
     from kubelab.boxes import list_boxes
 
     box = plan.config.box
     try:
-        boxes = list_boxes()
+        # Looking is read-only: no lab folder, no log file.
+        boxes = list_boxes(VagrantDriver(Path.cwd(), Path(os.devnull)))
     except Exception as exc:  # noqa: BLE001 - any failure here is a finding, not a crash
         return Finding("box", "warn", f"could not list boxes: {exc}", "check vagrant")
     present = [b for b in boxes if b.name == box.name and b.provider == "libvirt"]

@@ -40,6 +40,15 @@ def findings_table(findings: Iterable[Finding]) -> Table:
     return table
 
 
+def box_table(boxes: Iterable[object]) -> Table:
+    table = Table(title="Vagrant boxes")
+    for column in ("name", "provider", "version"):
+        table.add_column(column)
+    for b in boxes:
+        table.add_row(b.name, b.provider, b.version)  # type: ignore[attr-defined]
+    return table
+
+
 def print_error(message: str, hint: str = "") -> None:
     for line in message.splitlines() or [message]:
         err_console.print(f"[red]error:[/] {line}" if line else "", markup=True,
