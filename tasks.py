@@ -54,8 +54,9 @@ def _user_errors(fn):
     return wrapper
 
 
-def _plan(config=None, lab_dir=None, driver=None, box=None, student=None):
-    overrides = {"libvirt.driver": driver, "box.name": box, "student_id": student}
+def _plan(config=None, lab_dir=None, driver=None, box=None, student=None, stages=None):
+    overrides = {"libvirt.driver": driver, "box.name": box, "student_id": student,
+                 "provision.stages": stages}
     if box:
         # A box given by name (imported or built here) has no Vagrant Cloud version.
         overrides["box.version"] = ""
@@ -197,6 +198,40 @@ def verify(c, config=None, lab_dir=None, student=None, dns=False, json=None, jun
         raise Exit(code=code)
 
 
+@task(help=_help(
+    "config", "lab_dir", "driver", "box", "student",
+    exercise="exercise number (see --list)",
+    solve="also apply the reference solution",
+    list="list the exercises",
+    lang="language of the manual: en or zh",
+))
+@_user_errors
+def lab(c, exercise=None, solve=False, list=False, lang="en", config=None, lab_dir=None,
+        driver=None, box=None, student=None):
+    """Bring the lab to an exercise's start, print its manual; --solve applies the solution."""
+    from kubelab import labs, lifecycle
+
+    if list or not exercise:
+        ui.console.print(ui.exercise_table(labs.list_exercises(), lang))
+        if not list:
+            raise Exit("give --exercise N (or --list)", code=2)
+        return
+    chosen = labs.load_exercise(exercise)
+    stages = [*chosen.start, *(chosen.solution if solve else ())]
+    plan = _plan(config, lab_dir, driver, box, student, stages=stages)
+    result = lifecycle.up(plan, Reporter(ui.console))
+    ui.console.print(ui.node_table(result.nodes, title=f"lab {plan.config.name}"))
+    ui.console.rule(f"exercise {chosen.number}: {chosen.title.get(lang, chosen.title['en'])}")
+    ui.console.print(labs.manual_text(chosen, plan, lang), markup=False)
+    ui.console.rule()
+    if solve:
+        ui.console.print(f"solution applied ({', '.join(chosen.solution)}); "
+                         f"prove it: invoke verify --exercise {chosen.number} --student ID")
+    else:
+        ui.console.print(f"when done: invoke verify --exercise {chosen.number} --student ID; "
+                         f"stuck: invoke lab --exercise {chosen.number} --solve")
+
+
 def _hand_in(folder, results, student, exercise, out_dir):
     from kubelab.grade import grade_evidence, load_rubric, make_handin, score_table
 
@@ -326,5 +361,5 @@ def golden(c):
 box = Collection("box", box_list, box_import, box_remove, box_build)
 bench = Collection("bench")
 bench.add_task(bench_grade, name="grade")
-ns = Collection(render, up, status, ssh, halt, destroy, doctor, verify, grade, test, golden,
+ns = Collection(render, up, status, ssh, halt, destroy, doctor, lab, verify, grade, test, golden,
                 box, bench)

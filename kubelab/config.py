@@ -94,8 +94,9 @@ class MirrorConfig(_Strict):
 
 
 class ProvisionConfig(_Strict):
-    # Empty: the catalog's default build (every non-optional stage).
-    stages: list[str] = Field(default_factory=list)
+    # Not given: the catalog's default build (every non-optional stage);
+    # an empty list: boot the VMs and run no stage.
+    stages: list[str] | None = None
 
 
 def _default_nodes() -> list[NodeConfig]:
@@ -282,7 +283,7 @@ def semantic_problems(config: LabConfig) -> list[str]:
         )
     problems += _mirror_problems(config.mirror)
     known_stages = [s["name"] for s in cat["stages"]]
-    for i, stage in enumerate(config.provision.stages):
+    for i, stage in enumerate(config.provision.stages or []):
         if stage not in known_stages:
             problems.append(
                 f"provision.stages[{i}]: {stage!r} is not a stage (use any of "

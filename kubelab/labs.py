@@ -167,3 +167,17 @@ def manual_values(plan: Plan) -> dict[str, str]:
         "nginx_image": mirror["nginx_image"],
         "student_id": plan.config.student_id,
     }
+
+
+def manual_text(exercise: Exercise, plan: Plan, language: str = "en") -> str:
+    """The exercise's manual in one language, its placeholders filled from the lab."""
+    import jinja2
+
+    if language not in exercise.manual:
+        raise KubelabError(
+            f"exercise {exercise.number} has no manual in {language!r}",
+            hint=f"use one of {', '.join(exercise.manual)}",
+            code=2,
+        )
+    template = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+    return template.from_string(exercise.manual[language]).render(manual_values(plan))

@@ -117,9 +117,9 @@ def stage_catalog() -> list[dict[str, Any]]:
     return list(catalog()["stages"])
 
 
-def resolve_stages(names: list[str]) -> tuple[Stage, ...]:
+def resolve_stages(names: list[str] | None) -> tuple[Stage, ...]:
     entries = stage_catalog()
-    if not names:
+    if names is None:
         names = [s["name"] for s in entries if not s.get("optional")]
     order = [s["name"] for s in entries]
     chosen = sorted(set(names), key=order.index)
@@ -187,7 +187,7 @@ def make_plan(config: LabConfig, lab_dir: Path) -> Plan:
         prefix=prefix,
         network_name=f"{prefix}net",
         nodes=nodes,
-        stages=resolve_stages(list(config.provision.stages)),
+        stages=resolve_stages(config.provision.stages),
         kubernetes=kubernetes,
         runtime={"name": config.kubernetes.runtime, **cat["runtimes"][config.kubernetes.runtime]},
         cni={"name": config.kubernetes.cni, **cat["cnis"][config.kubernetes.cni]},

@@ -49,6 +49,17 @@ def box_table(boxes: Iterable[object]) -> Table:
     return table
 
 
+def exercise_table(exercises: Iterable[object], language: str = "en") -> Table:
+    table = Table(title="exercises")
+    for column in ("#", "title", "starts with", "--solve applies"):
+        table.add_column(column, overflow="fold")
+    for e in exercises:
+        title = e.title.get(language) or e.title.get("en", "")  # type: ignore[attr-defined]
+        table.add_row(str(e.number), title, ", ".join(e.start) or "VMs up",  # type: ignore[attr-defined]
+                      ", ".join(e.solution))  # type: ignore[attr-defined]
+    return table
+
+
 def print_error(message: str, hint: str = "") -> None:
     for line in message.splitlines() or [message]:
         err_console.print(f"[red]error:[/] {line}" if line else "", markup=True,
