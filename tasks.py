@@ -338,7 +338,7 @@ def box_build(c, distro="debian12", name="kubelab/debian12", force=False):
             "concurrency": "clusters graded at once"})
 def bench_grade(c, clusters=50, concurrency=16):
     """Benchmark: grade 100 sshd hosts concurrently vs one at a time (needs root)."""
-    c.run(f"{PY} tests/grade/bench_live.py --clusters {clusters} --concurrency {concurrency}",
+    c.run(f"{PY} {ROOT / 'tests' / 'grade' / 'bench_live.py'} --clusters {clusters} --concurrency {concurrency}",
           pty=False)
 
 
@@ -355,7 +355,7 @@ def test(c, e2e=True, k=None):
 @task
 def golden(c):
     """Rewrite the golden files of rendered output after a deliberate template change."""
-    c.run(f"{PY} tests/update_golden.py")
+    c.run(f"{PY} {ROOT / 'tests' / 'update_golden.py'}")
 
 
 box = Collection("box", box_list, box_import, box_remove, box_build)

@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -34,14 +35,18 @@ MASTER_MIN_CPUS = 2
 MASTER_MIN_MEMORY_MIB = 1700
 
 _RFC1123_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_STUDENT_ID = re.compile(r"^[A-Za-z0-9-]{1,32}$")
+_STUDENT_ID = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?")
 # Box names as Vagrant Cloud spells them (owner/name) or a local name.
 _BOX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _BOX_VERSION = re.compile(r"^[0-9][0-9A-Za-z.+-]{0,40}$")
 _POOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _LIBVIRT_URI = re.compile(r"^[a-z][a-z0-9+]*://[A-Za-z0-9@._:/?=&%+-]*$")
 _URL = re.compile(r"^(https?|file)://[A-Za-z0-9@._:/?=&%+{}~-]+$")
-_REGISTRY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,200}$")
+# host[:port][/path...][:tag]: an image reference, never a URL (no scheme).
+_REGISTRY = re.compile(
+    r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9][a-z0-9._-]*)*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+)
 _STAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
 
 
@@ -165,7 +170,16 @@ def validate_config(raw: Mapping[str, Any], *, source: str = "config") -> LabCon
     try:
         config = LabConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError([f"{source}: {_format_pydantic(e)}" for e in exc.errors()]) from None
+        errors = exc.errors()
+        problems = [_format_pydantic(e) for e in errors]
+        # One wrong type must not hide a wrong value elsewhere: check the meaning of
+        # the sections that have the right shape (the others take their defaults,
+        # and every check that reads them is skipped).
+        bad = {str(e["loc"][0]) for e in errors if e["loc"]}
+        rest = {k: v for k, v in raw.items() if str(k) not in bad}
+        with contextlib.suppress(ValidationError):  # the rest may still be wrong as a whole
+            problems += semantic_problems(LabConfig.model_validate(rest), skip=bad)
+        raise ConfigError([f"{source}: {p}" for p in problems]) from None
     problems = [f"{source}: {p}" for p in semantic_problems(config)]
     if problems:
         raise ConfigError(problems)
@@ -180,11 +194,31 @@ def validate_config(raw: Mapping[str, Any], *, source: str = "config") -> LabCon
     return config
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (YAML requires
+    unique keys; PyYAML would silently keep the last value)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: construct_mapping reports it
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"found duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError([f"{path}: no such config file (check the path given to --config)"])
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -226,7 +260,12 @@ def _format_pydantic(error: Mapping[str, Any]) -> str:
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
         return f"{loc}: {error['input']!r} is not allowed (use {expected})"
-    return f"{loc}: {error['msg'].lower()} (got {error.get('input')!r})"
+    if kind == "string_type":
+        return f"{loc}: must be text (quote it in YAML), got {error['input']!r}"
+    if kind in ("model_type", "dict_type"):
+        return f"{loc}: must be a mapping of keys (got {error['input']!r})"
+    msg = error["msg"]
+    return f"{loc}: {msg[:1].lower()}{msg[1:]} (got {error.get('input')!r})"
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
@@ -236,31 +275,54 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return out or "config"
 
 
-def semantic_problems(config: LabConfig) -> list[str]:
-    """Every problem shape validation cannot see, one line each."""
+# The sections a check reads, by the section its problem names (default: its own).
+_READS = {
+    "network": {"network", "kubernetes"},
+    "kubernetes": {"kubernetes", "network"},
+    "nodes": {"nodes", "network", "student_id"},
+}
+
+
+def semantic_problems(config: LabConfig, skip: Set[str] = frozenset()) -> list[str]:
+    """Every problem shape validation cannot see, one line each.
+
+    `skip`: sections that had shape errors; problems from checks reading them are dropped.
+    """
+    problems = _semantic_problems(config)
+    if not skip:
+        return problems
+    kept = []
+    for problem in problems:
+        section = re.split(r"[.\[:]", problem, maxsplit=1)[0]
+        if not (_READS.get(section, {section}) & skip):
+            kept.append(problem)
+    return kept
+
+
+def _semantic_problems(config: LabConfig) -> list[str]:
     problems: list[str] = []
     cat = catalog()
 
-    if not _RFC1123_LABEL.match(config.name):
+    if not _RFC1123_LABEL.fullmatch(config.name):
         problems.append(
             f"name: {config.name!r} is not a valid lab name "
             "(lowercase letters, digits and '-', at most 63, e.g. kubelab)"
         )
-    if config.student_id and not _STUDENT_ID.match(config.student_id):
+    if config.student_id and not _STUDENT_ID.fullmatch(config.student_id):
         problems.append(
-            f"student_id: {config.student_id!r} may hold only A-Z, a-z, 0-9 and '-' "
-            "(at most 32 characters)"
+            f"student_id: {config.student_id!r} may hold only A-Z, a-z, 0-9 and '-', "
+            "not at either end (it ends every hostname; at most 32 characters)"
         )
 
-    if not _BOX_NAME.match(config.box.name):
+    if not _BOX_NAME.fullmatch(config.box.name):
         problems.append(f"box.name: {config.box.name!r} is not a box name (e.g. centos/7)")
-    if config.box.version and not _BOX_VERSION.match(config.box.version):
+    if config.box.version and not _BOX_VERSION.fullmatch(config.box.version):
         problems.append(f"box.version: {config.box.version!r} is not a version (e.g. 2004.01)")
-    if not _LIBVIRT_URI.match(config.libvirt.uri):
+    if not _LIBVIRT_URI.fullmatch(config.libvirt.uri):
         problems.append(
             f"libvirt.uri: {config.libvirt.uri!r} is not a libvirt URI (e.g. qemu:///system)"
         )
-    if not _POOL_NAME.match(config.libvirt.storage_pool):
+    if not _POOL_NAME.fullmatch(config.libvirt.storage_pool):
         problems.append(
             f"libvirt.storage_pool: {config.libvirt.storage_pool!r} is not a pool name "
             "(e.g. default)"
@@ -310,9 +372,11 @@ def _mirror_problems(mirror: MirrorConfig) -> list[str]:
                 f"mirror.custom.{key}: unknown key (use any of {', '.join(known_keys)})"
             )
         elif key.endswith(("registry", "_image")):
-            if not _REGISTRY.match(value):
+            if not _REGISTRY.fullmatch(value):
                 problems.append(f"mirror.custom.{key}: {value!r} is not a registry path")
-        elif not _URL.match(value):
+        elif not _URL.fullmatch(value) or (
+            value.startswith("http") and not urlsplit(value).hostname
+        ):
             problems.append(f"mirror.custom.{key}: {value!r} is not an http(s) or file URL")
     if mirror.local_repo and not Path(mirror.local_repo).is_dir():
         problems.append(
@@ -358,7 +422,7 @@ def _node_problems(config: LabConfig) -> list[str]:
     seen_ips: dict[str, int] = {}
     for i, node in enumerate(config.nodes):
         where = f"nodes[{i}]"
-        if not _RFC1123_LABEL.match(node.name):
+        if not _RFC1123_LABEL.fullmatch(node.name):
             problems.append(
                 f"{where}.name: {node.name!r} is not a valid hostname (RFC 1123: lowercase "
                 "letters, digits and '-', not starting or ending with '-', at most 63)"

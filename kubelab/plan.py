@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,7 @@ def lab_prefix(config: LabConfig, lab_dir: Path) -> str:
     The lab name and student ID make it readable; a short digest of the lab
     folder's absolute path keeps two folders with the same config apart.
     """
-    digest = hashlib.sha256(str(lab_dir).encode()).hexdigest()[:6]
+    digest = hashlib.sha256(os.fsencode(lab_dir)).hexdigest()[:6]
     student = f"-{config.student_id.lower()}" if config.student_id else ""
     return f"kubelab-{config.name}{student}-{digest}-"
 

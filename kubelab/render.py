@@ -33,8 +33,10 @@ MANIFEST_NAME = "kubelab-render.json"
 
 def ruby_string(value: object) -> str:
     """A Ruby single-quoted literal: only backslash and quote are special there."""
-    text = str(value)
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    # Ruby reads CR LF in source as LF, even inside a literal: a CR goes in as a
+    # double-quoted "\r" placed between single-quoted pieces ('a'"\r"'b' is one string).
+    return "'" + text.replace("\r", "'\"\\r\"'") + "'"
 
 
 def shell_word(value: object) -> str:
@@ -46,7 +48,20 @@ def yaml_scalar(value: object) -> str:
     """A YAML scalar: JSON's double-quoted strings are valid YAML."""
     if isinstance(value, bool | int | float):
         return json.dumps(value)
-    return json.dumps(str(value))
+    # Escape everything outside printable ASCII; characters beyond U+FFFF as
+    # \UXXXXXXXX (json.dumps would write a surrogate pair, which YAML reads as two).
+    out = []
+    for char in str(value):
+        code = ord(char)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif 0x20 <= code < 0x7F:
+            out.append(char)
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
 
 
 def _environment() -> jinja2.Environment:
@@ -140,22 +155,46 @@ def write_lab(files: dict[str, str], out_dir: Path) -> list[Path]:
             f"cannot write the lab folder {out_dir}: {exc.strerror}",
             hint="choose another --out folder or fix its permissions",
         ) from None
-    written = []
+    written: list[Path] = []
+    new_dir, old_dir = staging / "new", staging / "old"
     try:
         for rel, text in files.items():
-            path = staging / rel
+            path = new_dir / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
             if rel.endswith(".sh"):
                 path.chmod(0o755)
-        # Old scripts of stages no longer planned must not linger.
+        # The old generated files (these paths and every old script) move aside
+        # first, so a failure below can put them back: the folder ends all old or
+        # all new. Old scripts of stages no longer planned do not come back.
+        old = set(files)
         if (out_dir / "scripts").is_dir():
-            shutil.rmtree(out_dir / "scripts")
-        for rel in files:
-            target = out_dir / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / rel, target)
-            written.append(target)
+            old |= {
+                p.relative_to(out_dir).as_posix()
+                for p in (out_dir / "scripts").rglob("*")
+                if not p.is_dir()
+            }
+        moved: list[str] = []
+        try:
+            for rel in sorted(old):
+                if (out_dir / rel).is_file() or (out_dir / rel).is_symlink():
+                    (old_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(out_dir / rel, old_dir / rel)
+                    moved.append(rel)
+            for rel in files:
+                target = out_dir / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(new_dir / rel, target)
+                written.append(target)
+        except OSError:
+            for target in written:
+                target.unlink(missing_ok=True)
+            for rel in moved:
+                os.replace(old_dir / rel, out_dir / rel)
+            raise
+        for folder in sorted((out_dir / "scripts").rglob("*"), reverse=True):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
     except OSError as exc:
         raise KubelabError(
             f"cannot write the lab folder {out_dir}: {exc}",

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -61,11 +62,13 @@ def exercise_table(exercises: Iterable[object], language: str = "en") -> Table:
 
 
 def print_error(message: str, hint: str = "") -> None:
+    # Messages quote user values ('[/bold]' in a student ID): escape them, or rich
+    # reads them as markup and, for a stray closing tag, raises MarkupError.
     for line in message.splitlines() or [message]:
-        err_console.print(f"[red]error:[/] {line}" if line else "", markup=True,
+        err_console.print(f"[red]error:[/] {escape(line)}" if line else "", markup=True,
                           highlight=False, soft_wrap=True)
     if hint:
-        err_console.print(f"[cyan]hint:[/] {hint}", soft_wrap=True)
+        err_console.print(f"[cyan]hint:[/] {escape(hint)}", soft_wrap=True)
 
 
 def confirm(question: str) -> bool:

@@ -1,0 +1,282 @@
+#!/usr/bin/env bash
+# Rendered by kubelab 0.1.0: stage runtime for node master.
+# Idempotent: running it again changes nothing that is already right.
+set -euo pipefail
+
+# shellcheck disable=SC2209  # a stage named like a command (join) is a plain string
+KUBELAB_STAGE=runtime
+KUBELAB_NODE=master
+
+log() { printf '[%s] [%s/%s] %s\n' "$(date +%H:%M:%S)" "$KUBELAB_NODE" "$KUBELAB_STAGE" "$*"; }
+step() { log "step: $*"; }
+die() { log "error: $*" >&2; exit 1; }
+
+# 1 when the last put_file changed its file, else 0 (stages read it).
+# shellcheck disable=SC2034
+KUBELAB_CHANGED=0
+
+# put_file PATH MODE [OWNER:GROUP] < content
+# Writes stdin to PATH only when content, mode or owner differ, atomically (a
+# temporary file beside it, then mv), and says which it did. Running a stage
+# twice therefore changes no file the second time.
+# shellcheck disable=SC2034  # KUBELAB_CHANGED is read by the stages
+put_file() {
+  local path=$1 mode=$2 owner=${3:-root:root} dir tmp want_mode
+  dir=$(dirname "$path")
+  [[ -d $dir ]] || mkdir -p "$dir"
+  tmp=$(mktemp "$dir/.kubelab.XXXXXX")
+  cat >"$tmp"
+  want_mode=$(printf '%o' "$((8#$mode))")
+  if [[ -f $path && ! -L $path ]] && cmp -s "$tmp" "$path" &&
+    [[ $(stat -c '%a %U:%G' "$path") == "$want_mode $owner" ]]; then
+    rm -f "$tmp"
+    KUBELAB_CHANGED=0
+    log "unchanged: $path"
+  else
+    chmod "$mode" "$tmp"
+    chown "$owner" "$tmp"
+    mv -f "$tmp" "$path"
+    KUBELAB_CHANGED=1
+    log "wrote: $path"
+  fi
+}
+
+# put_dir PATH MODE: a directory that exists with that mode.
+put_dir() {
+  if [[ ! -d $1 ]]; then
+    mkdir -p "$1"
+    chmod "$2" "$1"
+    log "created: $1"
+  fi
+}
+
+# wait_until SECONDS WHAT COMMAND...: retry COMMAND every 5 s until it succeeds;
+# give up with an error naming WHAT after SECONDS.
+wait_until() {
+  local limit=$1 what=$2 started=$SECONDS
+  shift 2
+  log "waiting up to ${limit}s for $what"
+  until "$@" >/dev/null 2>&1; do
+    if (( SECONDS - started >= limit )); then
+      die "timed out after ${limit}s waiting for $what"
+    fi
+    sleep 5
+  done
+  log "ready after $((SECONDS - started))s: $what"
+}
+
+# This node's hostname, as the lab plan and kubeadm name it.
+# shellcheck disable=SC2034
+KUBELAB_HOSTNAME=master-s2024-017
+
+# service_on UNIT: enabled at boot and running now.
+service_on() {
+  if systemctl is-enabled --quiet "$1" && systemctl is-active --quiet "$1"; then
+    log "already enabled and running: $1"
+  else
+    systemctl enable --now "$1"
+    log "enabled and started: $1"
+  fi
+}
+
+# service_off UNIT: disabled at boot and stopped now.
+service_off() {
+  if systemctl is-enabled --quiet "$1" || systemctl is-active --quiet "$1"; then
+    systemctl disable --now "$1"
+    log "stopped and disabled: $1"
+  else
+    log "already off: $1"
+  fi
+}
+# The folder the host ships mirror.local_repo into (kubelab/provision.py).
+# shellcheck disable=SC2034
+KUBELAB_LOCAL_REPO=/var/lib/kubelab/local-repo
+# pkg_version NAME: the installed version (Debian version), rc 1 when absent.
+pkg_version() {
+  local line
+  # shellcheck disable=SC2016  # dpkg-query's own ${field} syntax
+  line=$(dpkg-query -W -f='${db:Status-Abbrev}|${Version}' "$1" 2>/dev/null) || return 1
+  [[ $line == ii* ]] || return 1
+  printf '%s' "${line#*|}"
+}
+pkg_installed() { pkg_version "$1" >/dev/null; }
+
+export DEBIAN_FRONTEND=noninteractive
+KUBELAB_APT_FRESH=0
+# pkg_refresh: apt-get update, once per run, before the first install.
+pkg_refresh() {
+  if (( KUBELAB_APT_FRESH == 0 )); then
+    apt-get update -q
+    KUBELAB_APT_FRESH=1
+  fi
+}
+
+apt_install() {
+  pkg_refresh
+  apt-get install -y -q -o Dpkg::Options::=--force-confold --allow-downgrades \
+    --allow-change-held-packages "$@"
+}
+
+# pkg_install NAME...: install the packages that are missing.
+pkg_install() {
+  local missing=() p
+  for p in "$@"; do pkg_installed "$p" || missing+=("$p"); done
+  if [[ -z ${missing[*]:-} ]]; then
+    log "already installed: $*"
+    return 0
+  fi
+  log "installing: ${missing[*]}"
+  apt_install "${missing[@]}"
+}
+
+# pkg_install_exact NAME=VERSION...: each package at exactly VERSION (the full
+# Debian version).
+pkg_install_exact() {
+  local want=() spec name version
+  for spec in "$@"; do
+    name=${spec%%=*} version=${spec#*=}
+    [[ $(pkg_version "$name") == "$version" ]] || want+=("$spec")
+  done
+  if [[ -z ${want[*]:-} ]]; then
+    log "already at the pinned versions: $*"
+    return 0
+  fi
+  log "installing pinned: ${want[*]}"
+  apt_install "${want[@]}"
+}
+
+# pkg_hold NAME...: keep apt from upgrading them.
+pkg_hold() {
+  local held missing=() p
+  held=$(apt-mark showhold)
+  for p in "$@"; do grep -qx -- "$p" <<<"$held" || missing+=("$p"); done
+  if [[ -z ${missing[*]:-} ]]; then
+    log "already held: $*"
+    return 0
+  fi
+  apt-mark hold "${missing[@]}"
+}
+
+# fetch_key URL FILE: an ASCII-armoured repository key, fetched once. apt reads
+# armoured keys named *.asc in signed-by=, so no gpg is needed.
+fetch_key() {
+  if [[ -s $2 ]]; then
+    log "unchanged: $2"
+    return 0
+  fi
+  put_dir "$(dirname "$2")" 0755
+  curl -fsSL --retry 3 "$1" -o "$2.tmp"
+  chmod 0644 "$2.tmp"
+  mv -f "$2.tmp" "$2"
+  log "wrote: $2 (from $1)"
+}
+pause_image=registry.aliyuncs.com/google_containers/pause:3.9
+
+docker_version='5:26.1.4-1~debian.12~bookworm'
+step "docker-ce $docker_version (the manuals' runtime)"
+pkg_install_exact "docker-ce=$docker_version" "docker-ce-cli=$docker_version"
+pkg_install containerd.io
+
+step "Docker daemon: systemd cgroup driver (as the course chapter configures it)"
+put_file /etc/docker/daemon.json 0644 <<'KUBELAB_EOF'
+{
+  "exec-opts": ["native.cgroupdriver=systemd"],
+  "log-driver": "json-file",
+  "log-opts": {"max-size": "100m"},
+  "storage-driver": "overlay2"
+}
+KUBELAB_EOF
+if (( KUBELAB_CHANGED )) && systemctl is-active --quiet docker; then
+  systemctl restart docker
+  log "restarted docker for its new daemon.json"
+fi
+service_on docker
+
+cri_dockerd_version=0.3.16
+cri_dockerd_tgz=cri-dockerd-0.3.16.amd64.tgz
+cri_dockerd_url=https://files.m.daocloud.io/github.com/Mirantis/cri-dockerd/releases/download/v0.3.16/cri-dockerd-0.3.16.amd64.tgz
+step "cri-dockerd $cri_dockerd_version (kubelet talks CRI; Docker does not)"
+if [[ -x /usr/local/bin/cri-dockerd ]] &&
+  /usr/local/bin/cri-dockerd --version 2>&1 | grep -qF " $cri_dockerd_version "; then
+  log "cri-dockerd $cri_dockerd_version already installed"
+else
+  work=$(mktemp -d)
+  if [[ -f $KUBELAB_LOCAL_REPO/$cri_dockerd_tgz ]]; then
+    log "cri-dockerd from the local package folder"
+    cp "$KUBELAB_LOCAL_REPO/$cri_dockerd_tgz" "$work/"
+  else
+    curl -fsSL --retry 3 "$cri_dockerd_url" -o "$work/$cri_dockerd_tgz"
+  fi
+  tar -xzf "$work/$cri_dockerd_tgz" -C "$work"
+  install -m 0755 "$work/cri-dockerd/cri-dockerd" /usr/local/bin/cri-dockerd
+  rm -rf "$work"
+  log "installed /usr/local/bin/cri-dockerd"
+fi
+step "cri-dockerd units: socket activated, sandbox image $pause_image"
+units_changed=0
+put_file /etc/systemd/system/cri-docker.socket 0644 <<'KUBELAB_EOF'
+# Written by kubelab: the socket kubelet and crictl reach cri-dockerd on.
+[Unit]
+Description=CRI Docker socket for the API
+PartOf=cri-docker.service
+
+[Socket]
+ListenStream=%t/cri-dockerd.sock
+SocketMode=0660
+SocketUser=root
+SocketGroup=docker
+
+[Install]
+WantedBy=sockets.target
+KUBELAB_EOF
+if (( KUBELAB_CHANGED )); then units_changed=1; fi
+put_file /etc/systemd/system/cri-docker.service 0644 <<'KUBELAB_EOF'
+# Written by kubelab: cri-dockerd, the CRI endpoint kubelet uses to drive Docker
+# (kubelet lost its built-in dockershim in Kubernetes 1.24).
+[Unit]
+Description=CRI interface for Docker (cri-dockerd)
+Documentation=https://github.com/Mirantis/cri-dockerd
+After=network-online.target firewalld.service docker.service
+Wants=network-online.target
+Requires=cri-docker.socket
+
+[Service]
+Type=notify
+# fd://: the listening socket comes from cri-docker.socket. The pause image is
+# the one kubeadm expects from the lab's registry.
+ExecStart=/usr/local/bin/cri-dockerd --container-runtime-endpoint fd:// --network-plugin=cni --pod-infra-container-image=registry.aliyuncs.com/google_containers/pause:3.9
+ExecReload=/bin/kill -s HUP $MAINPID
+TimeoutSec=0
+RestartSec=2
+Restart=always
+StartLimitBurst=3
+StartLimitInterval=60s
+LimitNOFILE=infinity
+LimitNPROC=infinity
+LimitCORE=infinity
+Delegate=yes
+KillMode=process
+
+[Install]
+WantedBy=multi-user.target
+KUBELAB_EOF
+if (( KUBELAB_CHANGED )); then units_changed=1; fi
+if (( units_changed )); then
+  systemctl daemon-reload
+  if systemctl is-active --quiet cri-docker; then
+    systemctl restart cri-docker
+  fi
+fi
+service_on cri-docker.socket
+service_on cri-docker
+
+runtime_socket=unix:///run/cri-dockerd.sock
+step "crictl: pointed at $runtime_socket"
+put_file /etc/crictl.yaml 0644 <<'KUBELAB_EOF'
+# Written by kubelab: crictl talks to the lab's container runtime.
+runtime-endpoint: "unix:///run/cri-dockerd.sock"
+image-endpoint: "unix:///run/cri-dockerd.sock"
+timeout: 10
+debug: false
+KUBELAB_EOF
+log "container runtime ready: $runtime_socket"

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Rendered by kubelab 0.1.0: stage repos for node master.
+# Idempotent: running it again changes nothing that is already right.
+set -euo pipefail
+
+# shellcheck disable=SC2209  # a stage named like a command (join) is a plain string
+KUBELAB_STAGE=repos
+KUBELAB_NODE=master
+
+log() { printf '[%s] [%s/%s] %s\n' "$(date +%H:%M:%S)" "$KUBELAB_NODE" "$KUBELAB_STAGE" "$*"; }
+step() { log "step: $*"; }
+die() { log "error: $*" >&2; exit 1; }
+
+# 1 when the last put_file changed its file, else 0 (stages read it).
+# shellcheck disable=SC2034
+KUBELAB_CHANGED=0
+
+# put_file PATH MODE [OWNER:GROUP] < content
+# Writes stdin to PATH only when content, mode or owner differ, atomically (a
+# temporary file beside it, then mv), and says which it did. Running a stage
+# twice therefore changes no file the second time.
+# shellcheck disable=SC2034  # KUBELAB_CHANGED is read by the stages
+put_file() {
+  local path=$1 mode=$2 owner=${3:-root:root} dir tmp want_mode
+  dir=$(dirname "$path")
+  [[ -d $dir ]] || mkdir -p "$dir"
+  tmp=$(mktemp "$dir/.kubelab.XXXXXX")
+  cat >"$tmp"
+  want_mode=$(printf '%o' "$((8#$mode))")
+  if [[ -f $path && ! -L $path ]] && cmp -s "$tmp" "$path" &&
+    [[ $(stat -c '%a %U:%G' "$path") == "$want_mode $owner" ]]; then
+    rm -f "$tmp"
+    KUBELAB_CHANGED=0
+    log "unchanged: $path"
+  else
+    chmod "$mode" "$tmp"
+    chown "$owner" "$tmp"
+    mv -f "$tmp" "$path"
+    KUBELAB_CHANGED=1
+    log "wrote: $path"
+  fi
+}
+
+# put_dir PATH MODE: a directory that exists with that mode.
+put_dir() {
+  if [[ ! -d $1 ]]; then
+    mkdir -p "$1"
+    chmod "$2" "$1"
+    log "created: $1"
+  fi
+}
+
+# wait_until SECONDS WHAT COMMAND...: retry COMMAND every 5 s until it succeeds;
+# give up with an error naming WHAT after SECONDS.
+wait_until() {
+  local limit=$1 what=$2 started=$SECONDS
+  shift 2
+  log "waiting up to ${limit}s for $what"
+  until "$@" >/dev/null 2>&1; do
+    if (( SECONDS - started >= limit )); then
+      die "timed out after ${limit}s waiting for $what"
+    fi
+    sleep 5
+  done
+  log "ready after $((SECONDS - started))s: $what"
+}
+
+# This node's hostname, as the lab plan and kubeadm name it.
+# shellcheck disable=SC2034
+KUBELAB_HOSTNAME=master
+
+# service_on UNIT: enabled at boot and running now.
+service_on() {
+  if systemctl is-enabled --quiet "$1" && systemctl is-active --quiet "$1"; then
+    log "already enabled and running: $1"
+  else
+    systemctl enable --now "$1"
+    log "enabled and started: $1"
+  fi
+}
+
+# service_off UNIT: disabled at boot and stopped now.
+service_off() {
+  if systemctl is-enabled --quiet "$1" || systemctl is-active --quiet "$1"; then
+    systemctl disable --now "$1"
+    log "stopped and disabled: $1"
+  else
+    log "already off: $1"
+  fi
+}
+# The folder the host ships mirror.local_repo into (kubelab/provision.py).
+# shellcheck disable=SC2034
+KUBELAB_LOCAL_REPO=/var/lib/kubelab/local-repo
+# pkg_version NAME: the installed version (rpm's VERSION), rc 1 when absent.
+pkg_version() { rpm -q --qf '%{VERSION}' "$1" 2>/dev/null; }
+pkg_installed() { rpm -q "$1" >/dev/null 2>&1; }
+
+# pkg_refresh: yum reads repository metadata on demand; nothing to do.
+pkg_refresh() { :; }
+
+# pkg_install NAME...: install the packages that are missing.
+pkg_install() {
+  local missing=() p
+  for p in "$@"; do pkg_installed "$p" || missing+=("$p"); done
+  if [[ -z ${missing[*]:-} ]]; then
+    log "already installed: $*"
+    return 0
+  fi
+  log "installing: ${missing[*]}"
+  yum install -y "${missing[@]}"
+}
+
+# pkg_install_exact NAME=VERSION...: each package at exactly VERSION (rpm
+# VERSION field, no release). Pinned packages live in repositories that
+# exclude them, hence --disableexcludes for the one repository named "kubernetes".
+pkg_install_exact() {
+  local want=() spec name version
+  for spec in "$@"; do
+    name=${spec%%=*} version=${spec#*=}
+    [[ $(pkg_version "$name") == "$version" ]] || want+=("$name-$version")
+  done
+  if [[ -z ${want[*]:-} ]]; then
+    log "already at the pinned versions: $*"
+    return 0
+  fi
+  log "installing pinned: ${want[*]}"
+  yum install -y --disableexcludes=kubernetes "${want[@]}"
+}
+
+# pkg_hold NAME...: yum keeps them by the repository's exclude= line.
+pkg_hold() { log "held by exclude= in their repository: $*"; }
+step "CentOS 7.9.2009 base, updates and extras from the vault (mirrorlist off: CentOS 7 is end-of-life)"
+put_file /etc/yum.repos.d/CentOS-Base.repo 0644 <<'KUBELAB_EOF'
+# Written by kubelab: CentOS 7.9.2009 is end-of-life and its mirrorlist is gone,
+# so the repositories point at the vault (official profile).
+[base]
+name=CentOS-7.9.2009 - Base
+baseurl=https://vault.centos.org/7.9.2009/os/$basearch/
+gpgcheck=1
+gpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-CentOS-7
+enabled=1
+
+[updates]
+name=CentOS-7.9.2009 - Updates
+baseurl=https://vault.centos.org/7.9.2009/updates/$basearch/
+gpgcheck=1
+gpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-CentOS-7
+enabled=1
+
+[extras]
+name=CentOS-7.9.2009 - Extras
+baseurl=https://vault.centos.org/7.9.2009/extras/$basearch/
+gpgcheck=1
+gpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-CentOS-7
+enabled=1
+KUBELAB_EOF
+kube_minor=1.30
+step "Docker CE repository for CentOS 7 (containerd.io)"
+put_file /etc/yum.repos.d/docker-ce.repo 0644 <<'KUBELAB_EOF'
+# Written by kubelab: Docker's CentOS 7 repository (official profile),
+# for containerd.io. Its el7 builds end at
+# containerd.io 1.6.33 and docker-ce 26.1.4; the stages pin them.
+[docker-ce-stable]
+name=Docker CE Stable - $basearch
+baseurl=https://download.docker.com/linux/centos/7/x86_64/stable/
+enabled=1
+gpgcheck=1
+gpgkey=https://download.docker.com/linux/centos/gpg
+KUBELAB_EOF
+
+step "Kubernetes v$kube_minor repository (pkgs.k8s.io layout, packages excluded from updates)"
+put_file /etc/yum.repos.d/kubernetes.repo 0644 <<'KUBELAB_EOF'
+# Written by kubelab: the Kubernetes v1.30 repository in the pkgs.k8s.io
+# layout (official profile). exclude= keeps `yum update` from moving the
+# pinned packages; the stages install them with --disableexcludes=kubernetes.
+[kubernetes]
+name=Kubernetes v1.30
+baseurl=https://pkgs.k8s.io/core:/stable:/v1.30/rpm/
+enabled=1
+gpgcheck=1
+gpgkey=https://pkgs.k8s.io/core:/stable:/v1.30/rpm/repodata/repomd.xml.key
+exclude=kubelet kubeadm kubectl cri-tools kubernetes-cni
+KUBELAB_EOF
+log "repositories ready"

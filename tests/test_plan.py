@@ -1,0 +1,228 @@
+"""The plan: what a validated config means (names, order, stages, mirrors).
+
+Expected values come from the config files and provision/catalog.yaml /
+mirrors.yaml, never restated here, so a catalog change does not need a test edit.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+
+import pytest
+
+from kubelab.config import catalog, hostname_for, load_config, mirror_profiles, validate_config
+from kubelab.errors import KubelabError
+from kubelab.plan import (
+    default_lab_dir,
+    lab_prefix,
+    load_plan,
+    make_plan,
+    resolve_mirror,
+    resolve_stages,
+)
+
+VALID = Path(__file__).parent / "data" / "configs" / "valid"
+LAB_DIR = Path("/srv/kubelab/lab")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _plan(name: str, lab_dir: Path = LAB_DIR):
+    return make_plan(load_config(VALID / name), lab_dir)
+
+
+@pytest.mark.parametrize("path", sorted(VALID.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_valid_config_plans(path: Path) -> None:
+    config = load_config(path)
+    plan = make_plan(config, LAB_DIR)
+    assert [n.name for n in plan.nodes][0] == config.master.name
+    assert sorted(n.name for n in plan.nodes) == sorted(n.name for n in config.nodes)
+    # Stages not given: the default build; an empty list: none at all.
+    assert bool(plan.stages) == (config.provision.stages != [])
+    for node in plan.nodes:
+        assert node.hostname == hostname_for(node.name, config.student_id)
+        assert ipaddress.IPv4Address(node.ip) in ipaddress.IPv4Network(plan.network["cidr"])
+
+
+def test_master_comes_first_whatever_the_file_order() -> None:
+    plan = _plan("master-listed-last.yaml")
+    assert [n.name for n in plan.nodes] == ["master", "node1", "node2"]
+    assert plan.master.name == "master"
+    assert [n.name for n in plan.workers] == ["node1", "node2"]
+
+
+def test_hostnames_carry_the_student_id_in_lowercase() -> None:
+    plan = _plan("student-id.yaml")
+    assert [n.hostname for n in plan.nodes] == [
+        "master-s2024-001",
+        "node1-s2024-001",
+        "node2-s2024-001",
+    ]
+    # The Vagrant machine names stay short: `invoke ssh node1` keeps working.
+    assert [n.name for n in plan.nodes] == ["master", "node1", "node2"]
+
+
+def test_node_lookup_by_name_or_hostname() -> None:
+    plan = _plan("student-id.yaml")
+    assert plan.node("node1") is plan.node("node1-s2024-001")
+    with pytest.raises(KubelabError) as info:
+        plan.node("node9")
+    assert info.value.code == 2
+    assert "master, node1, node2" in info.value.hint
+
+
+def test_prefix_is_readable_and_unique_per_lab_folder() -> None:
+    config = load_config(VALID / "student-id.yaml")
+    a = make_plan(config, Path("/home/ann/kubelab/.lab/kubelab-s2024-001"))
+    b = make_plan(config, Path("/home/bob/kubelab/.lab/kubelab-s2024-001"))
+    assert a.prefix != b.prefix
+    assert re.fullmatch(r"kubelab-kubelab-s2024-001-[0-9a-f]{6}-", a.prefix)
+    # Deterministic: the same folder always gives the same prefix.
+    assert make_plan(config, Path("/home/ann/kubelab/.lab/kubelab-s2024-001")).prefix == a.prefix
+    assert a.network_name == f"{a.prefix}net"
+
+
+def test_prefix_differs_between_students_in_one_folder() -> None:
+    one = validate_config({"student_id": "s01"})
+    two = validate_config({"student_id": "s02"})
+    assert lab_prefix(one, LAB_DIR) != lab_prefix(two, LAB_DIR)
+
+
+def test_default_lab_dir_separates_students(tmp_path: Path) -> None:
+    assert default_lab_dir(tmp_path, validate_config({})) == tmp_path / ".lab" / "kubelab"
+    config = validate_config({"name": "evening", "student_id": "S07"})
+    assert default_lab_dir(tmp_path, config) == tmp_path / ".lab" / "evening-s07"
+
+
+def test_load_plan_resolves_the_lab_folder(tmp_path: Path) -> None:
+    plan = load_plan(VALID / "student-id.yaml", None, repo_root=tmp_path)
+    assert plan.lab_dir == (tmp_path / ".lab" / "kubelab-s2024-001").resolve()
+    assert plan.lab_dir.is_absolute()
+    assert plan.log_dir == plan.lab_dir / "logs"
+    # An explicit folder (--out / --lab-dir) wins, made absolute.
+    plan = load_plan(VALID / "student-id.yaml", None, repo_root=tmp_path, lab_dir=Path("x"))
+    assert plan.lab_dir == Path("x").resolve()
+
+
+def test_default_build_is_every_non_optional_stage_in_catalog_order() -> None:
+    plan = make_plan(validate_config({}), LAB_DIR)
+    expected = [s["name"] for s in catalog()["stages"] if not s.get("optional")]
+    assert [s.name for s in plan.stages] == expected
+
+
+def test_an_empty_stage_list_plans_no_stage() -> None:
+    plan = _plan("no-stages.yaml")
+    assert plan.stages == ()
+    assert all(plan.stages_for(node) == [] for node in plan.nodes)
+
+
+def test_chosen_stages_follow_catalog_order_once_each() -> None:
+    order = [s["name"] for s in catalog()["stages"]]
+    picked = [order[-1], order[0], order[-1]]
+    assert [s.name for s in resolve_stages(picked)] == [order[0], order[-1]]
+
+
+def test_every_catalog_stage_has_a_template() -> None:
+    templates = REPO_ROOT / "provision"
+    missing = [
+        s.template
+        for s in resolve_stages([s["name"] for s in catalog()["stages"]])
+        if not (templates / s.template).is_file()
+    ]
+    assert missing == []
+
+
+def test_stages_run_where_the_catalog_says() -> None:
+    plan = make_plan(validate_config({}), LAB_DIR)
+    by_name = {s["name"]: s for s in catalog()["stages"]}
+    for node in plan.nodes:
+        for stage in plan.stages_for(node):
+            runs_on = by_name[stage.name]["runs_on"]
+            assert runs_on == "all" or (runs_on == "master") == node.is_master
+    master_stages = {s.name for s in plan.stages_for(plan.master)}
+    worker_stages = {s.name for s in plan.stages_for(plan.workers[0])}
+    assert master_stages | worker_stages == {s.name for s in plan.stages}
+
+
+def test_stage_fields_come_from_the_catalog() -> None:
+    entries = {s["name"]: s for s in catalog()["stages"]}
+    for stage in resolve_stages(list(entries)):
+        entry = entries[stage.name]
+        assert stage.title == entry["title"]
+        assert stage.deadline == entry["deadline"]
+        assert stage.after_nodes == entry.get("after_nodes", False)
+        assert stage.needs_join_command == entry.get("needs_join_command", False)
+
+
+@pytest.mark.parametrize("version", sorted(catalog()["kubernetes"]))
+def test_kubernetes_entry_matches_the_version(version: str) -> None:
+    plan = make_plan(validate_config({"kubernetes": {"version": version}}), LAB_DIR)
+    entry = catalog()["kubernetes"][version]
+    assert plan.kubernetes["version"] == version
+    assert version.startswith(entry["minor"] + ".")
+    assert plan.kubernetes["minor"] == entry["minor"]
+    assert plan.mirror["kubernetes_rpm"] == mirror_profiles()["official"]["kubernetes_rpm"].replace(
+        "{minor}", entry["minor"]
+    )
+
+
+def test_catalog_default_version_is_listed() -> None:
+    assert catalog()["default_kubernetes"] in catalog()["kubernetes"]
+
+
+def test_plan_carries_runtime_cni_and_guest_entries() -> None:
+    plan = _plan("custom.yaml")
+    cat = catalog()
+    assert plan.runtime == {"name": "docker", **cat["runtimes"]["docker"]}
+    assert plan.cni == {"name": "flannel", **cat["cnis"]["flannel"]}
+    assert plan.guest == {"name": "debian12", **cat["guests"]["debian12"]}
+    assert plan.kubernetes["pod_cidr"] == "172.20.0.0/16"
+    assert plan.kubernetes["service_cidr"] == "172.21.0.0/16"
+    assert plan.kubernetes["proxy_mode"] == "ipvs"
+
+
+def test_network_facts_for_a_16() -> None:
+    plan = _plan("lab-net-10-10.yaml")
+    assert plan.network == {
+        "cidr": "10.10.0.0/16",
+        "netmask": "255.255.0.0",
+        "host_ip": "10.10.0.1",
+    }
+
+
+@pytest.mark.parametrize("profile", sorted(mirror_profiles()))
+def test_every_profile_has_every_key_and_no_placeholder_left(profile: str) -> None:
+    minor = catalog()["kubernetes"][catalog()["default_kubernetes"]]["minor"]
+    config = validate_config({"mirror": {"profile": profile}})
+    mirror = resolve_mirror(config, minor)
+    assert set(mirror) == set(mirror_profiles()["official"]) | {"profile"}
+    assert mirror["profile"] == profile
+    assert not [v for v in mirror.values() if "{" in v]
+
+
+def test_profiles_name_only_known_keys() -> None:
+    known = set(mirror_profiles()["official"])
+    for name, profile in mirror_profiles().items():
+        assert set(profile or {}) <= known, name
+
+
+def test_aliyun_switches_the_image_registry() -> None:
+    plan = _plan("aliyun.yaml")
+    assert plan.mirror["image_registry"] == mirror_profiles()["aliyun"]["image_registry"]
+    assert plan.mirror["image_registry"] != mirror_profiles()["official"]["image_registry"]
+
+
+def test_custom_mirror_overrides_some_keys_and_falls_back_for_the_rest() -> None:
+    config = load_config(VALID / "mirror-custom.yaml")
+    plan = make_plan(config, LAB_DIR)
+    minor = plan.kubernetes["minor"]
+    official = mirror_profiles()["official"]
+    for key, value in plan.mirror.items():
+        if key == "profile":
+            assert value == "custom"
+        elif key in config.mirror.custom:
+            assert value == config.mirror.custom[key].replace("{minor}", minor)
+        else:
+            assert value == official[key].replace("{minor}", minor)
+    assert set(config.mirror.custom) < set(official)  # the file overrides some keys, not all
