@@ -338,8 +338,8 @@ def box_build(c, distro="debian12", name="kubelab/debian12", force=False):
             "concurrency": "clusters graded at once"})
 def bench_grade(c, clusters=50, concurrency=16):
     """Benchmark: grade 100 sshd hosts concurrently vs one at a time (needs root)."""
-    c.run(f"{PY} {ROOT / 'tests' / 'grade' / 'bench_live.py'} --clusters {clusters} --concurrency {concurrency}",
-          pty=False)
+    script = ROOT / "tests" / "grade" / "bench_live.py"
+    c.run(f"{PY} {script} --clusters {clusters} --concurrency {concurrency}", pty=False)
 
 
 @task(help={"e2e": "include the real-VM end-to-end tests (default: yes)",
