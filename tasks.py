@@ -55,17 +55,28 @@ def _user_errors(fn):
 
 
 def _plan(config=None, lab_dir=None, driver=None, box=None, student=None, stages=None):
-    overrides = {"libvirt.driver": driver, "box.name": box, "student_id": student,
-                 "provision.stages": stages}
+    overrides = {
+        "libvirt.driver": driver,
+        "box.name": box,
+        "student_id": student,
+        "provision.stages": stages,
+    }
     if box:
         # A box given by name (imported or built here) has no Vagrant Cloud version.
         overrides["box.version"] = ""
-    return load_plan(Path(config) if config else None, overrides, repo_root=ROOT,
-                     lab_dir=Path(lab_dir) if lab_dir else None)
+    return load_plan(
+        Path(config) if config else None,
+        overrides,
+        repo_root=ROOT,
+        lab_dir=Path(lab_dir) if lab_dir else None,
+    )
 
 
-@task(help=_help("config", "driver", "box", "student",
-                 out="folder to write (default: the lab folder)"))
+@task(
+    help=_help(
+        "config", "driver", "box", "student", out="folder to write (default: the lab folder)"
+    )
+)
 @_user_errors
 def render(c, config=None, out=None, driver=None, box=None, student=None):
     """Write the lab folder (Vagrantfile, scripts, manifest); start nothing."""
@@ -103,8 +114,10 @@ def status(c, config=None, lab_dir=None, driver=None, box=None, student=None):
     ui.console.print(ui.node_table(lifecycle.status(plan), title=f"lab {plan.config.name}"))
 
 
-@task(positional=["node"],
-      help=_help("config", "lab_dir", "student", node="VM to log into: master, node1, ..."))
+@task(
+    positional=["node"],
+    help=_help("config", "lab_dir", "student", node="VM to log into: master, node1, ..."),
+)
 @_user_errors
 def ssh(c, node, config=None, lab_dir=None, student=None):
     """Open a shell on one VM of the lab."""
@@ -156,19 +169,34 @@ def doctor(c, config=None, driver=None, box=None, student=None):
         raise Exit(f"doctor: {len(failed)} check(s) failed: {', '.join(failed)}", code=1)
 
 
-@task(help=_help(
-    "config", "lab_dir", "student",
-    dns="also check that the Service name resolves inside a pod",
-    json="write the results as JSON to this file",
-    junit="write the results as JUnit XML to this file",
-    evidence_out="evidence folder to write (default: <lab>/evidence/<time>)",
-    evidence="re-evaluate this saved evidence folder; contact no cluster",
-    exercise="exercise number: score the run with its rubric and write a hand-in archive",
-    ssh_config="reach the nodes through this ssh-config file instead of Vagrant",
-))
+@task(
+    help=_help(
+        "config",
+        "lab_dir",
+        "student",
+        dns="also check that the Service name resolves inside a pod",
+        json="write the results as JSON to this file",
+        junit="write the results as JUnit XML to this file",
+        evidence_out="evidence folder to write (default: <lab>/evidence/<time>)",
+        evidence="re-evaluate this saved evidence folder; contact no cluster",
+        exercise="exercise number: score the run with its rubric and write a hand-in archive",
+        ssh_config="reach the nodes through this ssh-config file instead of Vagrant",
+    )
+)
 @_user_errors
-def verify(c, config=None, lab_dir=None, student=None, dns=False, json=None, junit=None,
-           evidence_out=None, evidence=None, exercise=None, ssh_config=None):
+def verify(
+    c,
+    config=None,
+    lab_dir=None,
+    student=None,
+    dns=False,
+    json=None,
+    junit=None,
+    evidence_out=None,
+    evidence=None,
+    exercise=None,
+    ssh_config=None,
+):
     """Prove the cluster works: deploy nginx, curl every pod IP, ClusterIP and NodePort."""
     from kubelab.verify import lab as verify_lab
     from kubelab.verify import report
@@ -179,7 +207,9 @@ def verify(c, config=None, lab_dir=None, student=None, dns=False, json=None, jun
     else:
         plan = _plan(config, lab_dir, student=student)
         folder, results = verify_lab.verify_lab(
-            plan, Reporter(ui.console), dns=dns,
+            plan,
+            Reporter(ui.console),
+            dns=dns,
             evidence_out=Path(evidence_out) if evidence_out else None,
             exercise=int(exercise) if exercise else None,
             ssh_config=Path(ssh_config) if ssh_config else None,
@@ -198,16 +228,32 @@ def verify(c, config=None, lab_dir=None, student=None, dns=False, json=None, jun
         raise Exit(code=code)
 
 
-@task(help=_help(
-    "config", "lab_dir", "driver", "box", "student",
-    exercise="exercise number (see --list)",
-    solve="also apply the reference solution",
-    list="list the exercises",
-    lang="language of the manual: en or zh",
-))
+@task(
+    help=_help(
+        "config",
+        "lab_dir",
+        "driver",
+        "box",
+        "student",
+        exercise="exercise number (see --list)",
+        solve="also apply the reference solution",
+        list="list the exercises",
+        lang="language of the manual: en or zh",
+    )
+)
 @_user_errors
-def lab(c, exercise=None, solve=False, list=False, lang="en", config=None, lab_dir=None,
-        driver=None, box=None, student=None):
+def lab(
+    c,
+    exercise=None,
+    solve=False,
+    list=False,
+    lang="en",
+    config=None,
+    lab_dir=None,
+    driver=None,
+    box=None,
+    student=None,
+):
     """Bring the lab to an exercise's start, print its manual; --solve applies the solution."""
     from kubelab import labs, lifecycle
 
@@ -225,11 +271,15 @@ def lab(c, exercise=None, solve=False, list=False, lang="en", config=None, lab_d
     ui.console.print(labs.manual_text(chosen, plan, lang), markup=False)
     ui.console.rule()
     if solve:
-        ui.console.print(f"solution applied ({', '.join(chosen.solution)}); "
-                         f"prove it: invoke verify --exercise {chosen.number} --student ID")
+        ui.console.print(
+            f"solution applied ({', '.join(chosen.solution)}); "
+            f"prove it: invoke verify --exercise {chosen.number} --student ID"
+        )
     else:
-        ui.console.print(f"when done: invoke verify --exercise {chosen.number} --student ID; "
-                         f"stuck: invoke lab --exercise {chosen.number} --solve")
+        ui.console.print(
+            f"when done: invoke verify --exercise {chosen.number} --student ID; "
+            f"stuck: invoke lab --exercise {chosen.number} --solve"
+        )
 
 
 def _hand_in(folder, results, student, exercise, out_dir):
@@ -258,8 +308,19 @@ def _hand_in(folder, results, student, exercise, out_dir):
     },
 )
 @_user_errors
-def grade(c, handins="", exercise=2, inventory=None, out=None, since=None, roster=None,
-          gradescope=False, concurrency=16, deadline=600, force=False):
+def grade(
+    c,
+    handins="",
+    exercise=2,
+    inventory=None,
+    out=None,
+    since=None,
+    roster=None,
+    gradescope=False,
+    concurrency=16,
+    deadline=600,
+    force=False,
+):
     """Grade a class: hand-in archives from a folder, or live clusters from an inventory."""
     from kubelab.grade import grade_handins, grade_inventory
 
@@ -267,12 +328,18 @@ def grade(c, handins="", exercise=2, inventory=None, out=None, since=None, roste
         raise Exit("give either a folder of hand-ins or --inventory FILE (not both)", code=2)
     out_dir = Path(out) if out else ROOT / f"grades-ex{exercise}"
     if inventory:
-        report = grade_inventory(inventory, int(exercise), out_dir, int(concurrency),
-                                 float(deadline), force, gradescope=gradescope,
-                                 console=ui.console)
+        report = grade_inventory(
+            inventory,
+            int(exercise),
+            out_dir,
+            int(concurrency),
+            float(deadline),
+            force,
+            gradescope=gradescope,
+            console=ui.console,
+        )
     else:
-        report = grade_handins(handins, int(exercise), out_dir, since, gradescope,
-                               roster=roster)
+        report = grade_handins(handins, int(exercise), out_dir, since, gradescope, roster=roster)
     ui.console.print(report.summary())
 
 
@@ -295,8 +362,13 @@ def box_list(c):
     ui.console.print(ui.box_table(boxes.list_boxes(_box_backend())))
 
 
-@task(name="import", help={"file": "the .box file (from your teacher)",
-                           "name": "name to give the box (then: invoke up --box NAME)"})
+@task(
+    name="import",
+    help={
+        "file": "the .box file (from your teacher)",
+        "name": "name to give the box (then: invoke up --box NAME)",
+    },
+)
 @_user_errors
 def box_import(c, file, name):
     """Add a .box file to Vagrant under a name: the offline way to get a box."""
@@ -306,9 +378,14 @@ def box_import(c, file, name):
     ui.console.print(f"box {name} added; next: invoke up --box {name}")
 
 
-@task(name="remove", help={"name": "the box to remove",
-                           "uri": "libvirt URI (default qemu:///system)",
-                           "pool": "storage pool holding the box image (default: default)"})
+@task(
+    name="remove",
+    help={
+        "name": "the box to remove",
+        "uri": "libvirt URI (default qemu:///system)",
+        "pool": "storage pool holding the box image (default: default)",
+    },
+)
 @_user_errors
 def box_remove(c, name, uri="qemu:///system", pool="default"):
     """Remove a box from Vagrant and its base image from the libvirt pool."""
@@ -320,33 +397,49 @@ def box_remove(c, name, uri="qemu:///system", pool="default"):
     ui.console.print(f"removed box {name}{volumes}")
 
 
-@task(name="build", help={"distro": "what to build from (debian12)",
-                          "name": "name to add the box under",
-                          "force": "rebuild even if a box of the same recipe is cached"})
+@task(
+    name="build",
+    help={
+        "distro": "what to build from (debian12)",
+        "name": "name to add the box under",
+        "force": "rebuild even if a box of the same recipe is cached",
+    },
+)
 @_user_errors
 def box_build(c, distro="debian12", name="kubelab/debian12", force=False):
     """Build a small libvirt box offline from Debian packages and add it (needs root)."""
     from kubelab import boxes
 
-    built = boxes.build_box(_box_backend(), distro, name, BOX_CACHE, BOX_CACHE / "build.log",
-                            force=force)
-    ui.console.print(f"built {built} and added it as {name}; next: invoke up --box {name} "
-                     f"(with box.guest: {distro})")
+    built = boxes.build_box(
+        _box_backend(), distro, name, BOX_CACHE, BOX_CACHE / "build.log", force=force
+    )
+    ui.console.print(
+        f"built {built} and added it as {name}; next: invoke up --box {name} "
+        f"(with box.guest: {distro})"
+    )
 
 
-@task(help={"clusters": "students in the synthetic class (2 hosts each)",
-            "concurrency": "clusters graded at once"})
+@task(
+    help={
+        "clusters": "students in the synthetic class (2 hosts each)",
+        "concurrency": "clusters graded at once",
+    }
+)
 def bench_grade(c, clusters=50, concurrency=16):
     """Benchmark: grade 100 sshd hosts concurrently vs one at a time (needs root)."""
     script = ROOT / "tests" / "grade" / "bench_live.py"
     c.run(f"{PY} {script} --clusters {clusters} --concurrency {concurrency}", pty=False)
 
 
-@task(help={"e2e": "include the real-VM end-to-end tests (default: yes)",
-            "k": "only tests matching this pytest -k expression"})
+@task(
+    help={
+        "e2e": "include the real-VM end-to-end tests (default: yes)",
+        "k": "only tests matching this pytest -k expression",
+    }
+)
 def test(c, e2e=True, k=None):
     """Run the whole test suite: lint, unit, integration and (with root) end to end."""
-    c.run(f"{PY} -m ruff check kubelab tasks.py tests", pty=False)
+    lint(c)
     marker = "" if e2e else "-m 'not e2e'"
     select = f"-k {k!r}" if k else ""
     c.run(f"{PY} -m pytest {marker} {select} -p no:cacheprovider", pty=False)
@@ -361,5 +454,6 @@ def golden(c):
 box = Collection("box", box_list, box_import, box_remove, box_build)
 bench = Collection("bench")
 bench.add_task(bench_grade, name="grade")
-ns = Collection(render, up, status, ssh, halt, destroy, doctor, lab, verify, grade, test, golden,
-                box, bench)
+ns = Collection(
+    render, up, status, ssh, halt, destroy, doctor, lab, verify, grade, test, golden, box, bench
+)

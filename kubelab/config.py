@@ -232,8 +232,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(
-            [f"{path}: the top level must be a mapping of keys (name:, nodes:, ...), "
-             f"not a {type(data).__name__}"]
+            [
+                f"{path}: the top level must be a mapping of keys (name:, nodes:, ...), "
+                f"not a {type(data).__name__}"
+            ]
         )
     return data
 
@@ -401,9 +403,11 @@ def _network_problems(config: LabConfig) -> list[str]:
     svc = _parse_net(config.kubernetes.service_cidr, "kubernetes.service_cidr", problems)
     if lab and lab.prefixlen > 29:
         problems.append(f"network.cidr: {lab} is too small for a lab (use /24 or larger)")
-    pairs = [("network.cidr", lab, "kubernetes.pod_cidr", pod),
-             ("network.cidr", lab, "kubernetes.service_cidr", svc),
-             ("kubernetes.pod_cidr", pod, "kubernetes.service_cidr", svc)]
+    pairs = [
+        ("network.cidr", lab, "kubernetes.pod_cidr", pod),
+        ("network.cidr", lab, "kubernetes.service_cidr", svc),
+        ("kubernetes.pod_cidr", pod, "kubernetes.service_cidr", svc),
+    ]
     for name_a, a, name_b, b in pairs:
         if a and b and a.overlaps(b):
             problems.append(f"{name_a}: {a} overlaps {name_b} {b} (pick ranges that do not meet)")

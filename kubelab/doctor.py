@@ -41,8 +41,12 @@ def _run(argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess[st
 
 def check_vagrant(plan: Plan) -> Finding:
     if not shutil.which("vagrant"):
-        return Finding("vagrant", "fail", "vagrant is not installed",
-                       "apt-get install vagrant (Debian/Ubuntu) or dnf install vagrant (Fedora)")
+        return Finding(
+            "vagrant",
+            "fail",
+            "vagrant is not installed",
+            "apt-get install vagrant (Debian/Ubuntu) or dnf install vagrant (Fedora)",
+        )
     done = _run(["vagrant", "--version"])
     version = done.stdout.strip() if done and done.returncode == 0 else "unknown version"
     return Finding("vagrant", "ok", version)
@@ -50,14 +54,19 @@ def check_vagrant(plan: Plan) -> Finding:
 
 def check_vagrant_libvirt(plan: Plan) -> Finding:
     if not shutil.which("vagrant"):
-        return Finding("vagrant-libvirt", "fail", "no vagrant, so no plugin",
-                       "install vagrant first")
+        return Finding(
+            "vagrant-libvirt", "fail", "no vagrant, so no plugin", "install vagrant first"
+        )
     done = _run(["vagrant", "plugin", "list"], timeout=60)
     if done and "vagrant-libvirt" in done.stdout:
         line = next(x for x in done.stdout.splitlines() if "vagrant-libvirt" in x)
         return Finding("vagrant-libvirt", "ok", line.strip())
-    return Finding("vagrant-libvirt", "fail", "the vagrant-libvirt plugin is not installed",
-                   "apt-get install vagrant-libvirt (or: vagrant plugin install vagrant-libvirt)")
+    return Finding(
+        "vagrant-libvirt",
+        "fail",
+        "the vagrant-libvirt plugin is not installed",
+        "apt-get install vagrant-libvirt (or: vagrant plugin install vagrant-libvirt)",
+    )
 
 
 def check_libvirtd(plan: Plan) -> Finding:
@@ -66,8 +75,12 @@ def check_libvirtd(plan: Plan) -> Finding:
     ok, message = inspector_for(plan).can_connect()
     if ok:
         return Finding("libvirtd", "ok", f"reachable at {plan.config.libvirt.uri}: {message}")
-    return Finding("libvirtd", "fail", f"not reachable at {plan.config.libvirt.uri}: {message}",
-                   "systemctl enable --now libvirtd, and add yourself to group libvirt")
+    return Finding(
+        "libvirtd",
+        "fail",
+        f"not reachable at {plan.config.libvirt.uri}: {message}",
+        "systemctl enable --now libvirtd, and add yourself to group libvirt",
+    )
 
 
 def check_kvm(plan: Plan) -> Finding:
@@ -80,8 +93,12 @@ def check_kvm(plan: Plan) -> Finding:
         return Finding("kvm", status, verdict.detail, fix)
     if driver == "qemu":
         return Finding("kvm", "ok", f"{verdict.detail}; driver qemu (software emulation) is set")
-    return Finding("kvm", "fail", verdict.detail,
-                   "set libvirt.driver: qemu in lab.yaml (or pass --driver qemu): slower, works")
+    return Finding(
+        "kvm",
+        "fail",
+        verdict.detail,
+        "set libvirt.driver: qemu in lab.yaml (or pass --driver qemu): slower, works",
+    )
 
 
 def _meminfo_mib(key: str) -> int:
@@ -97,8 +114,9 @@ def check_memory(plan: Plan) -> Finding:
     detail = f"{available} MiB available, the lab needs {needed} MiB"
     if available >= needed:
         return Finding("memory", "ok", detail)
-    return Finding("memory", "fail", detail,
-                   "close programs, or lower nodes[].memory (master >= 1700 MiB)")
+    return Finding(
+        "memory", "fail", detail, "close programs, or lower nodes[].memory (master >= 1700 MiB)"
+    )
 
 
 def check_disk(plan: Plan) -> Finding:
@@ -113,16 +131,21 @@ def check_disk(plan: Plan) -> Finding:
     detail = f"{free_gib:.0f} GiB free under {path}, the lab needs about {needed} GiB"
     if free_gib >= needed:
         return Finding("disk", "ok", detail)
-    return Finding("disk", "fail", detail,
-                   "free space there, or point libvirt.storage_pool at a pool with room")
+    return Finding(
+        "disk",
+        "fail",
+        detail,
+        "free space there, or point libvirt.storage_pool at a pool with room",
+    )
 
 
 def check_subnet(plan: Plan) -> Finding:
     lab = ipaddress.IPv4Network(plan.config.network.cidr)
     done = _run(["ip", "-4", "route", "show"])
     if done is None or done.returncode != 0:
-        return Finding("subnet", "warn", "could not read the host's routes (`ip route`)",
-                       "install iproute2")
+        return Finding(
+            "subnet", "warn", "could not read the host's routes (`ip route`)", "install iproute2"
+        )
     clashes = []
     for line in done.stdout.splitlines():
         words = line.split()
@@ -136,8 +159,12 @@ def check_subnet(plan: Plan) -> Finding:
         if net.overlaps(lab) and not _is_lab_bridge(device, plan):
             clashes.append(f"{net} via {device}")
     if clashes:
-        return Finding("subnet", "fail", f"{lab} collides with host routes: {', '.join(clashes)}",
-                       "pick another network.cidr in lab.yaml (and matching node IPs)")
+        return Finding(
+            "subnet",
+            "fail",
+            f"{lab} collides with host routes: {', '.join(clashes)}",
+            "pick another network.cidr in lab.yaml (and matching node IPs)",
+        )
     return Finding("subnet", "ok", f"{lab} meets no host route")
 
 
@@ -164,7 +191,8 @@ def check_box(plan: Plan) -> Finding:
     if any(not box.version or b.version == box.version for b in present):
         return Finding("box", "ok", f"{box.name} {box.version} (libvirt) is present")
     return Finding(
-        "box", "warn",
+        "box",
+        "warn",
         f"{box.name} {box.version or ''} (libvirt) is not present: `invoke up` will download it "
         "from Vagrant Cloud (needs internet)",
         "offline: `invoke box.import FILE --name NAME` with a box from your teacher, "
@@ -173,8 +201,14 @@ def check_box(plan: Plan) -> Finding:
 
 
 CHECKS: list[Callable[[Plan], Finding]] = [
-    check_vagrant, check_vagrant_libvirt, check_libvirtd, check_kvm, check_memory,
-    check_disk, check_subnet, check_box,
+    check_vagrant,
+    check_vagrant_libvirt,
+    check_libvirtd,
+    check_kvm,
+    check_memory,
+    check_disk,
+    check_subnet,
+    check_box,
 ]
 
 

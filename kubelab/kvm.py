@@ -38,8 +38,7 @@ KVM_GET_SREGS = 0x8138AE83  # struct kvm_sregs, 312 bytes
 KVM_SET_SREGS = 0x4138AE84
 
 KVM_EXIT_HLT = 5
-EXIT_NAMES = {0: "unknown", 2: "io", 5: "hlt", 8: "shutdown", 9: "fail_entry",
-              17: "internal_error"}
+EXIT_NAMES = {0: "unknown", 2: "io", 5: "hlt", 8: "shutdown", 9: "fail_entry", 17: "internal_error"}
 GUEST_ADDRESS = 0x1000
 HLT = b"\xf4"
 
@@ -62,15 +61,33 @@ def probe_kernel_boot(seconds: float = 15.0) -> KvmVerdict:
     qemu = shutil.which("qemu-system-x86_64")
     kernels = sorted(glob.glob("/boot/vmlinuz-*"))
     if not qemu or not kernels:
-        return KvmVerdict(True, "KVM ran a tiny test guest (no QEMU or host kernel to boot "
-                                "a real one)")
+        return KvmVerdict(
+            True, "KVM ran a tiny test guest (no QEMU or host kernel to boot a real one)"
+        )
     with tempfile.TemporaryDirectory(prefix="kubelab-kvm-") as tmp:
         serial = os.path.join(tmp, "serial.log")
         proc = subprocess.Popen(
-            [qemu, "-accel", "kvm", "-m", "256", "-kernel", kernels[-1], "-append",
-             "console=ttyS0 panic=-1", "-display", "none", "-monitor", "none",
-             "-no-reboot", "-nodefaults", "-serial", f"file:{serial}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                qemu,
+                "-accel",
+                "kvm",
+                "-m",
+                "256",
+                "-kernel",
+                kernels[-1],
+                "-append",
+                "console=ttyS0 panic=-1",
+                "-display",
+                "none",
+                "-monitor",
+                "none",
+                "-no-reboot",
+                "-nodefaults",
+                "-serial",
+                f"file:{serial}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + seconds
         booted = False
@@ -87,11 +104,14 @@ def probe_kernel_boot(seconds: float = 15.0) -> KvmVerdict:
             _, stderr = proc.communicate()
     if booted:
         return KvmVerdict(True, "KVM booted the host's kernel in a test guest")
-    errors = [line for line in stderr.decode(errors="replace").splitlines()
-              if "error" in line.lower()]
+    errors = [
+        line for line in stderr.decode(errors="replace").splitlines() if "error" in line.lower()
+    ]
     why = f" ({errors[-1][:120]})" if errors else ""
-    return KvmVerdict(False, f"a test guest on KVM printed nothing in {seconds:.0f} s{why}: "
-                             "KVM cannot run guests here")
+    return KvmVerdict(
+        False,
+        f"a test guest on KVM printed nothing in {seconds:.0f} s{why}: KVM cannot run guests here",
+    )
 
 
 def probe_ioctl(device: str = "/dev/kvm") -> KvmVerdict:
@@ -144,5 +164,8 @@ def _run_hlt_guest(kvm: int) -> KvmVerdict:
         os.close(vm)
     if reason == KVM_EXIT_HLT:
         return KvmVerdict(True, "KVM ran a test guest to its HLT instruction")
-    return KvmVerdict(False, f"a test guest stopped with exit {EXIT_NAMES.get(reason, reason)} "
-                             "instead of halting: KVM cannot run guests here")
+    return KvmVerdict(
+        False,
+        f"a test guest stopped with exit {EXIT_NAMES.get(reason, reason)} "
+        "instead of halting: KVM cannot run guests here",
+    )

@@ -54,8 +54,9 @@ def serial_log(plan: Plan, node: PlannedNode) -> Path:
 
 def driver_for(plan: Plan) -> VagrantDriver:
     plan.log_dir.mkdir(parents=True, exist_ok=True)
-    return VagrantDriver(plan.lab_dir, vagrant_log(plan),
-                         env={"VAGRANT_DEFAULT_PROVIDER": "libvirt"})
+    return VagrantDriver(
+        plan.lab_dir, vagrant_log(plan), env={"VAGRANT_DEFAULT_PROVIDER": "libvirt"}
+    )
 
 
 def inspector_for(plan: Plan) -> LibvirtInspector:
@@ -75,8 +76,9 @@ def connect(plan: Plan, driver: VagrantDriver) -> Transport:
     for node in plan.nodes:
         parsed = targets_from_ssh_config(driver.ssh_config(node.name))
         if node.name not in parsed:
-            raise KubelabError(f"vagrant gave no SSH settings for {node.name}",
-                               hint=f"see {vagrant_log(plan)}")
+            raise KubelabError(
+                f"vagrant gave no SSH settings for {node.name}", hint=f"see {vagrant_log(plan)}"
+            )
         targets[node.name] = parsed[node.name]
     return Transport(targets)
 
@@ -95,8 +97,10 @@ def confirm_addresses(plan: Plan, transport: Transport) -> None:
 
 
 def summary(plan: Plan, states: dict[str, str]) -> list[NodeStatus]:
-    return [NodeStatus(n.name, n.hostname, n.role, n.ip, states.get(n.name, "not created"))
-            for n in plan.nodes]
+    return [
+        NodeStatus(n.name, n.hostname, n.role, n.ip, states.get(n.name, "not created"))
+        for n in plan.nodes
+    ]
 
 
 def up(plan: Plan, reporter: Reporter) -> UpResult:
@@ -111,8 +115,9 @@ def up(plan: Plan, reporter: Reporter) -> UpResult:
     if not down:
         with connect(plan, driver) as transport:
             runner = StageRunner(plan, files, transport, reporter)
-            pending = {n.name: [s for s, ok in runner.completed(n).items() if not ok]
-                       for n in plan.nodes}
+            pending = {
+                n.name: [s for s, ok in runner.completed(n).items() if not ok] for n in plan.nodes
+            }
             if not any(pending.values()):
                 reporter.info("the lab is up and provisioned: nothing to do")
                 return UpResult(summary(plan, states), changed=False, timings=timings)
@@ -131,8 +136,9 @@ def up(plan: Plan, reporter: Reporter) -> UpResult:
         with reporter.step("confirm each VM's private address"):
             confirm_addresses(plan, transport)
         stage_names = ", ".join(s.name for s in plan.stages) or "none"
-        with reporter.step(f"provision ({stage_names})"), reporter.vms(
-            [n.name for n in plan.nodes]
+        with (
+            reporter.step(f"provision ({stage_names})"),
+            reporter.vms([n.name for n in plan.nodes]),
         ):
             provision_started = time.monotonic()
             StageRunner(plan, files, transport, reporter).run()
@@ -141,8 +147,9 @@ def up(plan: Plan, reporter: Reporter) -> UpResult:
     return UpResult(summary(plan, driver.status()), changed=True, timings=timings)
 
 
-def _boot_failure(plan: Plan, driver: VagrantDriver, tried: list[str],
-                  cause: KubelabError) -> KubelabError:
+def _boot_failure(
+    plan: Plan, driver: VagrantDriver, tried: list[str], cause: KubelabError
+) -> KubelabError:
     try:
         states = driver.status()
     except KubelabError:
@@ -177,8 +184,9 @@ def destroy(plan: Plan, reporter: Reporter) -> list[str]:
         with reporter.step("destroy the VMs"):
             driver.destroy()
     with reporter.step("look for leftovers in libvirt"):
-        left = inspector.leftovers(plan.prefix, [plan.network_name],
-                                   plan.config.libvirt.storage_pool)
+        left = inspector.leftovers(
+            plan.prefix, [plan.network_name], plan.config.libvirt.storage_pool
+        )
     return left
 
 

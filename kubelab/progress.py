@@ -66,8 +66,13 @@ class Reporter:
         if not self.interactive:
             yield
             return
-        with Live(self._table(), console=self.console, refresh_per_second=4,
-                  transient=True, get_renderable=self._table) as live:
+        with Live(
+            self._table(),
+            console=self.console,
+            refresh_per_second=4,
+            transient=True,
+            get_renderable=self._table,
+        ) as live:
             self._live = live
             try:
                 yield
@@ -94,8 +99,13 @@ class Reporter:
             rows = list(self._vms.items())
         for name, line in rows:
             busy = line.state not in ("done", "failed", "skipped", "up")
-            table.add_row(Spinner("dots") if busy else " ", name, line.state, line.step,
-                          f"{time.monotonic() - line.started:.0f} s")
+            table.add_row(
+                Spinner("dots") if busy else " ",
+                name,
+                line.state,
+                line.step,
+                f"{time.monotonic() - line.started:.0f} s",
+            )
         return table
 
     def _print(self, message: str) -> None:

@@ -21,31 +21,21 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from kubelab.errors import KubelabError
 from kubelab.plan import Plan, PlannedNode, Stage
 from kubelab.progress import Reporter
 from kubelab.render import script_path
 
+if TYPE_CHECKING:
+    from kubelab.transport import Transport
+
 MARKER_DIR = "/var/lib/kubelab/stages"
 REMOTE_SCRIPT_DIR = "/var/tmp/kubelab"
 LOCAL_REPO_DIR = "/var/lib/kubelab/local-repo"
 KUBECONFIG_NAME = "kubeconfig"
 TAIL_LINES = 15
-
-
-class CommandResultLike(Protocol):
-    rc: int
-    stdout: str
-    stderr: str
-
-
-class TransportLike(Protocol):
-    def run(self, node: str, cmd: str, *args: str, timeout: float = ...,
-            sudo: bool = ...) -> CommandResultLike: ...
-
-    def put(self, node: str, data: bytes, remote_path: str, mode: int = ...) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -58,8 +48,9 @@ class StageRun:
 
 
 class StageFailed(KubelabError):
-    def __init__(self, node: str, stage: Stage, command: str, rc: int, tail: str,
-                 log_path: Path) -> None:
+    def __init__(
+        self, node: str, stage: Stage, command: str, rc: int, tail: str, log_path: Path
+    ) -> None:
         timed_out = rc == 124
         what = f"timed out after {stage.deadline} s" if timed_out else f"exited {rc}"
         super().__init__(
@@ -78,8 +69,9 @@ def script_digest(text: str) -> str:
 class StageRunner:
     """Runs a plan's stages over a transport, reporting through a Reporter."""
 
-    def __init__(self, plan: Plan, files: dict[str, str], transport: TransportLike,
-                 reporter: Reporter) -> None:
+    def __init__(
+        self, plan: Plan, files: dict[str, str], transport: Transport, reporter: Reporter
+    ) -> None:
         self.plan = plan
         self.files = files
         self.transport = transport
@@ -128,10 +120,12 @@ class StageRunner:
 
     def _markers(self, node: PlannedNode) -> dict[str, str]:
         result = self.transport.run(
-            node.name, "sh", "-c",
-            f"for f in {MARKER_DIR}/*.sha256; do [ -e \"$f\" ] && echo \"$f $(cat \"$f\")\"; "
-            "done; true",
-            sudo=True, timeout=30,
+            node.name,
+            "sh",
+            "-c",
+            f'for f in {MARKER_DIR}/*.sha256; do [ -e "$f" ] && echo "$f $(cat "$f")"; done; true',
+            sudo=True,
+            timeout=30,
         )
         markers = {}
         for line in result.stdout.splitlines():
@@ -151,8 +145,9 @@ class StageRunner:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         remote = f"{REMOTE_SCRIPT_DIR}/{PurePosixPath(rel).name}"
         # World-writable and sticky like /tmp: the SSH user uploads, root runs.
-        self.transport.run(node.name, "install", "-d", "-m", "1777", REMOTE_SCRIPT_DIR,
-                           sudo=True, timeout=30)
+        self.transport.run(
+            node.name, "install", "-d", "-m", "1777", REMOTE_SCRIPT_DIR, sudo=True, timeout=30
+        )
         self.transport.put(node.name, text.encode(), remote, 0o755)
 
         env = []
@@ -172,9 +167,14 @@ class StageRunner:
             raise StageFailed(node.name, stage, f"sudo bash {remote}", result.rc, tail, log_path)
 
         marker = f"{MARKER_DIR}/{stage.name}.sha256"
-        self.transport.run(node.name, "sh", "-c",
-                           f"mkdir -p {MARKER_DIR} && echo {digest} > {marker}",
-                           sudo=True, timeout=30)
+        self.transport.run(
+            node.name,
+            "sh",
+            "-c",
+            f"mkdir -p {MARKER_DIR} && echo {digest} > {marker}",
+            sudo=True,
+            timeout=30,
+        )
         if stage.name == "init-master":
             self._fetch_kubeconfig(node)
         self.reporter.vm(node.name, state="done", step=f"{stage.name} ({duration:.0f} s)")
@@ -183,8 +183,13 @@ class StageRunner:
     def _join_command(self) -> str:
         """A fresh join command from the master, fetched at join time."""
         result = self.transport.run(
-            self.plan.master.name, "kubeadm", "token", "create", "--print-join-command",
-            sudo=True, timeout=60,
+            self.plan.master.name,
+            "kubeadm",
+            "token",
+            "create",
+            "--print-join-command",
+            sudo=True,
+            timeout=60,
         )
         command = result.stdout.strip()
         if result.rc != 0 or not command.startswith("kubeadm join"):
@@ -196,8 +201,9 @@ class StageRunner:
         return command
 
     def _fetch_kubeconfig(self, master: PlannedNode) -> None:
-        result = self.transport.run(master.name, "cat", "/etc/kubernetes/admin.conf",
-                                    sudo=True, timeout=30)
+        result = self.transport.run(
+            master.name, "cat", "/etc/kubernetes/admin.conf", sudo=True, timeout=30
+        )
         if result.rc == 0 and result.stdout:
             path = self.plan.lab_dir / KUBECONFIG_NAME
             path.write_text(result.stdout)
@@ -216,10 +222,13 @@ class StageRunner:
             self.reporter.vm(node.name, state="provisioning", step="ship local packages")
             self.transport.put(node.name, data, f"{REMOTE_SCRIPT_DIR}-local-repo.tgz", 0o644)
             result = self.transport.run(
-                node.name, "sh", "-c",
+                node.name,
+                "sh",
+                "-c",
                 f"mkdir -p {LOCAL_REPO_DIR} && tar -xzf {REMOTE_SCRIPT_DIR}-local-repo.tgz "
                 f"-C {LOCAL_REPO_DIR}",
-                sudo=True, timeout=300,
+                sudo=True,
+                timeout=300,
             )
             if result.rc != 0:
                 raise KubelabError(

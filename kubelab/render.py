@@ -106,9 +106,7 @@ def render(plan: Plan) -> dict[str, str]:
     env = _environment()
     files: dict[str, str] = {}
     try:
-        files["Vagrantfile"] = env.get_template("Vagrantfile.j2").render(
-            template_context(plan)
-        )
+        files["Vagrantfile"] = env.get_template("Vagrantfile.j2").render(template_context(plan))
         for node in plan.nodes:
             for index, stage in enumerate(plan.stages_for(node), start=1):
                 files[script_path(node, index, stage.name)] = env.get_template(

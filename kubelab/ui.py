@@ -14,7 +14,9 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from kubelab.backend.vagrant_driver import Box
     from kubelab.doctor import Finding
+    from kubelab.labs import Exercise
     from kubelab.lifecycle import NodeStatus
 
 console = Console(highlight=False)
@@ -41,23 +43,27 @@ def findings_table(findings: Iterable[Finding]) -> Table:
     return table
 
 
-def box_table(boxes: Iterable[object]) -> Table:
+def box_table(boxes: Iterable[Box]) -> Table:
     table = Table(title="Vagrant boxes")
     for column in ("name", "provider", "version"):
         table.add_column(column)
     for b in boxes:
-        table.add_row(b.name, b.provider, b.version)  # type: ignore[attr-defined]
+        table.add_row(b.name, b.provider, b.version)
     return table
 
 
-def exercise_table(exercises: Iterable[object], language: str = "en") -> Table:
+def exercise_table(exercises: Iterable[Exercise], language: str = "en") -> Table:
     table = Table(title="exercises")
     for column in ("#", "title", "starts with", "--solve applies"):
         table.add_column(column, overflow="fold")
     for e in exercises:
-        title = e.title.get(language) or e.title.get("en", "")  # type: ignore[attr-defined]
-        table.add_row(str(e.number), title, ", ".join(e.start) or "VMs up",  # type: ignore[attr-defined]
-                      ", ".join(e.solution))  # type: ignore[attr-defined]
+        title = e.title.get(language) or e.title.get("en", "")
+        table.add_row(
+            str(e.number),
+            title,
+            ", ".join(e.start) or "VMs up",
+            ", ".join(e.solution),
+        )
     return table
 
 
@@ -65,8 +71,12 @@ def print_error(message: str, hint: str = "") -> None:
     # Messages quote user values ('[/bold]' in a student ID): escape them, or rich
     # reads them as markup and, for a stray closing tag, raises MarkupError.
     for line in message.splitlines() or [message]:
-        err_console.print(f"[red]error:[/] {escape(line)}" if line else "", markup=True,
-                          highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[red]error:[/] {escape(line)}" if line else "",
+            markup=True,
+            highlight=False,
+            soft_wrap=True,
+        )
     if hint:
         err_console.print(f"[cyan]hint:[/] {escape(hint)}", soft_wrap=True)
 

@@ -54,7 +54,9 @@ def verify_lab(
     out = evidence_out or default_evidence_dir(plan)
     with _transport(plan, ssh_config) as transport:
         folder = collect(
-            transport, expected, out,
+            transport,
+            expected,
+            out,
             image=plan.mirror["nginx_image"],
             lab_config=config_as_dict(plan.config),
             student_id=plan.config.student_id or None,
@@ -88,8 +90,11 @@ def _transport(plan: Plan, ssh_config: Path | None) -> Transport:
             raise KubelabError(f"cannot read {ssh_config}: {exc.strerror}", code=2) from None
         missing = [n.name for n in plan.nodes if n.name not in targets]
         if missing:
-            raise KubelabError(f"{ssh_config} has no Host entry for {', '.join(missing)}",
-                               hint="one `Host NAME` block per node of the lab config", code=2)
+            raise KubelabError(
+                f"{ssh_config} has no Host entry for {', '.join(missing)}",
+                hint="one `Host NAME` block per node of the lab config",
+                code=2,
+            )
         return Transport({n.name: targets[n.name] for n in plan.nodes})
     if not (plan.lab_dir / "Vagrantfile").is_file():
         raise KubelabError(f"no lab at {plan.lab_dir}", hint="run `invoke up` first", code=2)
@@ -104,9 +109,11 @@ def _transport(plan: Plan, ssh_config: Path | None) -> Transport:
 def reevaluate(folder: Path) -> tuple[Expected, list[CheckResult]]:
     """Evaluate a saved evidence folder against what it says was expected; no cluster."""
     if not (folder / "meta.json").is_file():
-        raise KubelabError(f"{folder} is not an evidence folder (no meta.json)",
-                           hint="give the folder `invoke verify` wrote (see --evidence-out)",
-                           code=2)
+        raise KubelabError(
+            f"{folder} is not an evidence folder (no meta.json)",
+            hint="give the folder `invoke verify` wrote (see --evidence-out)",
+            code=2,
+        )
     try:
         raw = Evidence(folder).json("meta.json")
     except Exception as exc:  # noqa: BLE001 - unreadable or not JSON: one line either way
@@ -117,6 +124,9 @@ def reevaluate(folder: Path) -> tuple[Expected, list[CheckResult]]:
         data["deadlines"] = Deadlines(**data.get("deadlines", {}))
         expected = Expected(**data)
     except (KeyError, TypeError, ValueError) as exc:
-        raise KubelabError(f"{folder}/meta.json has no usable 'expected' section: {exc}",
-                           hint="the folder was not written by `invoke verify`", code=2) from None
+        raise KubelabError(
+            f"{folder}/meta.json has no usable 'expected' section: {exc}",
+            hint="the folder was not written by `invoke verify`",
+            code=2,
+        ) from None
     return expected, evaluate(folder, expected)
