@@ -431,6 +431,14 @@ def bench_grade(c, clusters=50, concurrency=16):
     c.run(f"{PY} {script} --clusters {clusters} --concurrency {concurrency}", pty=False)
 
 
+@task
+def lint(c):
+    """Lint and type-check: ruff check, ruff format --check, mypy on the package."""
+    c.run(f"{PY} -m ruff check kubelab tasks.py tests", pty=False)
+    c.run(f"{PY} -m ruff format --check kubelab tasks.py tests", pty=False)
+    c.run(f"{PY} -m mypy kubelab", pty=False)
+
+
 @task(
     help={
         "e2e": "include the real-VM end-to-end tests (default: yes)",
@@ -455,5 +463,19 @@ box = Collection("box", box_list, box_import, box_remove, box_build)
 bench = Collection("bench")
 bench.add_task(bench_grade, name="grade")
 ns = Collection(
-    render, up, status, ssh, halt, destroy, doctor, lab, verify, grade, test, golden, box, bench
+    render,
+    up,
+    status,
+    ssh,
+    halt,
+    destroy,
+    doctor,
+    lab,
+    verify,
+    grade,
+    lint,
+    test,
+    golden,
+    box,
+    bench,
 )
