@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.support.libvirt_netns import NetnsLibvirt
 from tests.update_golden import GOLDEN_CASES, render_case
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -179,3 +180,21 @@ def ruby() -> Iterator[RubyEvaluator]:
         yield evaluator
     finally:
         evaluator.close()
+
+
+# Real VMs: libvirtd in a network namespace of the test's own, and the offline
+# Debian box (built once per session, cached by recipe digest). Both skip with the
+# reason where they cannot run (not root, vagrant or libvirtd missing).
+@pytest.fixture(scope="session")
+def offline_box(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.support.libvirt_helpers import build_offline_box
+
+    return build_offline_box(tmp_path_factory.mktemp("box-build"))
+
+
+@pytest.fixture
+def netns_libvirt() -> Iterator[NetnsLibvirt]:
+    from tests.support.libvirt_helpers import running_netns_libvirt
+
+    with running_netns_libvirt() as lab:
+        yield lab

@@ -6,7 +6,6 @@ import json
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,23 +14,12 @@ from kubelab import boxes
 from kubelab.backend.libvirt_inspect import LibvirtInspector
 from kubelab.backend.vagrant_driver import VagrantDriver
 from kubelab.errors import KubelabError
-from tests.support.libvirt_helpers import build_offline_box, running_netns_libvirt, start_pool
+from tests.support.libvirt_helpers import start_pool
 from tests.support.libvirt_netns import NetnsLibvirt
 
 NAME = "classroom/debian12"
 POOL = "default"
 BOX_FILES = {"metadata.json", "Vagrantfile", "box.img", "vmlinuz", "initrd.img"}
-
-
-@pytest.fixture(scope="session")
-def offline_box(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_offline_box(tmp_path_factory.mktemp("box-build"))
-
-
-@pytest.fixture
-def netns_libvirt() -> Iterator[NetnsLibvirt]:
-    with running_netns_libvirt() as lab:
-        yield lab
 
 
 def test_unknown_distro_is_one_line_listing_the_valid_ones(tmp_path: Path) -> None:
