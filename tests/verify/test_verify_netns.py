@@ -618,3 +618,26 @@ def test_nodeport_is_curled_from_the_host_that_routes_to_the_lab(lab: Lab) -> No
         assert record["url"] == http_url(node.private_ip, expected.nodeport)
         assert (record["rc"], record["http_status"]) == (0, 200)
     assert not any(c["check"] == "nodeport" and c["node"] != "host" for c in run.commands())
+
+
+def test_student_hand_in_from_a_verify_run(lab: Lab, tmp_path: Path) -> None:
+    # `invoke verify --exercise 2 --student ID` scores the run with the exercise's rubric and
+    # writes the hand-in archive; here on a copy of the saved healthy run (no cluster contact).
+    import shutil
+    import tarfile
+
+    folder = tmp_path / "run" / "evidence"
+    shutil.copytree(lab.healthy.evidence, folder)
+    proc = subprocess.run(
+        [str(INVOKE), "verify", "--evidence", str(folder), "--exercise", "2", "--student", "s01"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "exercise 2: s01" in proc.stdout
+    archive = tmp_path / "run" / "kubelab-ex2-s01.tar.gz"
+    assert archive.is_file(), proc.stdout
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert any(n.endswith("report.json") for n in names)
+    assert any(n.endswith("nodes.json") for n in names)
