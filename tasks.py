@@ -432,6 +432,18 @@ def bench_grade(c, clusters=50, concurrency=16):
 
 
 @task
+def bench_boot(c):
+    """Benchmark on real VMs: box, boot per VM, up, destroy, parallel vs one by one (root)."""
+    c.run(f"{PY} {ROOT / 'tests' / 'e2e' / 'bench_boot.py'}", pty=False)
+
+
+@task
+def bench_verify(c):
+    """Benchmark on real VMs: verify's commands via the Transport vs `vagrant ssh -c` (root)."""
+    c.run(f"{PY} {ROOT / 'tests' / 'e2e' / 'bench_verify.py'}", pty=False)
+
+
+@task
 def lint(c):
     """Lint and type-check: ruff check, ruff format --check, mypy on the package."""
     c.run(f"{PY} -m ruff check kubelab tasks.py tests", pty=False)
@@ -462,6 +474,8 @@ def golden(c):
 box = Collection("box", box_list, box_import, box_remove, box_build)
 bench = Collection("bench")
 bench.add_task(bench_grade, name="grade")
+bench.add_task(bench_boot, name="boot")
+bench.add_task(bench_verify, name="verify")
 ns = Collection(
     render,
     up,

@@ -33,6 +33,8 @@ TASKS = [
     "box.remove",
     "box.build",
     "bench.grade",
+    "bench.boot",
+    "bench.verify",
 ]
 
 
