@@ -179,12 +179,18 @@ class VagrantDriver:
             return log.read()
 
     def _failure(self, command: str, code: int, output: str) -> KubelabError:
-        lines = [line for line in output.splitlines() if line.strip()]
+        # A Ruby backtrace would push the cause (its first line) out of the tail.
+        lines = [
+            line for line in output.splitlines() if line.strip() and not _BACKTRACE_LINE.match(line)
+        ]
         tail = "\n".join("  " + line for line in lines[-TAIL_LINES:])
         return KubelabError(
             f"`{command}` failed with exit code {code}:\n{tail}",
             hint=f"full output in {self.log_path}",
         )
+
+
+_BACKTRACE_LINE = re.compile(r"^\s+from \S+:\d+:in `")
 
 
 def _readable(output: str) -> str:
