@@ -196,12 +196,21 @@ def _existing_driver(plan: Plan) -> VagrantDriver:
     return driver_for(plan)
 
 
+def running_driver(plan: Plan, names: list[str] | None = None) -> VagrantDriver:
+    """The lab's driver, once Vagrant says every VM named (default: all) is running."""
+    driver = _existing_driver(plan)
+    states = driver.status()
+    wanted = names or [n.name for n in plan.nodes]
+    down = [name for name in wanted if states.get(name) != RUNNING]
+    if down:
+        raise KubelabError(f"not running: {', '.join(down)}", hint="run `invoke up` first")
+    return driver
+
+
 def interactive_ssh(plan: Plan, node_name: str) -> None:
     """Replace this process with `vagrant ssh NODE`: a terminal session needs the real TTY."""
     import os
 
-    driver = _existing_driver(plan)
-    if driver.status().get(node_name) != RUNNING:
-        raise KubelabError(f"{node_name} is not running", hint="run `invoke up` first")
+    running_driver(plan, [node_name])
     os.chdir(plan.lab_dir)
     os.execvp("vagrant", ["vagrant", "ssh", node_name])

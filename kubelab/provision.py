@@ -87,9 +87,11 @@ class StageRunner:
 
         master = self.plan.master
         self._ship_local_repo(list(self.plan.nodes))
+        # What each VM had finished before this run: read once per VM.
+        master_done = self.completed(master)
         for stage in self.plan.stages_for(master):
             if not stage.after_nodes:
-                record(self._run_stage(master, stage))
+                record(self._run_stage(master, stage, master_done))
         workers = self.plan.workers
         if workers:
             with ThreadPoolExecutor(max_workers=len(workers)) as pool:
@@ -99,7 +101,7 @@ class StageRunner:
                     record(run)
         for stage in self.plan.stages_for(master):
             if stage.after_nodes:
-                record(self._run_stage(master, stage))
+                record(self._run_stage(master, stage, master_done))
         return runs
 
     def completed(self, node: PlannedNode) -> dict[str, bool]:
@@ -111,7 +113,8 @@ class StageRunner:
         }
 
     def _run_node(self, node: PlannedNode) -> list[StageRun]:
-        return [self._run_stage(node, stage) for stage in self.plan.stages_for(node)]
+        done = self.completed(node)
+        return [self._run_stage(node, stage, done) for stage in self.plan.stages_for(node)]
 
     def _script(self, node: PlannedNode, stage: Stage) -> tuple[str, str]:
         index = self.plan.stages_for(node).index(stage) + 1
@@ -133,10 +136,10 @@ class StageRunner:
             markers[PurePosixPath(path).name.removesuffix(".sha256")] = digest.strip()
         return markers
 
-    def _run_stage(self, node: PlannedNode, stage: Stage) -> StageRun:
+    def _run_stage(self, node: PlannedNode, stage: Stage, done: dict[str, bool]) -> StageRun:
         rel, text = self._script(node, stage)
         digest = script_digest(text)
-        if self._markers(node).get(stage.name) == digest:
+        if done.get(stage.name):
             self.reporter.vm(node.name, state="skipped", step=f"{stage.name} (already done)")
             return StageRun(node.name, stage.name, "skipped", 0.0, None)
 

@@ -96,14 +96,7 @@ def _transport(plan: Plan, ssh_config: Path | None) -> Transport:
                 code=2,
             )
         return Transport({n.name: targets[n.name] for n in plan.nodes})
-    if not (plan.lab_dir / "Vagrantfile").is_file():
-        raise KubelabError(f"no lab at {plan.lab_dir}", hint="run `invoke up` first", code=2)
-    driver = lifecycle.driver_for(plan)
-    states = driver.status()
-    down = [n.name for n in plan.nodes if states.get(n.name) != lifecycle.RUNNING]
-    if down:
-        raise KubelabError(f"not running: {', '.join(down)}", hint="run `invoke up` first")
-    return lifecycle.connect(plan, driver)
+    return lifecycle.connect(plan, lifecycle.running_driver(plan))
 
 
 def reevaluate(folder: Path) -> tuple[Expected, list[CheckResult]]:
