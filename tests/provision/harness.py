@@ -57,7 +57,10 @@ DEBIAN_MIRROR = os.environ.get("KUBELAB_DEBIAN_MIRROR", "http://deb.debian.org/d
 SUITE = "bookworm"
 # containerd: its real `config default`; the rest of minbase gives bash,
 # coreutils, sed, grep, mawk, diffutils, findutils, tar, gzip, util-linux, passwd.
-BASE_PACKAGES = ("containerd",)
+# libnss-myhostname: Debian's postinst then puts `myhostname` in nsswitch's hosts line,
+# and the centos7 seed ships CentOS 7's own nsswitch.conf (`files dns myhostname`), so
+# name lookups in the stages meet the module that answers a VM's own name.
+BASE_PACKAGES = ("containerd", "libnss-myhostname")
 BASE_LAYOUT_VERSION = "1"  # bump to rebuild cached roots after changing build_base_root
 
 # Every name the stub answers to. Anything else the scripts call is real.
@@ -87,6 +90,13 @@ STUBBED = (
 
 CTL_IN_ROOT = "/opt/kubelab-test/ctl"
 STUB_DIR_IN_ROOT = "/opt/kubelab-test/bin"
+# The PATH a stage script has: the transport runs it with `sudo`, which sets its
+# secure_path. CentOS 7's sudoers has no /usr/local in it: a stage must call what it
+# installs there by its full path.
+SUDO_PATH = {
+    "rhel": "/sbin:/bin:/usr/sbin:/usr/bin",
+    "debian": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+}
 SCRIPT_IN_ROOT = f"{CTL_IN_ROOT}/script.sh"
 
 
@@ -275,7 +285,7 @@ class Guest:
         inner = [
             "env",
             "-i",
-            f"PATH={STUB_DIR_IN_ROOT}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            f"PATH={STUB_DIR_IN_ROOT}:{SUDO_PATH[self.family]}",
             "HOME=/root",
             "LANG=C.UTF-8",
             "TERM=dumb",
