@@ -247,6 +247,14 @@ class Guest:
     harness_layer: Path
     workdir: Path
     hostname: str
+    # The stub cluster (state/kube) shared with other guests of one lab: what the API
+    # server knows, mounted into each root that talks to it. None: the guest's own.
+    cluster: Path | None = None
+    # The VM's private address, on an eth1 (a bridge: no dummy module here) in the run's own network namespace:
+    # getaddrinfo (getent ahostsv4, kubeadm) answers IPv4 only where an interface
+    # holds IPv4 (AI_ADDRCONFIG), and nss-myhostname answers with the interfaces'
+    # addresses, IPv6 link-local first, as on a CentOS 7 VM.
+    address: str | None = None
     runs: list[RunResult] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -274,10 +282,17 @@ class Guest:
         return self.ctl / "calls.log"
 
     def run(
-        self, script: str, env: Mapping[str, str] | None = None, timeout: float = 120
+        self,
+        script: str,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 120,
+        stdin: str | bytes | None = None,
     ) -> RunResult:
-        """Run a script's text with bash inside the root, as root."""
+        """Run a script's text with bash inside the root, as root, fed `stdin`."""
         (self.ctl / "script.sh").write_text(script)
+        (self.ctl / "stdin").write_bytes(stdin.encode() if isinstance(stdin, str) else stdin or b"")
+        if self.cluster is not None:
+            (self.state / "kube").mkdir(parents=True, exist_ok=True)
         before = self._call_count()
         lower = ":".join(str(p) for p in (self.harness_layer, self.seed / "rootfs", self.base))
         merged = self.workdir / "merged"
@@ -304,9 +319,24 @@ class Guest:
                 f"mount -t tmpfs tmpfs {merged}/run",
                 f"mount -t tmpfs tmpfs {merged}/tmp",
                 f"mount --bind {self.ctl} {merged}{CTL_IN_ROOT}",
+                *(
+                    [f"mount --bind {self.cluster} {merged}{CTL_IN_ROOT}/state/kube"]
+                    if self.cluster is not None
+                    else []
+                ),
+                "ip link set lo up",
+                *(
+                    [
+                        "ip link add eth1 type bridge",
+                        f"ip addr add {self.address}/32 dev eth1",
+                        "ip link set eth1 up",
+                    ]
+                    if self.address
+                    else []
+                ),
                 # The UTS namespace is new each run: restore the hostname the VM had.
                 f'hostname "$(cat {self.state}/hostname)"',
-                f"exec chroot {merged} {shlex.join(inner)}",
+                f"exec chroot {merged} {shlex.join(inner)} <{self.ctl / 'stdin'}",
             ]
         )
         proc = subprocess.run(
