@@ -173,8 +173,8 @@ def targets_from_ssh_config(text: str) -> dict[str, SSHTarget]:
                 f"ssh-config for {name}: Port {port!r} is not a number",
                 hint="run `vagrant ssh-config` and check its output",
             )
-        keys = entry.get("identityfile")  # a list: vagrant may print several
-        keys = [Path(k) for k in keys] if isinstance(keys, list) else []
+        listed = entry.get("identityfile")  # a list: vagrant may print several
+        keys = [Path(k) for k in listed] if isinstance(listed, list) else []
         targets[name] = SSHTarget(
             name=name,
             host=entry.get("hostname", name),

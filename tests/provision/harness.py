@@ -250,7 +250,8 @@ class Guest:
     # The stub cluster (state/kube) shared with other guests of one lab: what the API
     # server knows, mounted into each root that talks to it. None: the guest's own.
     cluster: Path | None = None
-    # The VM's private address, on an eth1 (a bridge: no dummy module here) in the run's own network namespace:
+    # The VM's private address, on an eth1 (a bridge: no dummy module here) in the
+    # run's own network namespace:
     # getaddrinfo (getent ahostsv4, kubeadm) answers IPv4 only where an interface
     # holds IPv4 (AI_ADDRCONFIG), and nss-myhostname answers with the interfaces'
     # addresses, IPv6 link-local first, as on a CentOS 7 VM.
