@@ -174,7 +174,7 @@ def targets_from_ssh_config(text: str) -> dict[str, SSHTarget]:
                 hint="run `vagrant ssh-config` and check its output",
             )
         listed = entry.get("identityfile")  # a list: vagrant may print several
-        keys = [Path(k) for k in listed] if isinstance(listed, list) else []
+        keys: list[Path] = [Path(k) for k in listed] if isinstance(listed, list) else []
         targets[name] = SSHTarget(
             name=name,
             host=entry.get("hostname", name),
