@@ -300,8 +300,11 @@ def _hand_in(folder, results, student, exercise, out_dir):
         "inventory": "grade live clusters listed in this inventory file instead",
         "out": "output folder (default: grades-ex<N> beside tasks.py)",
         "since": "flag evidence older than this date (YYYY-MM-DD)",
-        "roster": "CSV or list of student IDs: a missing hand-in becomes an error row",
+        "roster": "CSV student_id,name,... (UTF-8): names on the page, LMS IDs in the exports; "
+        "a student without a hand-in becomes an error row",
         "gradescope": "also write Gradescope results.json per student",
+        "due": "flag hand-ins finished or saved after this time (2025-03-01T23:59+08:00)",
+        "student": "re-grade only this student; the others keep their last results",
         "concurrency": "live: clusters graded at once (default 16)",
         "deadline": "live: seconds per cluster (default 600)",
         "force": "live: regrade students already graded",
@@ -320,6 +323,8 @@ def grade(
     concurrency=16,
     deadline=600,
     force=False,
+    due=None,
+    student=None,
 ):
     """Grade a class: hand-in archives from a folder, or live clusters from an inventory."""
     from kubelab.grade import grade_handins, grade_inventory
@@ -339,7 +344,16 @@ def grade(
             console=ui.console,
         )
     else:
-        report = grade_handins(handins, int(exercise), out_dir, since, gradescope, roster=roster)
+        report = grade_handins(
+            handins,
+            int(exercise),
+            out_dir,
+            since,
+            gradescope,
+            roster=roster,
+            due=due,
+            student=student,
+        )
     ui.console.print(report.summary())
 
 

@@ -1,0 +1,153 @@
+"""Intake: hand-ins as they really arrive, every file accounted for, copies named both ways.
+
+The class (arriving_class.py) arrives with LMS prefixes, a browser copy, an
+upper-case extension, a .tgz, a .zip, a renamed copy of a classmate's archive,
+another exercise's archive, an upload cut off, a late one and stray files. Each
+student's row is written down here.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kubelab.grade.gradebook import ClassReport, grade_handins
+from tests.grade import arriving_class as arriving
+from tests.grade.arriving_class import ArrivingClass
+
+
+@dataclass(frozen=True)
+class Row:
+    status: str
+    total: str
+    flags: frozenset[str] = frozenset()
+    error: str = ""  # a part of the error the student is told
+
+
+EXPECTED = {
+    # LMS prefix; its archive was also handed in, renamed, by 2021006.
+    "2021001": Row("graded", "100", frozenset({"shared-cluster", "copy"})),
+    # two browser downloads of one archive: one row, extra credit (monitoring UI) earned
+    "2021002": Row("graded", "110"),
+    # KUBELAB-EX2-2021003.TAR.GZ, one node NotReady: 15 of 30 for cluster-ready
+    "2021003": Row("graded", "85"),
+    # .tgz; node names without the student ID: no hostname points, flagged
+    "2021004": Row("graded", "90", frozenset({"hostname"})),
+    # re-zipped; master left tainted: nginx on 1 of 2 nodes
+    "2021005": Row("graded", "90"),
+    # 2021001's archive under 2021006's name: graded as 2021006's, flagged as a copy
+    "2021006": Row(
+        "graded",
+        "90",
+        frozenset({"name-mismatch", "student-mismatch", "hostname", "shared-cluster", "copy"}),
+    ),
+    "2021007": Row(
+        "error",
+        "",
+        error=f"no hand-in for exercise 2; {arriving.MISFILED} is exercise 1's: upload your "
+        "exercise 2 archive",
+    ),
+    "2021008": Row("error", "", error=f"your upload was cut off: upload {arriving.CUT_OFF} again"),
+    # one pod IP of two does not answer; finished two days after it was due
+    "2021009": Row("graded", "90", frozenset({"late"})),
+    "2021010": Row("error", "", error="no hand-in found"),
+}
+
+OUTCOMES = {
+    arriving.LMS_NAME: ("graded", "2021001"),
+    arriving.UPPER: ("graded", "2021003"),
+    arriving.TGZ: ("graded", "2021004"),
+    arriving.ZIP: ("graded", "2021005"),
+    arriving.RENAMED_COPY: ("graded", "2021006"),
+    arriving.MISFILED: ("other-exercise", "2021007"),
+    arriving.CUT_OFF: ("error", "2021008"),
+    arriving.LATE: ("graded", "2021009"),
+    arriving.README: ("not-a-hand-in", ""),
+    arriving.NOT_OURS: ("not-a-hand-in", ""),
+}
+
+
+@pytest.fixture(scope="module")
+def graded(arriving_class: ArrivingClass, tmp_path_factory: pytest.TempPathFactory) -> ClassReport:
+    return grade_handins(
+        arriving_class.handins,
+        2,
+        tmp_path_factory.mktemp("intake"),
+        roster=arriving_class.roster,
+        due=arriving_class.due,
+    )
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def flag_kinds(row: dict[str, str]) -> frozenset[str]:
+    return frozenset(part.split(":", 1)[0] for part in row["flags"].split("; ") if part)
+
+
+def test_every_student_has_the_row_written_down(graded: ClassReport) -> None:
+    rows = read_csv(graded.out_dir / "gradebook.csv")
+    assert [r["student"] for r in rows] == sorted(EXPECTED)  # one row each, none doubled
+    for row in rows:
+        want = EXPECTED[row["student"]]
+        got = Row(row["status"], row["total"], flag_kinds(row), row["error"])
+        assert (got.status, got.total, got.flags) == (want.status, want.total, want.flags), row
+        assert want.error in got.error, row
+        assert row["name"] == arriving.STUDENTS[row["student"]][1]  # 张伟 ... from the roster
+
+
+def test_every_file_is_accounted_for(graded: ClassReport, arriving_class: ArrivingClass) -> None:
+    files = sorted(
+        str(p.relative_to(arriving_class.handins)) for p in arriving_class.files.values()
+    )
+    ledger = read_csv(graded.out_dir / "intake.csv")
+    assert sorted(r["file"] for r in ledger) == files
+    by_name = {Path(r["file"]).name: r for r in ledger}
+    for name, (outcome, student) in OUTCOMES.items():
+        assert (by_name[name]["outcome"], by_name[name]["student"]) == (outcome, student), name
+    # The browser's second download is the same archive: one graded, one said to be it.
+    copies = sorted(by_name[n]["outcome"] for n in (arriving.BROWSER_FIRST, arriving.BROWSER_COPY))
+    assert copies == ["graded", "superseded"]
+    superseded = next(
+        by_name[n]
+        for n in (arriving.BROWSER_FIRST, arriving.BROWSER_COPY)
+        if by_name[n]["outcome"] == "superseded"
+    )
+    assert superseded["student"] == "2021002" and "the same hand-in as" in superseded["detail"]
+    assert "cut off" in by_name[arriving.CUT_OFF]["detail"]
+
+
+def test_copies_name_each_other(graded: ClassReport) -> None:
+    rows = {r["student"]: r for r in read_csv(graded.out_dir / "gradebook.csv")}
+    assert "copy group with 2021006" in rows["2021001"]["flags"]
+    assert "copy group with 2021001" in rows["2021006"]["flags"]
+    assert "named for 2021006, its contents are 2021001's" in rows["2021006"]["flags"]
+    assert [(g.students, g.reasons) for g in graded.groups] == [
+        (("2021001", "2021006"), ("same cluster", "same evidence"))
+    ]
+
+
+def test_late_shows_both_times(graded: ClassReport) -> None:
+    late = next(g for g in graded.grades if g.student == "2021009")
+    (flag,) = [f for f in late.flags if f.kind == "late"]
+    assert "evidence finished" in flag.detail and "file time" in flag.detail
+    on_time = [g for g in graded.grades if g.graded and g.student != "2021009"]
+    assert not any(f.kind == "late" for g in on_time for f in g.flags)
+
+
+def test_the_summary_names_students_and_misfiled_files(graded: ClassReport) -> None:
+    lines = graded.summary().splitlines()
+    assert lines[0].startswith("10 students: 7 graded, 3 not graded (errors), 4 flagged")
+    named = {
+        line.split()[1]: line for line in lines[1:] if line.startswith(("  error", "  flagged"))
+    }
+    assert set(named) == {s for s, r in EXPECTED.items() if r.status == "error" or r.flags}
+    assert "(黄勇)" in named["2021008"] and "upload" in named["2021008"]
+    assert any(arriving.MISFILED in line and "exercise 1" in line for line in lines)
+    assert any(line.startswith("  not a hand-in") and arriving.README in line for line in lines)
+    assert any("copy group: 2021001, 2021006" in line for line in lines)
