@@ -305,6 +305,8 @@ def _hand_in(folder, results, student, exercise, out_dir):
         "gradescope": "also write Gradescope results.json per student",
         "due": "flag hand-ins finished or saved after this time (2025-03-01T23:59+08:00)",
         "student": "re-grade only this student; the others keep their last results",
+        "gradescope_bundle": "write autograder.zip for Gradescope (grades each submission "
+        "with this rubric) into the output folder, and grade nothing",
         "concurrency": "live: clusters graded at once (default 16)",
         "deadline": "live: seconds per cluster (default 600)",
         "force": "live: regrade students already graded",
@@ -325,9 +327,17 @@ def grade(
     force=False,
     due=None,
     student=None,
+    gradescope_bundle=False,
 ):
     """Grade a class: hand-in archives from a folder, or live clusters from an inventory."""
     from kubelab.grade import grade_handins, grade_inventory
+    from kubelab.grade.gradescope import write_bundle
+
+    if gradescope_bundle:
+        out_dir = Path(out) if out else ROOT / f"grades-ex{exercise}"
+        bundle = write_bundle(out_dir / "autograder.zip", int(exercise))
+        ui.console.print(f"Gradescope autograder: {bundle} (upload it as the assignment's zip)")
+        return
 
     if bool(handins) == bool(inventory):
         raise Exit("give either a folder of hand-ins or --inventory FILE (not both)", code=2)

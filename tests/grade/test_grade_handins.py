@@ -166,7 +166,10 @@ def test_gradescope_results_per_student(graded: ClassReport, rubric: Rubric) -> 
             assert set(test) >= {"name", "score", "max_score", "output", "status"}
             # Extra credit counts in the score, not in the maximum (max_score 0).
             assert test["max_score"] == (0 if item.optional else item.points)
-            assert test["status"] == ("passed" if item.score >= item.points else "failed")
+            # Extra credit not earned costs nothing: never shown as failed.
+            full = item.score >= item.points
+            assert test["status"] == ("passed" if full or item.optional else "failed")
+            assert len(test["tags"]) == len(set(test["tags"]))
 
 
 def test_since_flags_evidence_taken_before(synthetic_class: SyntheticClass, tmp_path: Path) -> None:
