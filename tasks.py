@@ -364,7 +364,8 @@ def grade(
             due=due,
             student=student,
         )
-    ui.console.print(report.summary())
+    # One line per student, as written: no wrapping, no markup (errors may hold "[...]").
+    ui.console.print(report.summary(), soft_wrap=True, markup=False, highlight=False)
 
 
 BOX_CACHE = Path(os.environ.get("KUBELAB_BOX_CACHE", Path.home() / ".cache/kubelab/boxes"))

@@ -9,6 +9,10 @@ student's row is written down here.
 from __future__ import annotations
 
 import csv
+import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +21,8 @@ import pytest
 from kubelab.grade.gradebook import ClassReport, grade_handins
 from tests.grade import arriving_class as arriving
 from tests.grade.arriving_class import ArrivingClass
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -151,3 +157,90 @@ def test_the_summary_names_students_and_misfiled_files(graded: ClassReport) -> N
     assert any(arriving.MISFILED in line and "exercise 1" in line for line in lines)
     assert any(line.startswith("  not a hand-in") and arriving.README in line for line in lines)
     assert any("copy group: 2021001, 2021006" in line for line in lines)
+
+
+# --- course logistics: adjustments, one student re-graded, the task itself ----------
+
+
+def test_adjustments_are_merged_into_every_regrade(
+    arriving_class: ArrivingClass, tmp_path: Path
+) -> None:
+    out = tmp_path / "grades"
+    out.mkdir()
+    (out / "adjustments.csv").write_text(
+        "student,points,reason\n"
+        "2021003,5,node1 was NotReady because of the lab's power cut\n"
+        "2021003,-2,handed in a day late, by agreement\n"
+        '2021008,10,"upload broke, checked by hand"\n',
+        encoding="utf-8",
+    )
+    for _ in range(2):  # a re-grade applies them again, never twice
+        report = grade_handins(arriving_class.handins, 2, out, roster=arriving_class.roster)
+        rows = {r["student"]: r for r in read_csv(out / "gradebook.csv")}
+        assert (rows["2021003"]["adjustment"], rows["2021003"]["total"]) == ("3", "88")
+        # An error row lists the adjustment; its total stays blank for the teacher.
+        assert (rows["2021008"]["adjustment"], rows["2021008"]["total"]) == ("10", "")
+        assert rows["2021001"]["adjustment"] == "" and rows["2021001"]["total"] == "100"
+    grade = next(g for g in report.grades if g.student == "2021008")
+    assert grade.adjustments == [{"points": 10.0, "reason": "upload broke, checked by hand"}]
+
+
+def test_a_bad_adjustments_file_is_refused_whole(
+    arriving_class: ArrivingClass, tmp_path: Path
+) -> None:
+    from kubelab.errors import ConfigError
+
+    (tmp_path / "adjustments.csv").write_text("2021003,five,typo\n2021004\n")
+    with pytest.raises(ConfigError) as caught:
+        grade_handins(arriving_class.handins, 2, tmp_path, roster=arriving_class.roster)
+    assert len(caught.value.problems) == 2
+    assert not (tmp_path / "gradebook.csv").exists()
+
+
+def test_student_regrades_only_that_student(arriving_class: ArrivingClass, tmp_path: Path) -> None:
+    out = tmp_path / "grades"
+    grade_handins(arriving_class.handins, 2, out, roster=arriving_class.roster)
+    # Mark two stored results: only the one re-graded loses its mark.
+    for student in ("2021003", "2021004"):
+        path = out / "results" / f"{student}.json"
+        data = json.loads(path.read_text())
+        data["duration"] = -1.0
+        path.write_text(json.dumps(data))
+    report = grade_handins(
+        arriving_class.handins, 2, out, roster=arriving_class.roster, student="2021003"
+    )
+    durations = {g.student: g.duration for g in report.grades}
+    assert durations["2021003"] >= 0 and durations["2021004"] == -1.0
+    assert [r["student"] for r in read_csv(out / "gradebook.csv")] == sorted(EXPECTED)
+
+
+def test_the_grade_task_prints_one_line_per_student(
+    arriving_class: ArrivingClass, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "invoke",
+            "grade",
+            "--handins",
+            str(arriving_class.handins),
+            "--roster",
+            str(arriving_class.roster),
+            "--due",
+            arriving_class.due.isoformat(),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("10 students: 7 graded, 3 not graded (errors), 4 flagged")
+    assert any(line.startswith("  error   2021008 (黄勇): ") for line in lines)
+    assert any(line.startswith("  flagged 2021009 (周杰): late") for line in lines)
+    assert (tmp_path / "out" / "moodle-grades.csv").is_file()
