@@ -333,15 +333,16 @@ def grade(
     from kubelab.grade import grade_handins, grade_inventory
     from kubelab.grade.gradescope import write_bundle
 
+    out_dir = Path(out) if out else ROOT / f"grades-ex{exercise}"
     if gradescope_bundle:
-        out_dir = Path(out) if out else ROOT / f"grades-ex{exercise}"
         bundle = write_bundle(out_dir / "autograder.zip", int(exercise))
         ui.console.print(f"Gradescope autograder: {bundle} (upload it as the assignment's zip)")
         return
 
     if bool(handins) == bool(inventory):
         raise Exit("give either a folder of hand-ins or --inventory FILE (not both)", code=2)
-    out_dir = Path(out) if out else ROOT / f"grades-ex{exercise}"
+    if inventory and (due or student):
+        raise Exit("--due and --student work with a folder of hand-ins (--handins)", code=2)
     if inventory:
         report = grade_inventory(
             inventory,
