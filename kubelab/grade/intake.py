@@ -255,9 +255,17 @@ def _top_folder(tarball: Path, limits: Limits) -> str:
     tops: set[str] = set()
     try:
         with tarfile.open(tarball, mode="r:gz") as tar:
+            claimed = 0
             for count, member in enumerate(tar, start=1):
                 if count > limits.members:
                     raise ArchiveError(f"{tarball.name}: more than {limits.members} entries")
+                # Stop on what the headers claim, before reading a bomb's worth of data.
+                claimed += member.size
+                if member.size > limits.file_bytes or claimed > limits.total_bytes:
+                    raise ArchiveError(
+                        f"{tarball.name}: more than {limits.total_bytes} bytes unpacked "
+                        f"(or a file over {limits.file_bytes})"
+                    )
                 parts = member.name.replace("\\", "/").lstrip("./").split("/")
                 if parts and parts[0]:
                     tops.add(parts[0])
@@ -286,6 +294,8 @@ def _zip_to_tar(source: Path, target: Path, limits: Limits) -> Path:
             if len(infos) > limits.members:
                 raise ArchiveError(f"{source.name}: more than {limits.members} entries")
             for info in infos:
+                if _mac_metadata(info.filename):
+                    continue
                 kind = (info.external_attr >> 16) & 0o170000
                 if kind and kind not in (0o100000, 0o040000):
                     raise ArchiveError(f"{source.name}: {info.filename} is not a plain file")
@@ -315,6 +325,12 @@ def _zip_to_tar(source: Path, target: Path, limits: Limits) -> Path:
     except (zipfile.LargeZipFile, NotImplementedError, RuntimeError, OSError, ValueError) as exc:
         raise ArchiveError(f"{source.name}: not a readable .zip ({exc})") from None
     return target
+
+
+def _mac_metadata(name: str) -> bool:
+    """What macOS's Finder adds to a zip it makes: not the student's files."""
+    parts = name.split("/")
+    return parts[0] == "__MACOSX" or parts[-1].startswith("._") or parts[-1] == ".DS_Store"
 
 
 def _small_json(path: Path) -> Any:

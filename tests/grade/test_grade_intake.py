@@ -9,16 +9,21 @@ student's row is written down here.
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import os
 import subprocess
 import sys
+import tarfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from kubelab.grade.archive import DEFAULT_LIMITS
 from kubelab.grade.gradebook import ClassReport, grade_handins
+from kubelab.grade.intake import Arrival, identify, parse_loose_name
 from tests.grade import arriving_class as arriving
 from tests.grade.arriving_class import ArrivingClass
 
@@ -244,3 +249,65 @@ def test_the_grade_task_prints_one_line_per_student(
     assert any(line.startswith("  error   2021008 (黄勇): ") for line in lines)
     assert any(line.startswith("  flagged 2021009 (周杰): late") for line in lines)
     assert (tmp_path / "out" / "moodle-grades.csv").is_file()
+
+
+# --- single files, as students really re-pack them --------------------------------
+
+
+def _identify(path: Path, tmp_path: Path) -> Arrival:
+    return identify(path, path.parent, tmp_path / "unpacked", DEFAULT_LIMITS)
+
+
+def test_a_zip_made_by_macos_finder_is_read(arriving_class: ArrivingClass, tmp_path: Path) -> None:
+    made = tmp_path / "kubelab-ex2-2021005.zip"
+    with (
+        zipfile.ZipFile(arriving_class.files[arriving.ZIP]) as source,
+        zipfile.ZipFile(made, "w") as out,
+    ):
+        for info in source.infolist():
+            out.writestr(info, source.read(info))
+            folder, _, leaf = info.filename.rpartition("/")
+            if leaf:  # Finder's AppleDouble twin of every file, under __MACOSX/
+                out.writestr(f"__MACOSX/{folder}/._{leaf}", b"\0\5\26\7")
+        out.writestr("kubelab-ex2-2021005/.DS_Store", b"\0\0\0\1Bud1")
+    arrival = _identify(made, tmp_path)
+    assert arrival.readable, arrival.problem
+    assert (arrival.content_student, arrival.content_exercise) == ("2021005", 2)
+
+
+def test_a_zip_holding_a_link_is_refused(tmp_path: Path) -> None:
+    made = tmp_path / "kubelab-ex2-2021005.zip"
+    with zipfile.ZipFile(made, "w") as out:
+        link = zipfile.ZipInfo("kubelab-ex2-2021005/evidence/nodes.json")
+        link.external_attr = 0o120777 << 16
+        out.writestr(link, "/etc/shadow")
+    arrival = _identify(made, tmp_path)
+    assert not arrival.readable and arrival.damaged
+    assert "not a plain file" in arrival.problem
+    assert not list((tmp_path / "unpacked").rglob("nodes.json"))
+
+
+def test_a_tar_bomb_stops_at_its_headers(tmp_path: Path) -> None:
+    made = tmp_path / "kubelab-ex2-2021005.tar.gz"
+    info = tarfile.TarInfo("kubelab-ex2-2021005/evidence/pods.json")
+    info.size = 10 * DEFAULT_LIMITS.file_bytes  # a header that claims more than the limit
+    made.write_bytes(gzip.compress(info.tobuf() + bytes(64 * 1024)))
+    arrival = _identify(made, tmp_path)
+    assert not arrival.readable and "bytes unpacked" in arrival.problem
+
+
+@pytest.mark.parametrize(
+    ("name", "parsed"),
+    [
+        ("lisi_48227_1093377_kubelab-ex2-21370027.tar.gz", (2, "21370027")),
+        ("kubelab-ex2-21370031 (1).tar.gz", (2, "21370031")),
+        ("kubelab-ex2-21370031(2).tgz", (2, "21370031")),
+        ("KUBELAB-EX2-A-17.TAR.GZ", (2, "A-17")),
+        ("kubelab-ex12-x.zip", (12, "x")),
+        ("kubelab-ex2-.tar.gz", None),
+        ("kubelab-ex2-21370031.tar.gz.part", None),
+        ("report.json", None),
+    ],
+)
+def test_names_as_they_arrive(name: str, parsed: tuple[int, str] | None) -> None:
+    assert parse_loose_name(name) == parsed
