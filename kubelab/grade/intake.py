@@ -52,7 +52,7 @@ from kubelab.verify.evidence import META
 # browser copy number, then one of the archive extensions, in any case.
 NAME = re.compile(
     r"kubelab-ex(?P<exercise>\d+)-(?P<student>[A-Za-z0-9-]{1,32}?)"
-    r"(?:\s*\(\d+\))?\.(?P<ext>tar\.gz|tgz|zip)$",
+    r"(?:\s*\(\d+\))?\.(?P<ext>tar\.gz|tgz|tar|zip)$",
     re.IGNORECASE,
 )
 TOP = re.compile(r"^kubelab-ex(?P<exercise>\d+)-(?P<student>[A-Za-z0-9-]{1,32})$")
@@ -162,9 +162,11 @@ def list_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() or p.is_symlink())
 
 
-def _sniff(path: Path) -> bytes:
+def _sniff(path: Path) -> tuple[bytes, bool]:
+    """The file's first bytes, and whether it is a plain (ustar) tar."""
     with path.open("rb") as f:
-        return f.read(8)
+        head = f.read(512)
+    return head[:8], head[257:262] == b"ustar"
 
 
 def identify(path: Path, folder: Path, dest: Path, limits: Limits) -> Arrival:
@@ -181,10 +183,10 @@ def identify(path: Path, folder: Path, dest: Path, limits: Limits) -> Arrival:
         arrival.advice = "upload the archive itself"
         arrival.looks_like_archive = bool(parsed)
         return arrival
-    head = _sniff(path)
+    head, is_tar = _sniff(path)
     is_gzip, is_zip = head.startswith(GZIP_MAGIC), head.startswith(ZIP_MAGIC)
     arrival.looks_like_archive = (
-        bool(parsed) or is_gzip or is_zip or path.name.lower().endswith(ARCHIVE_SUFFIXES)
+        bool(parsed) or is_gzip or is_zip or is_tar or path.name.lower().endswith(ARCHIVE_SUFFIXES)
     )
     if not arrival.looks_like_archive:
         return arrival
@@ -194,7 +196,7 @@ def identify(path: Path, folder: Path, dest: Path, limits: Limits) -> Arrival:
         arrival.problem = "the file is empty"
         arrival.advice = f"your upload was empty: upload {upload or 'your hand-in'} again"
         return arrival
-    if not (is_gzip or is_zip):
+    if not (is_gzip or is_zip or is_tar):
         arrival.damaged = True
         arrival.problem = f"not a .tar.gz or .zip archive (it starts with {head[:8]!r})"
         arrival.advice = (
@@ -202,7 +204,11 @@ def identify(path: Path, folder: Path, dest: Path, limits: Limits) -> Arrival:
         )
         return arrival
     try:
-        tarball = _zip_to_tar(path, dest.with_suffix(".tar.gz"), limits) if is_zip else path
+        tarball = path
+        if is_zip:
+            tarball = _zip_to_tar(path, dest.with_suffix(".tar.gz"), limits)
+        elif is_tar:  # a .tar.gz a browser un-gzipped on download (Safari does)
+            tarball = _gzip_copy(path, dest.with_suffix(".tar.gz"), limits)
         arrival.top = _top_folder(tarball, limits)
         safe_extract(tarball, dest, arrival.top, limits)
     except ArchiveError as exc:
@@ -283,6 +289,15 @@ def _top_folder(tarball: Path, limits: Limits) -> str:
         shown = ", ".join(sorted(tops)[:4]) or "nothing"
         raise NotOurs(f"{tarball.name}: not one top folder kubelab-ex<N>-<ID>/ (it holds {shown})")
     return tops.pop()
+
+
+def _gzip_copy(source: Path, target: Path, limits: Limits) -> Path:
+    """A plain tar, gzipped, so the one safe extraction reads it."""
+    if source.stat().st_size > limits.total_bytes + limits.members * 1024:
+        raise ArchiveError(f"{source.name}: more than {limits.total_bytes} bytes unpacked")
+    with source.open("rb") as raw, gzip.open(target, "wb", compresslevel=1) as out:
+        shutil.copyfileobj(raw, out, 1 << 20)
+    return target
 
 
 def _zip_to_tar(source: Path, target: Path, limits: Limits) -> Path:

@@ -275,6 +275,14 @@ def test_a_zip_made_by_macos_finder_is_read(arriving_class: ArrivingClass, tmp_p
     assert (arrival.content_student, arrival.content_exercise) == ("2021005", 2)
 
 
+def test_a_tar_a_browser_ungzipped_is_read(arriving_class: ArrivingClass, tmp_path: Path) -> None:
+    made = tmp_path / "kubelab-ex2-2021003.tar"
+    made.write_bytes(gzip.decompress(arriving_class.files[arriving.UPPER].read_bytes()))
+    arrival = _identify(made, tmp_path)
+    assert arrival.readable, arrival.problem
+    assert (arrival.name_student, arrival.content_student) == ("2021003", "2021003")
+
+
 def test_a_zip_holding_a_link_is_refused(tmp_path: Path) -> None:
     made = tmp_path / "kubelab-ex2-2021005.zip"
     with zipfile.ZipFile(made, "w") as out:
@@ -304,6 +312,7 @@ def test_a_tar_bomb_stops_at_its_headers(tmp_path: Path) -> None:
         ("kubelab-ex2-21370031(2).tgz", (2, "21370031")),
         ("KUBELAB-EX2-A-17.TAR.GZ", (2, "A-17")),
         ("kubelab-ex12-x.zip", (12, "x")),
+        ("kubelab-ex2-2021003.tar", (2, "2021003")),
         ("kubelab-ex2-.tar.gz", None),
         ("kubelab-ex2-21370031.tar.gz.part", None),
         ("report.json", None),
