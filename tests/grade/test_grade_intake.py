@@ -188,6 +188,9 @@ def test_adjustments_are_merged_into_every_regrade(
         assert rows["2021001"]["adjustment"] == "" and rows["2021001"]["total"] == "100"
     grade = next(g for g in report.grades if g.student == "2021008")
     assert grade.adjustments == [{"points": 10.0, "reason": "upload broke, checked by hand"}]
+    feedback = (out / "feedback" / "2021003.md").read_text(encoding="utf-8")
+    assert "**Score: 88 / 100**" in feedback
+    assert "| Adjustment by your teacher | -2 | handed in a day late, by agreement |" in feedback
 
 
 def test_a_bad_adjustments_file_is_refused_whole(
