@@ -1,13 +1,19 @@
 """The teacher's outputs, and grading a folder of hand-ins into them.
 
-    out_dir/gradebook.csv              one row per student: one column per rubric item,
-                                       total, max, flags, error
-    out_dir/grades.html                the table, the score distribution, per student the
-                                       failed checks with hints and the flags
+    out_dir/gradebook.csv              one row per student: ID, roster name, status, one
+                                       column per rubric item, adjustment, total, max,
+                                       flags, error
+    out_dir/intake.csv                 every file of the hand-in folder, what became of it
+    out_dir/grades.html                pass rates, the table (sort, filter), copy groups,
+                                       files, per student: short items, failed checks
+                                       with hints, flags, a picture of the cluster
+    out_dir/moodle-grades.csv, canvas-grades.csv   for the LMS's grade import
     out_dir/feedback/<student>.md      what each student gets back
     out_dir/results/<student>.json     the full grade (checks, items, flags, identity)
     out_dir/gradescope/<student>/results.json   with gradescope=True
-    out_dir/handins/<student>/         each archive unpacked (the evidence graded)
+    out_dir/handins/<student>/         each chosen archive unpacked (the evidence graded)
+    out_dir/adjustments.csv            the teacher's own (student, points, reason): read,
+                                       never written
 
 A student is a row whatever happens: an archive that cannot be read, or a student on
 the roster without one, is a row with status "error" and the reason.
@@ -30,7 +36,7 @@ from typing import TextIO
 from kubelab.errors import ConfigError, KubelabError
 from kubelab.grade import exports, html, intake
 from kubelab.grade import gradescope as gradescope_format
-from kubelab.grade.archive import DEFAULT_LIMITS, NAME_PREFIX, Limits
+from kubelab.grade.archive import DEFAULT_LIMITS, Limits
 from kubelab.grade.grading import (
     StudentGrade,
     add_class_flags,
@@ -118,18 +124,6 @@ def parse_since(value: str | date | datetime | None) -> datetime | None:
             hint="give an ISO date or time: 2025-03-01 or 2025-03-01T08:00+08:00",
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def read_roster(path: Path | str) -> list[str]:
-    """Student IDs, in roster order (roster.py reads the file)."""
-    return list(load_roster(path).students)
-
-
-def find_archives(folder: Path) -> list[Path]:
-    """Every file under `folder` whose name says it is a hand-in (kubelab-ex...)."""
-    return sorted(
-        p for p in folder.rglob(f"{NAME_PREFIX}*") if p.is_file() and not p.name.startswith(".")
-    )
 
 
 # --- the teacher's flow with hand-ins -------------------------------------------------
