@@ -243,20 +243,25 @@ def grade_handins(
 
 
 def late_flags(arrival: intake.Arrival, due: datetime | None) -> list[Flag]:
-    """Late by the evidence's finish time or by the file's own time; both are shown."""
+    """Late by the evidence's finish time or the archive's own time (when `invoke verify`
+    packed it; the file's time when the archive does not say). The file's time alone is
+    only shown: an LMS download gives every file the time of the download."""
     if due is None:
         return []
-    finished = parse_time(arrival.finished)
+    finished, packed = parse_time(arrival.finished), parse_time(arrival.packed)
     file_time = datetime.fromtimestamp(arrival.mtime, UTC)
-    late_by = [t for t in (finished, file_time) if t is not None and t > due]
-    if not late_by:
+    archive_time = packed or file_time
+    if not any(t is not None and t > due for t in (finished, archive_time)):
         return []
-    shown = finished.isoformat(timespec="seconds") if finished else "not recorded"
+
+    def shown(moment: datetime | None) -> str:
+        return moment.isoformat(timespec="seconds") if moment else "not recorded"
+
     return [
         Flag(
             intake.LATE,
-            f"due {due.isoformat(timespec='seconds')}, evidence finished {shown}, "
-            f"file time {file_time.isoformat(timespec='seconds')}",
+            f"due {shown(due)}, evidence finished {shown(finished)}, archive made "
+            f"{shown(packed)}, file time {shown(file_time)}",
         )
     ]
 

@@ -116,6 +116,12 @@ class Arrival:
         return str(value) if value else ""
 
     @property
+    def packed(self) -> str:
+        """When `invoke verify` packed the archive (its report.json's 'created')."""
+        value = (self.report or {}).get("created")
+        return str(value) if value else ""
+
+    @property
     def file_time(self) -> str:
         return datetime.fromtimestamp(self.mtime, UTC).isoformat(timespec="seconds")
 
@@ -485,6 +491,15 @@ def take_in(
             for bad in broken:
                 bad.outcome = SUPERSEDED
                 bad.detail = f"unreadable ({bad.problem}); {pick.rel} is graded instead"
+                if bad.mtime > pick.mtime:
+                    # The student's last word may be the broken one: the teacher decides.
+                    flags[key].append(
+                        (
+                            "duplicate",
+                            f"the newer {bad.rel} cannot be read ({bad.problem}); "
+                            f"graded the older {pick.rel}",
+                        )
+                    )
         else:
             pick = max(broken, key=lambda a: (a.mtime, a.rel))
             pick.outcome = ERROR

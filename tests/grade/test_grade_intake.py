@@ -17,12 +17,13 @@ import sys
 import tarfile
 import zipfile
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from kubelab.grade.archive import DEFAULT_LIMITS
-from kubelab.grade.gradebook import ClassReport, grade_handins
+from kubelab.grade.gradebook import ClassReport, grade_handins, late_flags
 from kubelab.grade.intake import Arrival, identify, parse_loose_name
 from tests.grade import arriving_class as arriving
 from tests.grade.arriving_class import ArrivingClass
@@ -146,9 +147,26 @@ def test_copies_name_each_other(graded: ClassReport) -> None:
 def test_late_shows_both_times(graded: ClassReport) -> None:
     late = next(g for g in graded.grades if g.student == "2021009")
     (flag,) = [f for f in late.flags if f.kind == "late"]
-    assert "evidence finished" in flag.detail and "file time" in flag.detail
+    for part in ("evidence finished 20", "archive made 20", "file time 20"):
+        assert part in flag.detail
     on_time = [g for g in graded.grades if g.graded and g.student != "2021009"]
     assert not any(f.kind == "late" for g in on_time for f in g.flags)
+
+
+def test_late_by_the_archive_not_by_a_download_time(tmp_path: Path) -> None:
+    due = datetime(2025, 3, 1, 23, 59, tzinfo=UTC)
+    downloaded = (due + timedelta(days=3)).timestamp()  # the teacher downloaded late
+    on_time = Arrival(tmp_path / "a.tar.gz", "a.tar.gz", 1, downloaded)
+    on_time.meta = {"finished": "2025-03-01T20:00:00+00:00"}
+    on_time.report = {"created": "2025-03-01T20:01:00+00:00"}
+    assert late_flags(on_time, due) == []
+    packed_late = Arrival(tmp_path / "b.tar.gz", "b.tar.gz", 1, downloaded)
+    packed_late.meta = {"finished": "2025-03-01T20:00:00+00:00"}
+    packed_late.report = {"created": "2025-03-02T09:00:00+00:00"}
+    (flag,) = late_flags(packed_late, due)
+    assert "archive made 2025-03-02T09:00:00+00:00" in flag.detail
+    no_report = Arrival(tmp_path / "c.tar.gz", "c.tar.gz", 1, downloaded)
+    assert [f.kind for f in late_flags(no_report, due)] == ["late"]  # only the file's time
 
 
 def test_the_summary_names_students_and_misfiled_files(graded: ClassReport) -> None:
@@ -323,3 +341,20 @@ def test_a_tar_bomb_stops_at_its_headers(tmp_path: Path) -> None:
 )
 def test_names_as_they_arrive(name: str, parsed: tuple[int, str] | None) -> None:
     assert parse_loose_name(name) == parsed
+
+
+def test_a_newer_broken_upload_is_said(arriving_class: ArrivingClass, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = folder / "kubelab-ex2-2021003.tar.gz"
+    good.write_bytes(arriving_class.files[arriving.UPPER].read_bytes())
+    broken = folder / "kubelab-ex2-2021003 (1).tar.gz"
+    broken.write_bytes(good.read_bytes()[:2000])
+    os.utime(good, (1_700_000_000, 1_700_000_000))
+    report = grade_handins(folder, 2, tmp_path / "out")
+    (grade,) = report.grades
+    assert grade.graded and grade.total == 85
+    (flag,) = [f for f in grade.flags if f.kind == "duplicate"]
+    assert f"the newer {broken.name} cannot be read" in flag.detail
+    ledger = {r["file"]: r["outcome"] for r in read_csv(tmp_path / "out" / "intake.csv")}
+    assert ledger == {good.name: "graded", broken.name: "superseded"}
