@@ -159,7 +159,7 @@ def grade_handins(
     listed = list(class_roster.students) or None
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".intake-", dir=out_dir) as staging:
-        taken = intake.take_in(folder, exercise, Path(staging), limits, listed)
+        taken = intake.take_in(folder, exercise, Path(staging), limits, listed, skip=out_dir)
         if student is not None and student not in {*taken.chosen, *taken.failed, *(listed or ())}:
             raise KubelabError(
                 f"no hand-in of {student} in {folder} and no such student on the roster",

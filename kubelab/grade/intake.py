@@ -163,9 +163,16 @@ def parse_loose_name(name: str) -> tuple[int, str] | None:
     return int(match["exercise"]), match["student"]
 
 
-def list_files(folder: Path) -> list[Path]:
-    """Every regular file under `folder` (links are listed too: they are reported, not read)."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+def list_files(folder: Path, skip: Path | None = None) -> list[Path]:
+    """Every regular file under `folder` (links are listed too: they are reported, not
+    read), except under `skip` (the outputs, when the teacher puts them in there)."""
+    skipped = skip.resolve() if skip else None
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if (p.is_file() or p.is_symlink())
+        and not (skipped and p.parent.resolve().is_relative_to(skipped))
+    )
 
 
 def _sniff(path: Path) -> tuple[bytes, bool]:
@@ -401,11 +408,14 @@ def take_in(
     staging: Path,
     limits: Limits,
     roster: Sequence[str] | None = None,
+    skip: Path | None = None,
 ) -> Intake:
-    """Identify every file under `folder`, choose one hand-in per student, say why."""
+    """Identify every file under `folder` (not under `skip`), choose one hand-in per
+    student, say why."""
     staging.mkdir(parents=True, exist_ok=True)
     arrivals = [
-        identify(p, folder, staging / f"{n:04d}", limits) for n, p in enumerate(list_files(folder))
+        identify(p, folder, staging / f"{n:04d}", limits)
+        for n, p in enumerate(list_files(folder, skip))
     ]
     flags: dict[str, list[tuple[str, str]]] = defaultdict(list)
     candidates: dict[str, list[Arrival]] = defaultdict(list)

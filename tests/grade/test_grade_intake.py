@@ -358,3 +358,15 @@ def test_a_newer_broken_upload_is_said(arriving_class: ArrivingClass, tmp_path: 
     assert f"the newer {broken.name} cannot be read" in flag.detail
     ledger = {r["file"]: r["outcome"] for r in read_csv(tmp_path / "out" / "intake.csv")}
     assert ledger == {good.name: "graded", broken.name: "superseded"}
+
+
+def test_outputs_inside_the_handin_folder_are_not_handins(
+    arriving_class: ArrivingClass, tmp_path: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / arriving.TGZ).write_bytes(arriving_class.files[arriving.TGZ].read_bytes())
+    for _ in range(2):  # the second run sees the first run's outputs in the folder
+        report = grade_handins(folder, 2, folder / "grades")
+    assert report.intake is not None
+    assert [a.rel for a in report.intake.arrivals] == [arriving.TGZ]
