@@ -302,7 +302,8 @@ def _hand_in(folder, results, student, exercise, out_dir):
         "since": "flag evidence older than this date (YYYY-MM-DD)",
         "roster": "CSV student_id,name,... (UTF-8): names on the page, LMS IDs in the exports; "
         "a student without a hand-in becomes an error row",
-        "gradescope": "also write Gradescope results.json per student",
+        "gradescope": "also write per student the results.json the Gradescope autograder "
+        "would report (to review; Gradescope itself takes --gradescope-bundle)",
         "due": "flag hand-ins finished or saved after this time (2025-03-01T23:59+08:00)",
         "student": "re-grade only this student; the others keep their last results",
         "gradescope_bundle": "write autograder.zip for Gradescope (grades each submission "
