@@ -185,7 +185,6 @@ def grade_handins(
             grade.evidence = str(evidence.relative_to(out_dir))
             grade.digest, grade.finished = arrival.digest, arrival.finished
             grade.file_time = arrival.file_time
-            grade.topology = html.topology(evidence)
             grade.flags += [Flag(kind, detail) for kind, detail in taken.flags.get(key, [])]
             grade.flags += late_flags(arrival, deadline)
             grade.duration = round(time.monotonic() - started, 3)
@@ -405,6 +404,11 @@ def write_outputs(
     groups: Sequence[intake.CopyGroup] = (),
 ) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
+    for grade in grades:
+        # The page's picture of the cluster, drawn once from the evidence graded (hand-ins
+        # and live clusters alike), then kept in results/ with the grade.
+        if grade.graded and not grade.topology and grade.evidence:
+            grade.topology = html.topology(out_dir / grade.evidence)
     written = {"gradebook": write_csv(out_dir / GRADEBOOK, grades, rubric, roster)}
     with atomic_write(out_dir / GRADES_HTML) as out:
         out.write(
