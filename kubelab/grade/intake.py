@@ -43,6 +43,7 @@ from kubelab.grade.archive import (
     STUDENT_ID,
     ArchiveError,
     Limits,
+    archive_name,
     safe_extract,
 )
 from kubelab.grade.integrity import _identity_keys
@@ -260,12 +261,14 @@ def identify(path: Path, folder: Path, dest: Path, limits: Limits) -> Arrival:
 
 
 def _advice(arrival: Arrival, message: str) -> str:
-    name = arrival.path.name
+    """What the student should do, naming the file as they know it (no LMS prefix)."""
+    exercise, student = arrival.name_exercise, arrival.name_student
+    name = archive_name(exercise, student) if student and exercise is not None else None
     if "cut off" in message:
-        return f"your upload was cut off: upload {name} again"
+        return f"your upload was cut off: upload {name or arrival.path.name} again"
     return (
-        "make the hand-in again with `invoke verify --exercise N --student ID` and upload "
-        "the archive it writes, unchanged"
+        f"make the hand-in again with `invoke verify --exercise {exercise or 'N'} "
+        f"--student {student or 'ID'}` and upload {name or 'the archive it writes'}, unchanged"
     )
 
 

@@ -370,3 +370,13 @@ def test_outputs_inside_the_handin_folder_are_not_handins(
         report = grade_handins(folder, 2, folder / "grades")
     assert report.intake is not None
     assert [a.rel for a in report.intake.arrivals] == [arriving.TGZ]
+
+
+def test_advice_names_the_file_as_the_student_knows_it(
+    arriving_class: ArrivingClass, tmp_path: Path
+) -> None:
+    made = tmp_path / "lisi_48227_1093377_kubelab-ex2-2021003.tar.gz"
+    made.write_bytes(arriving_class.files[arriving.UPPER].read_bytes()[:3000])
+    arrival = _identify(made, tmp_path)
+    assert arrival.damaged and "cut off" in arrival.problem
+    assert arrival.advice == "your upload was cut off: upload kubelab-ex2-2021003.tar.gz again"
