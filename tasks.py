@@ -300,8 +300,14 @@ def _hand_in(folder, results, student, exercise, out_dir):
         "inventory": "grade live clusters listed in this inventory file instead",
         "out": "output folder (default: grades-ex<N> beside tasks.py)",
         "since": "flag evidence older than this date (YYYY-MM-DD)",
-        "roster": "CSV or list of student IDs: a missing hand-in becomes an error row",
-        "gradescope": "also write Gradescope results.json per student",
+        "roster": "CSV student_id,name,... (UTF-8): names on the page, LMS IDs in the exports; "
+        "a student without a hand-in becomes an error row",
+        "gradescope": "also write per student the results.json the Gradescope autograder "
+        "would report (to review; Gradescope itself takes --gradescope-bundle)",
+        "due": "flag hand-ins finished or saved after this time (2025-03-01T23:59+08:00)",
+        "student": "re-grade only this student; the others keep their last results",
+        "gradescope_bundle": "write autograder.zip for Gradescope (grades each submission "
+        "with this rubric) into the output folder, and grade nothing",
         "concurrency": "live: clusters graded at once (default 16)",
         "deadline": "live: seconds per cluster (default 600)",
         "force": "live: regrade students already graded",
@@ -320,13 +326,24 @@ def grade(
     concurrency=16,
     deadline=600,
     force=False,
+    due=None,
+    student=None,
+    gradescope_bundle=False,
 ):
     """Grade a class: hand-in archives from a folder, or live clusters from an inventory."""
     from kubelab.grade import grade_handins, grade_inventory
+    from kubelab.grade.gradescope import write_bundle
+
+    out_dir = Path(out) if out else ROOT / f"grades-ex{exercise}"
+    if gradescope_bundle:
+        bundle = write_bundle(out_dir / "autograder.zip", int(exercise))
+        ui.console.print(f"Gradescope autograder: {bundle} (upload it as the assignment's zip)")
+        return
 
     if bool(handins) == bool(inventory):
         raise Exit("give either a folder of hand-ins or --inventory FILE (not both)", code=2)
-    out_dir = Path(out) if out else ROOT / f"grades-ex{exercise}"
+    if inventory and (due or student):
+        raise Exit("--due and --student work with a folder of hand-ins (--handins)", code=2)
     if inventory:
         report = grade_inventory(
             inventory,
@@ -339,8 +356,18 @@ def grade(
             console=ui.console,
         )
     else:
-        report = grade_handins(handins, int(exercise), out_dir, since, gradescope, roster=roster)
-    ui.console.print(report.summary())
+        report = grade_handins(
+            handins,
+            int(exercise),
+            out_dir,
+            since,
+            gradescope,
+            roster=roster,
+            due=due,
+            student=student,
+        )
+    # One line per student, as written: no wrapping, no markup (errors may hold "[...]").
+    ui.console.print(report.summary(), soft_wrap=True, markup=False, highlight=False)
 
 
 BOX_CACHE = Path(os.environ.get("KUBELAB_BOX_CACHE", Path.home() / ".cache/kubelab/boxes"))

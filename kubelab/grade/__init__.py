@@ -5,11 +5,16 @@
                   every flow takes (checks re-run over the evidence, items, flags)
     integrity.py  flags for the teacher: shared clusters, names, contradictions, age
     archive.py    make_handin(): the student's kubelab-ex<N>-<ID>.tar.gz; safe reading
-    gradebook.py  grade_handins(): a folder of hand-ins -> gradebook.csv, grades.html,
-                  feedback/, results/, gradescope/
+    intake.py     every file of a hand-in folder identified by content and name;
+                  one hand-in chosen per student; copy groups
+    roster.py     the roster: student_id,name and the LMS identifier columns
+    gradebook.py  grade_handins(): a folder of hand-ins -> gradebook.csv, intake.csv,
+                  grades.html, exports, feedback/, results/, gradescope/
+    exports.py    Moodle's grade import CSV and Canvas's gradebook import CSV
     inventory.py  the live grader's inventory (hosts and key references per student)
     live.py       grade_inventory(): every cluster over SSH, concurrently, with deadlines
-    html.py, gradescope.py   the page, the feedback files, Gradescope's results.json
+    html.py       the page (pass rates, sortable table, cluster pictures), feedback files
+    gradescope.py Gradescope's autograder bundle and results.json
 
 Grading never believes a stored verdict or score: it reads the evidence.
 """

@@ -1,13 +1,19 @@
 """The teacher's outputs, and grading a folder of hand-ins into them.
 
-    out_dir/gradebook.csv              one row per student: one column per rubric item,
-                                       total, max, flags, error
-    out_dir/grades.html                the table, the score distribution, per student the
-                                       failed checks with hints and the flags
+    out_dir/gradebook.csv              one row per student: ID, roster name, status, one
+                                       column per rubric item, adjustment, total, max,
+                                       flags, error
+    out_dir/intake.csv                 every file of the hand-in folder, what became of it
+    out_dir/grades.html                pass rates, the table (sort, filter), copy groups,
+                                       files, per student: short items, failed checks
+                                       with hints, flags, a picture of the cluster
+    out_dir/moodle-grades.csv, canvas-grades.csv   for the LMS's grade import
     out_dir/feedback/<student>.md      what each student gets back
     out_dir/results/<student>.json     the full grade (checks, items, flags, identity)
     out_dir/gradescope/<student>/results.json   with gradescope=True
-    out_dir/handins/<student>/         each archive unpacked (the evidence graded)
+    out_dir/handins/<student>/         each chosen archive unpacked (the evidence graded)
+    out_dir/adjustments.csv            the teacher's own (student, points, reason): read,
+                                       never written
 
 A student is a row whatever happens: an archive that cannot be read, or a student on
 the roster without one, is a row with status "error" and the reason.
@@ -27,17 +33,10 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TextIO
 
-from kubelab.errors import KubelabError
+from kubelab.errors import ConfigError, KubelabError
+from kubelab.grade import exports, html, intake
 from kubelab.grade import gradescope as gradescope_format
-from kubelab.grade import html
-from kubelab.grade.archive import (
-    DEFAULT_LIMITS,
-    NAME_PREFIX,
-    ArchiveError,
-    Limits,
-    parse_name,
-    read_handin,
-)
+from kubelab.grade.archive import DEFAULT_LIMITS, Limits
 from kubelab.grade.grading import (
     StudentGrade,
     add_class_flags,
@@ -45,8 +44,11 @@ from kubelab.grade.grading import (
     fmt,
     grade_evidence,
 )
-from kubelab.grade.integrity import DUPLICATE, ROSTER, Flag
-from kubelab.grade.rubric import Rubric, load_rubric
+from kubelab.grade.intake import CopyGroup, Intake
+from kubelab.grade.integrity import ROSTER, Flag
+from kubelab.grade.roster import EMPTY, Roster, load_roster
+from kubelab.grade.rubric import Rubric, load_rubric, points, total
+from kubelab.verify.evidence import parse_time
 
 GRADEBOOK = "gradebook.csv"
 GRADES_HTML = "grades.html"
@@ -54,6 +56,8 @@ FEEDBACK = "feedback"
 RESULTS = "results"
 GRADESCOPE = "gradescope"
 HANDINS = "handins"
+INTAKE = "intake.csv"  # every file of the hand-in folder and what became of it
+ADJUSTMENTS = "adjustments.csv"  # the teacher's (student, points, reason), kept here
 
 
 @dataclass
@@ -63,23 +67,42 @@ class ClassReport:
     out_dir: Path
     written: dict[str, Path] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # archives of other exercises
+    intake: Intake | None = None  # hand-ins: every file and what became of it
+    groups: list[CopyGroup] = field(default_factory=list)
+    roster: Roster = EMPTY
 
     @property
     def errors(self) -> list[StudentGrade]:
         return [g for g in self.grades if not g.graded]
 
     def summary(self) -> str:
-        """One line for the terminal: counts, and where the gradebook is."""
+        """For the terminal: counts, then one line per student with an error or a flag,
+        the files that are not this exercise's hand-ins, the copy groups."""
         graded = len(self.grades) - len(self.errors)
         flagged = sum(1 for g in self.grades if g.flags)
-        line = (
+        lines = [
             f"{len(self.grades)} students: {graded} graded, {len(self.errors)} not graded "
             f"(errors), {flagged} flagged; see {self.out_dir / GRADEBOOK} and "
             f"{self.out_dir / GRADES_HTML}"
-        )
-        if self.skipped:
-            line += f"; {len(self.skipped)} hand-ins of other exercises left alone"
-        return line
+        ]
+        for grade in self.grades:
+            who = grade.student
+            if self.roster.name(who):
+                who += f" ({self.roster.name(who)})"
+            if not grade.graded:
+                lines.append(f"  error   {who}: {grade.error}")
+            elif grade.flags:
+                kinds = ", ".join(dict.fromkeys(f.kind for f in grade.flags))
+                lines.append(f"  flagged {who}: {kinds}")
+        if self.intake is not None:
+            for arrival in self.intake.arrivals:
+                if arrival.outcome == intake.OTHER_EXERCISE:
+                    lines.append(f"  misfiled {arrival.rel}: {arrival.detail}")
+                elif arrival.outcome == intake.NOT_HANDIN:
+                    lines.append(f"  not a hand-in {arrival.rel}: {arrival.detail}")
+        for group in self.groups:
+            lines.append(f"  copy group: {', '.join(group.students)} ({', '.join(group.reasons)})")
+        return "\n".join(lines)
 
 
 # --- inputs -----------------------------------------------------------------------
@@ -103,31 +126,6 @@ def parse_since(value: str | date | datetime | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def read_roster(path: Path | str) -> list[str]:
-    """Student IDs, one per line (the first CSV column); '#' starts a comment."""
-    students: list[str] = []
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise KubelabError(f"cannot read roster {path}: {exc.strerror or exc}") from None
-    for row in csv.reader(text.splitlines()):
-        if not row or not row[0].strip() or row[0].lstrip().startswith("#"):
-            continue
-        student = row[0].strip()
-        if student.lower() in ("student", "student_id", "id") and not students:
-            continue  # a header line
-        if student not in students:
-            students.append(student)
-    return students
-
-
-def find_archives(folder: Path) -> list[Path]:
-    """Every file under `folder` whose name says it is a hand-in (kubelab-ex...)."""
-    return sorted(
-        p for p in folder.rglob(f"{NAME_PREFIX}*") if p.is_file() and not p.name.startswith(".")
-    )
-
-
 # --- the teacher's flow with hand-ins -------------------------------------------------
 
 
@@ -142,93 +140,225 @@ def grade_handins(
     rubric: Rubric | None = None,
     limits: Limits = DEFAULT_LIMITS,
     on_grade: Callable[[StudentGrade], None] | None = None,
+    due: str | date | datetime | None = None,
+    student: str | None = None,
 ) -> ClassReport:
-    """Re-grade every hand-in of `exercise` under `folder` from its evidence; write outputs."""
+    """Re-grade every hand-in of `exercise` under `folder` from its evidence; write outputs.
+
+    Every file in `folder` is accounted for (intake.py). With `student`, only that
+    student is graded again; the others keep their results/ from the last run.
+    out_dir/adjustments.csv, when present, is merged into every grade.
+    """
     folder, out_dir = Path(folder), Path(out_dir)
     if not folder.is_dir():
         raise KubelabError(f"no folder {folder}", hint="give the folder holding the hand-ins")
     rubric = rubric or load_rubric(exercise)
     moment = parse_since(since)
-    by_student: dict[str, list[Path]] = {}
-    broken: list[StudentGrade] = []
-    skipped: list[str] = []
-    for archive in find_archives(folder):
-        parsed = parse_name(archive.name)
-        if parsed is None:
-            broken.append(
-                error_grade(
-                    archive.name,
-                    rubric,
-                    "not named kubelab-ex<N>-<student>.tar.gz: cannot tell whose it is",
-                    source=str(archive),
-                )
+    deadline = parse_since(due)
+    class_roster = load_roster(roster)
+    listed = list(class_roster.students) or None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".intake-", dir=out_dir) as staging:
+        taken = intake.take_in(folder, exercise, Path(staging), limits, listed, skip=out_dir)
+        if student is not None and student not in {*taken.chosen, *taken.failed, *(listed or ())}:
+            raise KubelabError(
+                f"no hand-in of {student} in {folder} and no such student on the roster",
+                hint="give an ID the gradebook lists (gradebook.csv, first column)",
             )
-        elif parsed[0] != exercise:
-            skipped.append(str(archive))
-        else:
-            by_student.setdefault(parsed[1], []).append(archive)
-    grades: list[StudentGrade] = []
-    for student in sorted(by_student):
-        archives = by_student[student]
-        # Two hand-ins for one student (a resubmission): grade the newest, say so.
-        archives.sort(key=lambda p: (p.stat().st_mtime, str(p)))
-        archive = archives[-1]
-        started = time.monotonic()
-        try:
-            handin = read_handin(archive, out_dir / HANDINS / student, limits)
-            stored = (handin.report or {}).get("results")
+        grades: list[StudentGrade] = []
+        for key, arrival in sorted(taken.chosen.items()):
+            previous = read_result(out_dir / RESULTS / f"{safe_file_name(key)}.json")
+            if student is not None and key != student and previous is not None:
+                grades.append(previous)
+                continue
+            started = time.monotonic()
+            evidence = intake.place(arrival, out_dir / HANDINS / safe_file_name(key))
+            stored = (arrival.report or {}).get("results")
             grade = grade_evidence(
-                handin.evidence_dir,
-                student,
+                evidence,
+                key,
                 rubric,
                 since=moment,
                 stored_results=stored if isinstance(stored, list) else None,
-                source=str(archive),
+                source=str(arrival.path),
             )
-            grade.evidence = str(handin.evidence_dir.relative_to(out_dir))
-        except ArchiveError as exc:
-            grade = error_grade(student, rubric, exc.message, source=str(archive))
-        grade.duration = round(time.monotonic() - started, 3)
-        if len(archives) > 1:
-            others = ", ".join(
-                p.name if p.parent == archive.parent else str(p) for p in archives[:-1]
-            )
-            grade.flags.append(
-                Flag(DUPLICATE, f"{len(archives)} hand-ins; graded {archive}, not {others}")
-            )
-        grades.append(grade)
-        if on_grade:
-            on_grade(grade)
-    grades += broken
-    if roster is not None:
-        listed = read_roster(roster)
+            grade.evidence = str(evidence.relative_to(out_dir))
+            grade.digest, grade.finished = arrival.digest, arrival.finished
+            grade.file_time = arrival.file_time
+            grade.flags += [Flag(kind, detail) for kind, detail in taken.flags.get(key, [])]
+            grade.flags += late_flags(arrival, deadline)
+            grade.duration = round(time.monotonic() - started, 3)
+            grades.append(grade)
+            if on_grade:
+                on_grade(grade)
+        for key, arrival in sorted(taken.failed.items()):
+            grade = error_grade(key, rubric, arrival.detail, source=str(arrival.path))
+            grade.file_time = arrival.file_time
+            grade.flags += [Flag(kind, detail) for kind, detail in taken.flags.get(key, [])]
+            grades.append(grade)
+    handed_in = {g.student for g in grades}
+    if listed is not None:
         for grade in grades:
-            if grade.student not in listed and grade.student in by_student:
+            if grade.student not in listed and grade.student in taken.chosen:
                 grade.flags.append(Flag(ROSTER, f"{grade.student} is not on the roster"))
-        handed_in = {g.student for g in grades}
-        for student in listed:
-            if student not in handed_in:
-                grades.append(error_grade(student, rubric, "no hand-in found"))
+        misfiled = {a.student: a for a in taken.misfiled() if a.student}
+        for missing in listed:
+            if missing in handed_in:
+                continue
+            wrong = misfiled.get(missing)
+            reason = (
+                f"no hand-in for exercise {exercise}; {wrong.rel} is exercise "
+                f"{wrong.exercise}'s: upload your exercise {exercise} archive "
+                f"(invoke verify --exercise {exercise} --student {missing})"
+                if wrong
+                else "no hand-in found"
+            )
+            grades.append(error_grade(missing, rubric, reason))
     grades.sort(key=lambda g: g.student)
     add_class_flags(grades)
-    report = ClassReport(rubric, grades, out_dir, skipped=skipped)
-    report.written = write_outputs(grades, rubric, out_dir, gradescope=gradescope)
+    groups = add_copy_flags(grades)
+    adjust(grades, read_adjustments(out_dir / ADJUSTMENTS))
+    report = ClassReport(
+        rubric,
+        grades,
+        out_dir,
+        skipped=[str(a.path) for a in taken.misfiled()],
+        intake=taken,
+        groups=groups,
+        roster=class_roster,
+    )
+    report.written = write_outputs(
+        grades,
+        rubric,
+        out_dir,
+        gradescope=gradescope,
+        roster=class_roster,
+        arrivals=taken.arrivals,
+        groups=groups,
+    )
+    write_intake(out_dir / INTAKE, taken.arrivals)
+    report.written["intake"] = out_dir / INTAKE
     return report
+
+
+def late_flags(arrival: intake.Arrival, due: datetime | None) -> list[Flag]:
+    """Late by the evidence's finish time or the archive's own time (when `invoke verify`
+    packed it; the file's time when the archive does not say). The file's time alone is
+    only shown: an LMS download gives every file the time of the download."""
+    if due is None:
+        return []
+    finished, packed = parse_time(arrival.finished), parse_time(arrival.packed)
+    file_time = datetime.fromtimestamp(arrival.mtime, UTC)
+    archive_time = packed or file_time
+    if not any(t is not None and t > due for t in (finished, archive_time)):
+        return []
+
+    def shown(moment: datetime | None) -> str:
+        return moment.isoformat(timespec="seconds") if moment else "not recorded"
+
+    return [
+        Flag(
+            intake.LATE,
+            f"due {shown(due)}, evidence finished {shown(finished)}, archive made "
+            f"{shown(packed)}, file time {shown(file_time)}",
+        )
+    ]
+
+
+def add_copy_flags(grades: Sequence[StudentGrade]) -> list[intake.CopyGroup]:
+    """Copy groups (same evidence, or a shared cluster): every member names the others."""
+    graded = [g for g in grades if g.graded]
+    groups = intake.copy_groups(
+        {g.student: g.digest for g in graded}, {g.student: g.identity for g in graded}
+    )
+    members = {s: group for group in groups for s in group.students}
+    for grade in grades:
+        grade.flags = [f for f in grade.flags if f.kind != intake.COPY]
+        group = members.get(grade.student)
+        if group:
+            others = ", ".join(s for s in group.students if s != grade.student)
+            grade.flags.append(
+                Flag(intake.COPY, f"copy group with {others} ({', '.join(group.reasons)})")
+            )
+    return groups
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    student: str
+    points: float
+    reason: str
+
+
+def read_adjustments(path: Path) -> list[Adjustment]:
+    """adjustments.csv (student,points,reason): the teacher's own changes, kept beside the
+    outputs so every re-grade applies them again."""
+    if not path.is_file():
+        return []
+    problems, found = [], []
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        for number, row in enumerate(csv.reader(f), start=1):
+            if not row or not row[0].strip() or row[0].startswith("#"):
+                continue
+            if number == 1 and row[0].strip().lower() in ("student", "student_id"):
+                continue
+            try:
+                found.append(Adjustment(row[0].strip(), float(row[1]), ",".join(row[2:]).strip()))
+            except (IndexError, ValueError):
+                problems.append(f"{path}:{number}: want student,points,reason; got {row}")
+    if problems:
+        raise ConfigError(problems)
+    return found
+
+
+def adjust(grades: Sequence[StudentGrade], adjustments: Sequence[Adjustment]) -> None:
+    """Set each graded total to its items plus the teacher's adjustments (from scratch,
+    so a re-grade never applies one twice)."""
+    by_student: dict[str, list[Adjustment]] = {}
+    for a in adjustments:
+        by_student.setdefault(a.student, []).append(a)
+    for grade in grades:
+        mine = by_student.get(grade.student, [])
+        grade.adjustments = [{"points": a.points, "reason": a.reason} for a in mine]
+        if grade.graded:
+            grade.total = points(total(grade.items) + sum(a.points for a in mine))
+
+
+def write_intake(path: Path, arrivals: Sequence[intake.Arrival]) -> Path:
+    """intake.csv: every file of the hand-in folder and what became of it."""
+    with atomic_write(path, newline="") as out:
+        writer = csv.DictWriter(out, ["file", "outcome", "student", "exercise", "detail"])
+        writer.writeheader()
+        for arrival in arrivals:
+            writer.writerow(arrival.to_row())
+    return path
 
 
 # --- outputs ------------------------------------------------------------------------
 
 
 def csv_header(rubric: Rubric) -> list[str]:
-    return ["student", "status", *rubric.item_ids, "total", "max", "flags", "error"]
+    return [
+        "student",
+        "name",
+        "status",
+        *rubric.item_ids,
+        "adjustment",
+        "total",
+        "max",
+        "flags",
+        "error",
+    ]
 
 
-def csv_row(grade: StudentGrade, rubric: Rubric) -> list[str]:
-    cells = [grade.student, grade.status]
+def csv_row(grade: StudentGrade, rubric: Rubric, roster: Roster = EMPTY) -> list[str]:
+    cells = [grade.student, roster.name(grade.student), grade.status]
     for item_id in rubric.item_ids:
         item = grade.item(item_id) if grade.graded else None
         cells.append(fmt(item.score) if item else "")
+    adjustment = sum(float(a.get("points") or 0) for a in grade.adjustments)
     cells += [
+        fmt(adjustment) if grade.adjustments else "",
         fmt(grade.total) if grade.graded else "",
         fmt(rubric.max_points),
         "; ".join(str(f) for f in grade.flags),
@@ -237,12 +367,14 @@ def csv_row(grade: StudentGrade, rubric: Rubric) -> list[str]:
     return cells
 
 
-def write_csv(path: Path, grades: Iterable[StudentGrade], rubric: Rubric) -> Path:
+def write_csv(
+    path: Path, grades: Iterable[StudentGrade], rubric: Rubric, roster: Roster = EMPTY
+) -> Path:
     with atomic_write(path, newline="") as out:
         writer = csv.writer(out)
         writer.writerow(csv_header(rubric))
         for grade in grades:
-            writer.writerow(csv_row(grade, rubric))
+            writer.writerow(csv_row(grade, rubric, roster))
     return path
 
 
@@ -262,13 +394,29 @@ def read_result(path: Path) -> StudentGrade | None:
 
 
 def write_outputs(
-    grades: Sequence[StudentGrade], rubric: Rubric, out_dir: Path, *, gradescope: bool = False
+    grades: Sequence[StudentGrade],
+    rubric: Rubric,
+    out_dir: Path,
+    *,
+    gradescope: bool = False,
+    roster: Roster = EMPTY,
+    arrivals: Sequence[intake.Arrival] = (),
+    groups: Sequence[intake.CopyGroup] = (),
 ) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = {"gradebook": write_csv(out_dir / GRADEBOOK, grades, rubric)}
+    for grade in grades:
+        # The page's picture of the cluster, drawn once from the evidence graded (hand-ins
+        # and live clusters alike), then kept in results/ with the grade.
+        if grade.graded and not grade.topology and grade.evidence:
+            grade.topology = html.topology(out_dir / grade.evidence)
+    written = {"gradebook": write_csv(out_dir / GRADEBOOK, grades, rubric, roster)}
     with atomic_write(out_dir / GRADES_HTML) as out:
-        out.write(html.render_grades(grades, rubric))
+        out.write(
+            html.render_grades(grades, rubric, roster=roster, arrivals=arrivals, groups=groups)
+        )
     written["html"] = out_dir / GRADES_HTML
+    for kind, path in exports.write_exports(out_dir, grades, rubric, roster).items():
+        written[kind] = path
     feedback_dir = out_dir / FEEDBACK
     feedback_dir.mkdir(exist_ok=True)
     for grade in grades:

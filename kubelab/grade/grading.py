@@ -56,6 +56,12 @@ class StudentGrade:
     identity: dict[str, Any] = field(default_factory=dict)
     graded_at: str = field(default_factory=now)
     duration: float = 0.0  # seconds spent collecting (live) or grading
+    # From intake and the teacher's files (kubelab/grade/intake.py, gradebook.py):
+    digest: str = ""  # sha256 over the evidence folder: the same digest twice is a copy
+    finished: str = ""  # when the evidence was finished (meta.json)
+    file_time: str = ""  # the hand-in file's own time
+    adjustments: list[dict[str, Any]] = field(default_factory=list)  # {points, reason}
+    topology: dict[str, Any] = field(default_factory=dict)  # nodes and pods, for the page
 
     @property
     def graded(self) -> bool:
@@ -85,6 +91,11 @@ class StudentGrade:
             "identity": self.identity,
             "graded_at": self.graded_at,
             "duration": self.duration,
+            "digest": self.digest,
+            "finished": self.finished,
+            "file_time": self.file_time,
+            "adjustments": self.adjustments,
+            "topology": self.topology,
         }
 
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kubelab.grade.rubric import Rubric, load_rubric
+from tests.grade.arriving_class import ArrivingClass, build_arriving_class
 from tests.grade.classroom import FIXTURES
 from tests.grade.handin_class import SyntheticClass, build_class
 
@@ -22,3 +23,8 @@ def rubric() -> Rubric:
 @pytest.fixture(scope="session")
 def synthetic_class(tmp_path_factory: pytest.TempPathFactory) -> SyntheticClass:
     return build_class(tmp_path_factory.mktemp("class"))
+
+
+@pytest.fixture(scope="session")
+def arriving_class(tmp_path_factory: pytest.TempPathFactory) -> ArrivingClass:
+    return build_arriving_class(tmp_path_factory.mktemp("arriving"))
