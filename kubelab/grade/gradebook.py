@@ -168,6 +168,8 @@ def grade_handins(
         else:
             by_student.setdefault(parsed[1], []).append(archive)
     grades: list[StudentGrade] = []
+    if by_student:
+        private_dir(out_dir / HANDINS)
     for student in sorted(by_student):
         archives = by_student[student]
         # Two hand-ins for one student (a resubmission): grade the newest, say so.
@@ -188,6 +190,8 @@ def grade_handins(
             grade.evidence = str(handin.evidence_dir.relative_to(out_dir))
         except ArchiveError as exc:
             grade = error_grade(student, rubric, exc.message, source=str(archive))
+        except Exception as exc:  # noqa: BLE001 - one hand-in must not cost the class its grades
+            grade = error_grade(student, rubric, failure(exc), source=str(archive))
         grade.duration = round(time.monotonic() - started, 3)
         if len(archives) > 1:
             others = ", ".join(
@@ -261,22 +265,46 @@ def read_result(path: Path) -> StudentGrade | None:
         return None
 
 
+def failure(exc: BaseException) -> str:
+    """An unexpected error while grading one student, as that student's error row says it."""
+    return f"the grader failed on this student ({type(exc).__name__}: {exc})"
+
+
+def renderable(grade: StudentGrade, rubric: Rubric) -> StudentGrade:
+    """`grade` when every output can show it; else that student's error row, which can."""
+    try:
+        html.render_feedback(grade, rubric).encode("utf-8")
+        html.render_grades([grade], rubric).encode("utf-8")
+        gradescope_format.results_json(grade)
+        csv_row(grade, rubric)
+        json.dumps(grade.to_dict(), allow_nan=False).encode("utf-8")
+        return grade
+    except Exception as exc:  # noqa: BLE001 - one student's row must not stop the outputs
+        return error_grade(
+            str(grade.student) if isinstance(grade.student, str) else "?",
+            rubric,
+            f"the grade could not be written out ({type(exc).__name__}: {exc})",
+            source=grade.source if isinstance(grade.source, str) else "",
+        )
+
+
 def write_outputs(
     grades: Sequence[StudentGrade], rubric: Rubric, out_dir: Path, *, gradescope: bool = False
 ) -> dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    grades = [renderable(g, rubric) for g in grades]
+    private_dir(out_dir)
     written = {"gradebook": write_csv(out_dir / GRADEBOOK, grades, rubric)}
     with atomic_write(out_dir / GRADES_HTML) as out:
         out.write(html.render_grades(grades, rubric))
     written["html"] = out_dir / GRADES_HTML
-    feedback_dir = out_dir / FEEDBACK
-    feedback_dir.mkdir(exist_ok=True)
+    feedback_dir = private_dir(out_dir / FEEDBACK)
+    if gradescope:
+        private_dir(out_dir / GRADESCOPE)
     for grade in grades:
         write_result(out_dir, grade)
         name = safe_file_name(grade.student)
-        (feedback_dir / f"{name}.md").write_text(
-            html.render_feedback(grade, rubric), encoding="utf-8"
-        )
+        with atomic_write(feedback_dir / f"{name}.md") as out:
+            out.write(html.render_feedback(grade, rubric))
         if gradescope:
             gradescope_format.write_results(grade, out_dir / GRADESCOPE)
     written["feedback"] = feedback_dir
@@ -291,10 +319,24 @@ def safe_file_name(student: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in student).lstrip(".") or "_"
 
 
+def private_dir(path: Path) -> Path:
+    """A folder only its owner can enter, created so (grades and hand-ins are personal data).
+
+    Created 0700 from the start, never chmod-ed after: no moment when others can look in.
+    A folder that already exists is left as the teacher set it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.mkdir(exist_ok=True, mode=0o700)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_write(path: Path, newline: str | None = None) -> Iterator[TextIO]:
-    """open(path, "w") that renames the finished file into place: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """open(path, "w") that renames the finished file into place: never half a file.
+
+    The file is mkstemp's, so 0600 from its creation: readable by the teacher only.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as out:

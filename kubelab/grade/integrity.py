@@ -10,6 +10,7 @@ with the same boot ID; machine IDs alone are not enough, cloned VMs share them).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -59,7 +60,16 @@ class Flag:
 
 
 def _names(doc: Any, rel: str) -> list[str]:
-    return [str((n.get("metadata") or {}).get("name")) for n in items(doc, rel)]
+    return [str(_at(n, "metadata", "name")) for n in items(doc, rel)]
+
+
+def _at(doc: Any, *keys: str) -> Any:
+    """doc[k1][k2]..., or None where the evidence is not shaped so (never an exception)."""
+    for key in keys:
+        if not isinstance(doc, dict):
+            return None
+        doc = doc.get(key)
+    return doc
 
 
 def _brief(values: Iterable[str], limit: int = 5) -> str:
@@ -93,9 +103,11 @@ def contradiction_flags(evidence: Evidence, meta: Mapping[str, Any] | None) -> l
                 continue
             stray = sorted(
                 {
-                    f"{(p.get('metadata') or {}).get('name')} on {node}"
+                    f"{_at(p, 'metadata', 'name')} on {node}"
                     for p in pods
-                    if (node := (p.get("spec") or {}).get("nodeName")) and node not in nodes
+                    if isinstance(node := _at(p, "spec", "nodeName"), str)
+                    and node
+                    and node not in nodes
                 }
             )
             if stray:
@@ -137,10 +149,14 @@ def _curl_flags(evidence: Evidence) -> list[Flag]:
             if record.get("rc") is None:
                 continue  # the request never ran (transport error): nothing to compare
             out = record.get("stdout") or rel.removesuffix(".json") + ".out"
-            if not evidence.has(str(out)):
+            if not isinstance(out, str) or not evidence.has(out):
                 orphans.append(rel)
                 continue
-            body, status = parse_curl_stdout(evidence.text(str(out)))
+            try:
+                body, status = parse_curl_stdout(evidence.text(out))
+            except (MissingEvidence, BadEvidence):
+                orphans.append(rel)
+                continue
             if (
                 hashlib.sha256(body).hexdigest() != record.get("body_sha256")
                 or status != record.get("http_status")
@@ -165,9 +181,13 @@ def _command_flags(evidence: Evidence) -> list[Flag]:
     """A file commands.jsonl says a successful command saved must be in the folder."""
     if not evidence.has(COMMANDS):
         return [Flag(CONTRADICTION, f"no {COMMANDS}: nothing says how the evidence was taken")]
+    try:
+        commands = evidence.commands()
+    except BadEvidence as exc:
+        return [Flag(CONTRADICTION, str(exc))]
     gone = [
         str(c["saves"])
-        for c in evidence.commands()
+        for c in commands
         if c.get("saves")
         and c.get("rc") == 0
         and not c.get("error")
@@ -184,7 +204,9 @@ def stale_flags(
     if since is None:
         return []
     times = [parse_time((meta or {}).get("started")), parse_time((meta or {}).get("finished"))]
-    times += [parse_time(c.get("started")) for c in evidence.commands()]
+    # A commands.jsonl that cannot be read leaves the times meta.json gives.
+    with contextlib.suppress(BadEvidence):
+        times += [parse_time(c.get("started")) for c in evidence.commands()]
     known = [t for t in times if t is not None]
     if not known:
         return [
@@ -235,14 +257,17 @@ def stored_verdict_flags(
 
 def _identity_keys(identity: Mapping[str, Any] | None) -> set[tuple[str, str]]:
     """What identifies a cluster: its kube-system UID and each node's boot ID."""
-    if not identity:
+    if not isinstance(identity, Mapping):
         return set()
     keys = set()
-    if identity.get("kube_system_uid"):
-        keys.add(("kube-system UID", str(identity["kube_system_uid"])))
-    for node in identity.get("nodes") or []:
-        if isinstance(node, dict) and node.get("boot_id"):
-            keys.add(("boot ID", str(node["boot_id"])))
+    uid = identity.get("kube_system_uid")
+    if isinstance(uid, str) and uid:
+        keys.add(("kube-system UID", uid))
+    nodes = identity.get("nodes")
+    for node in nodes if isinstance(nodes, list) else []:
+        boot_id = node.get("boot_id") if isinstance(node, dict) else None
+        if isinstance(boot_id, str) and boot_id:
+            keys.add(("boot ID", boot_id))
     return keys
 
 
