@@ -250,7 +250,7 @@ def check_bounds(archive: Path, limits: Limits = DEFAULT_LIMITS) -> None:
     try:
         with gzip.open(archive, "rb") as raw:
             unpacked = 0
-            records = 0
+            counts = {False: 0, True: 0}  # members, metadata records
 
             def read(size: int) -> bytes:
                 nonlocal unpacked
@@ -271,13 +271,14 @@ def check_bounds(archive: Path, limits: Limits = DEFAULT_LIMITS) -> None:
                 header = read(_BLOCK)
                 if len(header) < _BLOCK or header == bytes(_BLOCK):
                     return  # the end-of-archive blocks (or a short tail tarfile reports)
-                records += 1
-                if records > 2 * limits.members:
-                    raise ArchiveError(f"{archive.name}: more than {limits.members} entries")
                 size = _header_size(header)
                 if size is None:
                     return  # not a tar header: tarfile says what is wrong
                 kind = header[156:157]
+                # Each member may carry metadata records of its own; count the two apart.
+                counts[kind in _META_TYPES] += 1
+                if max(counts.values()) > limits.members:
+                    raise ArchiveError(f"{archive.name}: more than {limits.members} entries")
                 if kind in _META_TYPES and size > limits.header_bytes:
                     raise ArchiveError(
                         f"{archive.name}: a tar header record of {size} bytes "
