@@ -27,6 +27,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TextIO
 
+from kubelab import safeio
 from kubelab.errors import KubelabError
 from kubelab.grade import gradescope as gradescope_format
 from kubelab.grade import html
@@ -259,9 +260,11 @@ def write_result(out_dir: Path, grade: StudentGrade) -> Path:
 
 
 def read_result(path: Path) -> StudentGrade | None:
+    """A stored grade, or None when there is none or it is not one (then it is graded again)."""
     try:
-        return StudentGrade.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError, KeyError):
+        data = safeio.parse_json(safeio.read_confined(path.parent, path.name))
+        return StudentGrade.from_dict(data)
+    except Exception:  # noqa: BLE001 - whatever is wrong with it, grading again mends it
         return None
 
 

@@ -41,6 +41,7 @@ STUDENT_MISMATCH = "student-mismatch"
 STORED_VERDICT = "stored-verdict"
 DUPLICATE = "duplicate"
 ROSTER = "roster"
+HOST_KEY = "host-key"
 
 
 @dataclass(frozen=True)
