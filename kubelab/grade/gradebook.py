@@ -328,7 +328,8 @@ def private_dir(path: Path) -> Path:
     Created 0700 from the start, never chmod-ed after: no moment when others can look in.
     A folder that already exists is left as the teacher set it.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.parent.exists():
+        private_dir(path.parent)
     path.mkdir(exist_ok=True, mode=0o700)
     return path
 

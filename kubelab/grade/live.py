@@ -52,6 +52,7 @@ from kubelab.grade.archive import summary_line
 from kubelab.grade.gradebook import (
     RESULTS,
     ClassReport,
+    private_dir,
     read_result,
     renderable,
     write_outputs,
@@ -162,7 +163,7 @@ def grade_inventory(
     inventory = load_inventory(inventory_file)
     rubric = rubric or load_rubric(exercise)
     out_dir = Path(out_dir)
-    (out_dir / RESULTS).mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(out_dir / RESULTS)
     console = console or Console(stderr=True, highlight=False)
     _quiet_paramiko()
     unpinned = [h for lab in inventory.students for h in lab.hosts if not h.pinned]

@@ -402,7 +402,8 @@ class EvidenceWriter:
                 f"evidence folder {self.root} is not empty",
                 hint="give --evidence-out a new folder, or remove the old evidence first",
             )
-        self.root.mkdir(parents=True, exist_ok=True)
+        # 0700: evidence names the cluster's nodes, addresses and IDs; only its owner reads it.
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._seq = 0
 
     def write_text(self, rel: str, text: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,6 +135,9 @@ def test_hostile_hosts_cost_only_their_own_row(
     assert recorded["node1"]["fingerprint"] == host_fingerprint(hosts, node)
     assert recorded["master"]["pinned"] is False
     assert "Traceback" not in capfd.readouterr().err
+    # The outputs and the evidence taken are the teacher's only.
+    for folder in (out, out / "evidence", out / "results", out / "feedback"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
 
 
 def test_a_changed_host_key_is_flagged_then_refused_when_pinned(
