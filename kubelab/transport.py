@@ -488,6 +488,10 @@ def _describe_os_error(exc: BaseException, timeout: float) -> str:
         return f"no answer within {timeout:g} s"
     if "protocol banner" in str(exc):
         return f"no SSH banner within {timeout:g} s"
+    if "No existing session" in str(exc):
+        # paramiko's start_client() returns silently at its timeout when the greeting or
+        # the key exchange has not finished; login then finds no session.
+        return f"no SSH banner or key exchange within {timeout:g} s"
     code = getattr(exc, "errno", None)
     names = {
         errno.ECONNREFUSED: "connection refused",

@@ -22,6 +22,7 @@ from kubelab.verify import CheckResult, Evidence, cluster_identity
 from kubelab.verify.evidence import (
     COMMANDS,
     CURL,
+    ENDPOINTS,
     NGINX_PODS,
     NODES,
     PODS,
@@ -117,6 +118,7 @@ def contradiction_flags(evidence: Evidence, meta: Mapping[str, Any] | None) -> l
                 )
     flags += _curl_flags(evidence)
     flags += _command_flags(evidence)
+    flags += binding_flags(evidence)
     recorded = (meta or {}).get("cluster_identity")
     if isinstance(recorded, dict) and _identity_keys(recorded) != _identity_keys(
         cluster_identity(evidence)
@@ -126,6 +128,69 @@ def contradiction_flags(evidence: Evidence, meta: Mapping[str, Any] | None) -> l
                 CONTRADICTION,
                 "meta.json's cluster identity differs from the one in nodes.json and "
                 "kube-system-namespace.json",
+            )
+        )
+    return flags
+
+
+def binding_flags(evidence: Evidence) -> list[Flag]:
+    """Facts only the cluster's API produces, checked against each other.
+
+    Each of verify's nginx pods has its node's InternalIP as hostIP (nginx/pods.json
+    against nodes.json), and the Service's endpoints name exactly those pods, by UID
+    and IP.
+    Evidence edited by hand, or pieced together from two clusters, must keep all of
+    these consistent; honest evidence always does.
+    """
+    try:
+        nodes = items(evidence.json(NODES), NODES)
+    except (MissingEvidence, BadEvidence):
+        return []
+    internal = {}
+    for node in nodes:
+        addresses = _at(node, "status", "addresses")
+        for address in addresses if isinstance(addresses, list) else []:
+            if _at(address, "type") == "InternalIP":
+                internal[str(_at(node, "metadata", "name"))] = _at(address, "address")
+    misplaced: list[str] = []
+    nginx: dict[str, Any] = {}
+    try:
+        pods = items(evidence.json(NGINX_PODS), NGINX_PODS)
+    except (MissingEvidence, BadEvidence):
+        pods = []
+    for pod in pods:
+        node, host_ip = _at(pod, "spec", "nodeName"), _at(pod, "status", "hostIP")
+        if isinstance(node, str) and node in internal and host_ip and host_ip != internal[node]:
+            misplaced.append(f"{_at(pod, 'metadata', 'name')} ({host_ip} on {node})")
+        if isinstance(uid := _at(pod, "metadata", "uid"), str):
+            nginx[uid] = _at(pod, "status", "podIP")
+    flags = []
+    if misplaced:
+        flags.append(
+            Flag(
+                CONTRADICTION,
+                f"pods whose hostIP is not their node's InternalIP: {_brief(sorted(misplaced))}",
+            )
+        )
+    try:
+        endpoints = evidence.json(ENDPOINTS)
+    except (MissingEvidence, BadEvidence):
+        return flags
+    subsets = _at(endpoints, "subsets")
+    strangers = []
+    for subset in subsets if isinstance(subsets, list) else []:
+        for key in ("addresses", "notReadyAddresses"):
+            entries = _at(subset, key)
+            for entry in entries if isinstance(entries, list) else []:
+                uid, ip = _at(entry, "targetRef", "uid"), _at(entry, "ip")
+                if nginx and (uid not in nginx or nginx[uid] != ip):
+                    strangers.append(str(ip))
+    if strangers:
+        flags.append(
+            Flag(
+                CONTRADICTION,
+                f"{ENDPOINTS} names pods that {NGINX_PODS} lacks (by UID and IP): "
+                f"{_brief(strangers)}",
             )
         )
     return flags
@@ -269,6 +334,10 @@ def _identity_keys(identity: Mapping[str, Any] | None) -> set[tuple[str, str]]:
         boot_id = node.get("boot_id") if isinstance(node, dict) else None
         if isinstance(boot_id, str) and boot_id:
             keys.add(("boot ID", boot_id))
+    pod_uids = identity.get("pod_uids")
+    for uid in pod_uids if isinstance(pod_uids, list) else []:
+        if isinstance(uid, str) and uid:
+            keys.add(("pod UID", uid))
     return keys
 
 
@@ -289,7 +358,7 @@ def shared_cluster_flags(
                 shared[student][other].add(f"{what} {value[:13]}")
     return {
         student: [
-            Flag(SHARED_CLUSTER, f"same cluster as {other} ({', '.join(sorted(keys))})")
+            Flag(SHARED_CLUSTER, f"same cluster as {other} ({_brief(sorted(keys), 3)})")
             for other, keys in sorted(others.items())
         ]
         for student, others in shared.items()

@@ -369,6 +369,15 @@ def cluster_identity(evidence: Evidence) -> dict[str, Any]:
         nodes = items(evidence.json(NODES), NODES)
     except (MissingEvidence, BadEvidence):
         nodes = []
+    try:
+        pods = items(evidence.json(PODS), PODS)
+    except (MissingEvidence, BadEvidence):
+        pods = []
+    # Every pod's UID: the API server's own random value, so evidence copied from another
+    # cluster carries that cluster's UIDs unless each one is rewritten everywhere it appears.
+    identity["pod_uids"] = sorted(
+        {uid for pod in pods[:MAX_POD_UIDS] if (uid := _string_at(pod, "metadata", "uid"))}
+    )
     for node in nodes:
         identity["nodes"].append(
             {
@@ -379,6 +388,9 @@ def cluster_identity(evidence: Evidence) -> dict[str, Any]:
             }
         )
     return identity
+
+
+MAX_POD_UIDS = 2000
 
 
 def _string_at(doc: Any, *keys: str) -> str | None:

@@ -113,7 +113,9 @@ def test_hostile_hosts_cost_only_their_own_row(
 
     assert {s for s, row in table.items() if row["status"] == "error"} == ERRORS
     assert f"printed more than {MAX_OUTPUT} bytes" in table[STREAMS]["error"]
-    assert "no SSH banner within" in table[STALLS]["error"]
+    # Which of the two paramiko reports depends on which of its equal timeouts fires first.
+    assert "no SSH banner" in table[STALLS]["error"]
+    assert "within 10 s" in table[STALLS]["error"]
     assert "no answer to `hostname`" in table[HANGS]["error"]
 
     odd = table[ODD_NAMES]
