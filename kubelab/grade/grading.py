@@ -306,7 +306,8 @@ def score_table(grade: StudentGrade) -> Table:
             "",
         )
     else:
-        table.add_row(Text("error", style="bold red"), "", grade.error)
+        # Text, not str: evidence words that look like rich markup are shown, not parsed.
+        table.add_row(Text("error", style="bold red"), "", Text(grade.error))
     for flag in grade.flags:
-        table.add_row(Text("flag", style="yellow"), "", str(flag))
+        table.add_row(Text("flag", style="yellow"), "", Text(str(flag)))
     return table

@@ -44,6 +44,7 @@ from typing import Any
 
 import paramiko
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from kubelab import safeio
@@ -608,7 +609,7 @@ class _Progress:
                 TextColumn("grading"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[last]}"),
+                TextColumn("{task.fields[last]}", markup=False),
                 TimeElapsedColumn(),
                 console=self.console,
                 transient=False,
@@ -625,7 +626,8 @@ class _Progress:
         if self.bar is not None:
             self.bar.update(self.task, advance=1, last=line[:60])
             if not grade.graded:
-                self.bar.console.print(f"[red]{line}[/]", markup=True, highlight=False)
+                # Escaped: the line holds the host's own words, which may look like markup.
+                self.bar.console.print(f"[red]{escape(line)}[/]", markup=True, highlight=False)
         else:
             stamp = time.strftime("%H:%M:%S")
             self.console.print(
