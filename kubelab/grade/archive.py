@@ -251,6 +251,7 @@ def check_bounds(archive: Path, limits: Limits = DEFAULT_LIMITS) -> None:
         with gzip.open(archive, "rb") as raw:
             unpacked = 0
             counts = {False: 0, True: 0}  # members, metadata records
+            pax_size: int | None = None
 
             def read(size: int) -> bytes:
                 nonlocal unpacked
@@ -272,9 +273,13 @@ def check_bounds(archive: Path, limits: Limits = DEFAULT_LIMITS) -> None:
                 if len(header) < _BLOCK or header == bytes(_BLOCK):
                     return  # the end-of-archive blocks (or a short tail tarfile reports)
                 size = _header_size(header)
-                if size is None:
-                    return  # not a tar header: tarfile says what is wrong
+                if size is None or not _checksum_ok(header):
+                    # Where a header must be, something else: a walk that lost its
+                    # place could no longer vouch for what follows.
+                    raise ArchiveError(f"{archive.name}: a damaged tar header")
                 kind = header[156:157]
+                if pax_size is not None and kind not in _META_TYPES:
+                    size, pax_size = pax_size, None  # a pax header's size= overrides
                 # Each member may carry metadata records of its own; count the two apart.
                 counts[kind in _META_TYPES] += 1
                 if max(counts.values()) > limits.members:
@@ -288,7 +293,11 @@ def check_bounds(archive: Path, limits: Limits = DEFAULT_LIMITS) -> None:
                     raise ArchiveError(
                         f"{archive.name}: an entry of {size} bytes (limit {limits.file_bytes})"
                     )
-                left = -(-size // _BLOCK) * _BLOCK
+                padded = -(-size // _BLOCK) * _BLOCK
+                if kind == b"x":
+                    pax_size = _pax_size(read(padded)[:size])
+                    continue
+                left = padded
                 while left > 0:
                     chunk = read(min(left, 65536))
                     if not chunk:
@@ -300,6 +309,28 @@ def check_bounds(archive: Path, limits: Limits = DEFAULT_LIMITS) -> None:
         raise ArchiveError(
             f"{archive.name}: not a readable .tar.gz ({type(exc).__name__}: {shown(exc, 120)})"
         ) from None
+
+
+def _checksum_ok(header: bytes) -> bool:
+    """The header's checksum, summed as unsigned or as signed bytes (tarfile takes both)."""
+    try:
+        stored = int(header[148:156].split(b"\0", 1)[0].strip(b" ") or b"0", 8)
+    except ValueError:
+        return False
+    rest = header[:148] + b" " * 8 + header[156:]
+    return stored in (sum(rest), sum(b - 256 if b > 127 else b for b in rest))
+
+
+def _pax_size(records: bytes) -> int | None:
+    """The size= of a pax extended header ("<len> size=<n>\\n" records), if it has one."""
+    for record in records.split(b"\n"):
+        _, _, field = record.partition(b" ")
+        if field.startswith(b"size="):
+            try:
+                return int(field[5:])
+            except ValueError:
+                return None
+    return None
 
 
 def _header_size(header: bytes) -> int | None:

@@ -241,7 +241,7 @@ EVIDENCE_CASES: list[tuple[Case, Mutation]] = [
 # --- archive cases: built byte by byte ---------------------------------------------------
 
 
-def _tar_header(name: str, size: int, kind: bytes) -> bytes:
+def tar_header(name: str, size: int, kind: bytes) -> bytes:
     info = tarfile.TarInfo(name)
     info.size = 0
     info.type = kind
@@ -258,7 +258,7 @@ def _header_bomb(kind: bytes) -> Callable[[Path, str], None]:
 
     def write(path: Path, top: str) -> None:
         with gzip.open(path, "wb") as out:
-            out.write(_tar_header("././@LongLink", 8 << 30, kind))
+            out.write(tar_header("././@LongLink", 8 << 30, kind))
             out.write(bytes(4 << 20))
 
     return write
