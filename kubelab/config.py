@@ -277,20 +277,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    text = _read_text(path)
-    if "\0" in text:
-        raise ConfigError([f"{path}: holds a NUL byte (a lab config is UTF-8 YAML text)"])
-    loader = _UniqueKeyLoader(text)
     try:
-        try:
-            node = loader.get_single_node()
-        except RecursionError:
-            raise ConfigError(
-                [f"{path}: nested more than {MAX_YAML_DEPTH} levels deep (a lab config is flat)"]
-            ) from None
-        if node is not None:
-            _check_size(path, node)
-        data = loader.construct_document(node) if node is not None else None
+        data = bounded_yaml(_read_text(path), path, _UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -298,8 +286,6 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(
             [f"{path}: not valid YAML{where}: {reason} (fix the syntax; see README config)"]
         ) from None
-    finally:
-        loader.dispose()
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -310,6 +296,28 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             ]
         )
     return data
+
+
+def bounded_yaml(
+    text: str, path: Path, loader_class: type[yaml.SafeLoader] = yaml.SafeLoader
+) -> Any:
+    """YAML text as data, refused (ConfigError, one line) before any value is built when
+    it holds a NUL byte, nests deeper than MAX_YAML_DEPTH or expands past MAX_YAML_NODES
+    values through aliases. Syntax errors stay yaml.YAMLError, for the caller to word."""
+    if "\0" in text:
+        raise ConfigError([f"{path}: holds a NUL byte (YAML files are UTF-8 text)"])
+    loader = loader_class(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise ConfigError([f"{path}: nested more than {MAX_YAML_DEPTH} levels deep"]) from None
+        if node is None:
+            return None
+        _check_size(path, node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def _read_text(path: Path) -> str:
@@ -351,12 +359,12 @@ def _check_size(path: Path, root: yaml.Node) -> None:
             raise ConfigError(
                 [
                     f"{path}: expands to more than {MAX_YAML_NODES} values (aliases repeated "
-                    "inside aliases?); a lab config is a page of YAML"
+                    "inside aliases?)"
                 ]
             )
         if depth > MAX_YAML_DEPTH:
             raise ConfigError(
-                [f"{path}: nested more than {MAX_YAML_DEPTH} levels deep (a lab config is flat)"]
+                [f"{path}: nested more than {MAX_YAML_DEPTH} levels deep"]
             )
         if isinstance(node, yaml.SequenceNode):
             stack.extend((child, depth + 1) for child in node.value)

@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 
 from kubelab import safeio
-from kubelab.config import mirror_profiles
+from kubelab.config import bounded_yaml, mirror_profiles
 from kubelab.errors import ConfigError, KubelabError
 from kubelab.grade.archive import STUDENT_ID
 from kubelab.transport import INVENTORY_KEYS, SECRET_KEYS, SSHTarget, target_from_inventory
@@ -123,9 +123,9 @@ def load_inventory(path: Path | str) -> Inventory:
             ]
         )
     try:
-        data = yaml.safe_load(text)
+        data = bounded_yaml(text, path)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML ({exc})"]) from None
+        raise ConfigError([f"{path}: not valid YAML ({safeio.shown(exc, 200)})"]) from None
     return parse_inventory(data, path)
 
 
