@@ -363,9 +363,7 @@ def _check_size(path: Path, root: yaml.Node) -> None:
                 ]
             )
         if depth > MAX_YAML_DEPTH:
-            raise ConfigError(
-                [f"{path}: nested more than {MAX_YAML_DEPTH} levels deep"]
-            )
+            raise ConfigError([f"{path}: nested more than {MAX_YAML_DEPTH} levels deep"])
         if isinstance(node, yaml.SequenceNode):
             stack.extend((child, depth + 1) for child in node.value)
         elif isinstance(node, yaml.MappingNode):
