@@ -14,7 +14,8 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import re
-from collections.abc import Mapping, Set
+import stat
+from collections.abc import Mapping, Sequence, Set
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from kubelab import REPO_ROOT
+from kubelab import REPO_ROOT, safeio
 from kubelab.errors import ConfigError
 
 CATALOG_PATH = REPO_ROOT / "provision" / "catalog.yaml"
@@ -165,13 +166,28 @@ def load_config(
     if path is not None:
         source = str(path)
         raw = _read_yaml(path)
+    flags = set()
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(raw, dotted, value)
-    return validate_config(raw, source=source)
+            flags.add(dotted)
+    return validate_config(raw, source=source, from_flags=flags)
 
 
-def validate_config(raw: Mapping[str, Any], *, source: str = "config") -> LabConfig:
+# Who a problem is blamed on when its key was given by a flag, not by the file.
+FLAG_SOURCE = "command-line flag"
+
+
+def validate_config(
+    raw: Mapping[str, Any], *, source: str = "config", from_flags: Set[str] = frozenset()
+) -> LabConfig:
+    """`from_flags`: the dotted keys a flag set; their problems are blamed on the flag."""
+
+    def blamed(problem: str) -> str:
+        named = re.split(r"[:\[]", problem, maxsplit=1)[0]
+        by_flag = any(named == k or named.startswith(k + ".") for k in from_flags)
+        return f"{FLAG_SOURCE if by_flag else source}: {_capped(problem)}"
+
     try:
         config = LabConfig.model_validate(raw)
     except ValidationError as exc:
@@ -182,10 +198,18 @@ def validate_config(raw: Mapping[str, Any], *, source: str = "config") -> LabCon
         # and every check that reads them is skipped).
         bad = {str(e["loc"][0]) for e in errors if e["loc"]}
         rest = {k: v for k, v in raw.items() if str(k) not in bad}
+        # Nor does one badly shaped node hide the problems of the other nodes.
+        kept_nodes = _well_shaped_nodes(raw.get("nodes"), errors)
+        if kept_nodes is not None:
+            rest["nodes"] = [node for _, node in kept_nodes]
+            bad.discard("nodes")
         with contextlib.suppress(ValidationError):  # the rest may still be wrong as a whole
-            problems += semantic_problems(LabConfig.model_validate(rest), skip=bad)
-        raise ConfigError([f"{source}: {p}" for p in problems]) from None
-    problems = [f"{source}: {p}" for p in semantic_problems(config)]
+            more = semantic_problems(LabConfig.model_validate(rest), skip=bad)
+            if kept_nodes is not None:
+                more = _renumbered(more, [index for index, _ in kept_nodes])
+            problems += more
+        raise ConfigError([blamed(p) for p in problems]) from None
+    problems = [blamed(p) for p in semantic_problems(config)]
     if problems:
         raise ConfigError(problems)
     if not config.kubernetes.version:
@@ -197,6 +221,39 @@ def validate_config(raw: Mapping[str, Any], *, source: str = "config") -> LabCon
             }
         )
     return config
+
+
+def _well_shaped_nodes(
+    nodes: Any, errors: Sequence[Mapping[str, Any]]
+) -> list[tuple[int, Any]] | None:
+    """(index, node) of each node without a shape error, when only single nodes have them."""
+    node_errors = [e["loc"] for e in errors if e["loc"] and e["loc"][0] == "nodes"]
+    if not isinstance(nodes, list) or not node_errors:
+        return None
+    if any(len(loc) < 2 or not isinstance(loc[1], int) for loc in node_errors):
+        return None  # the list itself is wrong
+    broken = {loc[1] for loc in node_errors}
+    return [(i, node) for i, node in enumerate(nodes) if i not in broken]
+
+
+def _renumbered(problems: list[str], indexes: list[int]) -> list[str]:
+    """Problems about a list of the kept nodes, with each node's place in the file.
+
+    A problem about the list as a whole ("exactly one master") is dropped: the node
+    left out for its shape may be the one it is about.
+    """
+    kept = []
+    for problem in problems:
+        if problem.startswith("nodes:"):
+            continue
+        kept.append(re.sub(r"nodes\[(\d+)\]", lambda m: f"nodes[{indexes[int(m[1])]}]", problem))
+    return kept
+
+
+# A lab config is a page of YAML: these bound what one may cost to read.
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_YAML_DEPTH = 32
+MAX_YAML_NODES = 100_000  # counted with every alias expanded (a "billion laughs" is refused)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -220,10 +277,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError([f"{path}: no such config file (check the path given to --config)"])
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        data = bounded_yaml(_read_text(path), path, _UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -231,8 +286,6 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(
             [f"{path}: not valid YAML{where}: {reason} (fix the syntax; see README config)"]
         ) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{path}: not a text file (a lab config is UTF-8 YAML)"]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -243,6 +296,79 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             ]
         )
     return data
+
+
+def bounded_yaml(
+    text: str, path: Path, loader_class: type[yaml.SafeLoader] = yaml.SafeLoader
+) -> Any:
+    """YAML text as data, refused (ConfigError, one line) before any value is built when
+    it holds a NUL byte, nests deeper than MAX_YAML_DEPTH or expands past MAX_YAML_NODES
+    values through aliases. Syntax errors stay yaml.YAMLError, for the caller to word."""
+    if "\0" in text:
+        raise ConfigError([f"{path}: holds a NUL byte (YAML files are UTF-8 text)"])
+    loader = loader_class(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise ConfigError([f"{path}: nested more than {MAX_YAML_DEPTH} levels deep"]) from None
+        if node is None:
+            return None
+        _check_size(path, node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _read_text(path: Path) -> str:
+    """The file's text: a regular file of at most MAX_CONFIG_BYTES of UTF-8, or one line why not."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(
+            [f"{path}: no such config file (check the path given to --config)"]
+        ) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read it ({exc.strerror or exc})"]) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError([f"{path}: is a folder, not a config file (give the YAML file)"])
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError([f"{path}: not a regular file (a lab config is a YAML file)"])
+    if info.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            [f"{path}: {info.st_size} bytes; a lab config is at most {MAX_CONFIG_BYTES}"]
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read it ({exc.strerror or exc})"]) from None
+    try:
+        return data[: MAX_CONFIG_BYTES + 1].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not a text file (a lab config is UTF-8 YAML)"]) from None
+
+
+def _check_size(path: Path, root: yaml.Node) -> None:
+    """Refuse a document nested too deep, or too large once its aliases are expanded."""
+    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
+    seen = 0
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if seen > MAX_YAML_NODES:
+            raise ConfigError(
+                [
+                    f"{path}: expands to more than {MAX_YAML_NODES} values (aliases repeated "
+                    "inside aliases?)"
+                ]
+            )
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError([f"{path}: nested more than {MAX_YAML_DEPTH} levels deep"])
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, depth + 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack.extend(((key, depth + 1), (value, depth + 1)))
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
@@ -264,15 +390,34 @@ def _format_pydantic(error: Mapping[str, Any]) -> str:
         return f"{loc}: unknown key (remove it; the README lists every key)"
     if kind == "missing":
         return f"{loc}: required key is missing"
+    given = _echo(error.get("input"))
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
-        return f"{loc}: {error['input']!r} is not allowed (use {expected})"
+        return f"{loc}: {given} is not allowed (use {expected})"
     if kind == "string_type":
-        return f"{loc}: must be text (quote it in YAML), got {error['input']!r}"
+        return f"{loc}: must be text (quote it in YAML), got {given}"
     if kind in ("model_type", "dict_type"):
-        return f"{loc}: must be a mapping of keys (got {error['input']!r})"
+        return f"{loc}: must be a mapping of keys (got {given})"
     msg = error["msg"]
-    return f"{loc}: {msg[:1].lower()}{msg[1:]} (got {error.get('input')!r})"
+    return f"{loc}: {msg[:1].lower()}{msg[1:]} (got {given})"
+
+
+# The longest problem line: a value echoed from the file is cut in the middle, so the
+# line keeps both the key it is about and the advice at its end.
+PROBLEM_CHARS = 300
+
+
+def _capped(problem: str) -> str:
+    problem = safeio.shown(problem, len(problem) + 1)  # control characters out
+    if len(problem) <= PROBLEM_CHARS:
+        return problem
+    half = PROBLEM_CHARS // 2 - 2
+    return f"{problem[:half]} ... {problem[-half:]}"
+
+
+def _echo(value: Any) -> str:
+    """A value from the file as an error message shows it: its repr, at most 80 characters."""
+    return safeio.shown(repr(value), 80)
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:

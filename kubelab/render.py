@@ -138,6 +138,10 @@ def _manifest(plan: Plan, files: dict[str, str]) -> str:
     return json.dumps(manifest, indent=2, sort_keys=True) + "\n"
 
 
+# The lab folder's logs (Plan.log_dir is lab_dir / LOG_DIR).
+LOG_DIR = "logs"
+
+
 def write_lab(files: dict[str, str], out_dir: Path) -> list[Path]:
     """Write every rendered file under out_dir, or none of them.
 
@@ -146,7 +150,12 @@ def write_lab(files: dict[str, str], out_dir: Path) -> list[Path]:
     """
     out_dir = out_dir.resolve()
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        # Private from the start: the lab folder holds the VMs' keys (.vagrant) and logs/
+        # holds what the stages print. An existing logs/ is made private too.
+        out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        logs = out_dir / LOG_DIR
+        logs.mkdir(exist_ok=True, mode=0o700)
+        logs.chmod(0o700)
         staging = Path(tempfile.mkdtemp(prefix=".render-", dir=out_dir))
     except OSError as exc:
         raise KubelabError(

@@ -238,9 +238,23 @@ def target_from_inventory(
 class Transport:
     """Runs commands on named nodes, one lazily opened SSH connection per node."""
 
-    def __init__(self, targets: Mapping[str, SSHTarget], *, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        targets: Mapping[str, SSHTarget],
+        *,
+        connect_timeout: float = 10.0,
+        max_output: int | None = None,
+        host_key_policy: paramiko.MissingHostKeyPolicy | None = None,
+    ) -> None:
+        """`max_output`: a command that prints more (stdout and stderr together) is
+        stopped and raises TransportError (a host that streams must not fill memory).
+        `host_key_policy`: decides on each host key (it may raise HostKeyRefused); by
+        default every key is accepted, as for throwaway lab VMs (see _connect).
+        """
         self.targets = dict(targets)
         self.connect_timeout = connect_timeout
+        self.max_output = max_output
+        self.host_key_policy = host_key_policy
         self.connections_opened = 0
         self._clients: dict[str, paramiko.SSHClient] = {}
         self._lock = threading.Lock()
@@ -298,7 +312,17 @@ class Transport:
         transport = self._connection(node)
         started = time.monotonic()
         try:
-            rc, out, err, timed_out = _execute(transport, wire, data, timeout + CLIENT_GRACE)
+            rc, out, err, timed_out = _execute(
+                transport, wire, data, timeout + CLIENT_GRACE, self.max_output
+            )
+        except _OutputCapped as capped:
+            target = self.target(node)
+            raise TransportError(
+                f"{node} ({target.address}): `{shown}` printed more than {capped.limit} "
+                "bytes; stopped",
+                hint="a command's output is capped so that a host cannot fill the grader's "
+                "memory; check what the host runs",
+            ) from None
         except _ConnectionLost as lost:
             self._forget(node)
             target = self.target(node)
@@ -368,7 +392,7 @@ class Transport:
                 if transport is not None and transport.is_active():
                     return transport
                 self._forget(node)  # dropped while idle (say, the VM rebooted): reconnect
-            client = _connect(target, self.connect_timeout)
+            client = _connect(target, self.connect_timeout, self.host_key_policy)
             with self._lock:
                 self._clients[node] = client
                 self.connections_opened += 1
@@ -383,13 +407,25 @@ class Transport:
             client.close()
 
 
+class HostKeyRefused(paramiko.SSHException):
+    """A host key policy's refusal: the message says which key, and which was expected."""
+
+
+class _OutputCapped(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
 class _ConnectionLost(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
 
-def _connect(target: SSHTarget, timeout: float) -> paramiko.SSHClient:
+def _connect(
+    target: SSHTarget, timeout: float, host_key_policy: paramiko.MissingHostKeyPolicy | None = None
+) -> paramiko.SSHClient:
     keys = _load_keys(target)
     pkey = keys[0] if keys else None
     try:
@@ -410,7 +446,8 @@ def _connect(target: SSHTarget, timeout: float) -> paramiko.SSHClient:
     # As vagrant's own ssh-config does (StrictHostKeyChecking no, UserKnownHostsFile
     # /dev/null), accept the key the VM offers. AutoAddPolicy keeps it in memory only:
     # no known_hosts file is loaded, so none is ever written.
-    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    # A caller that pins keys (live grading) passes a policy of its own.
+    client.set_missing_host_key_policy(host_key_policy or paramiko.AutoAddPolicy())
     try:
         client.connect(
             target.host,
@@ -435,6 +472,15 @@ def _connect(target: SSHTarget, timeout: float) -> paramiko.SSHClient:
                 "check the user and the key: `vagrant ssh-config` shows both, or "
                 "the inventory's key_file/key_env",
             ) from exc
+    except HostKeyRefused as exc:
+        client.close()
+        sock.close()
+        raise _failure(
+            target,
+            str(exc),
+            "if the host was rebuilt, pin its new key in the inventory; otherwise something "
+            "else answers at this address",
+        ) from None
     except (paramiko.SSHException, EOFError, OSError) as exc:
         client.close()
         sock.close()
@@ -458,6 +504,12 @@ def _failure(target: SSHTarget, reason: str, hint: str) -> TransportError:
 def _describe_os_error(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, TimeoutError):
         return f"no answer within {timeout:g} s"
+    if "protocol banner" in str(exc):
+        return f"no SSH banner within {timeout:g} s"
+    if "No existing session" in str(exc):
+        # paramiko's start_client() returns silently at its timeout when the greeting or
+        # the key exchange has not finished; login then finds no session.
+        return f"no SSH banner or key exchange within {timeout:g} s"
     code = getattr(exc, "errno", None)
     names = {
         errno.ECONNREFUSED: "connection refused",
@@ -537,7 +589,11 @@ def _key_from_text(target: SSHTarget, text: str) -> paramiko.PKey:
 
 
 def _execute(
-    transport: paramiko.Transport, line: str, stdin: bytes | None, limit: float
+    transport: paramiko.Transport,
+    line: str,
+    stdin: bytes | None,
+    limit: float,
+    max_output: int | None = None,
 ) -> tuple[int, bytes, bytes, bool]:
     """Run one command on its own channel: (rc, stdout, stderr, timed_out)."""
     deadline = time.monotonic() + limit
@@ -560,7 +616,7 @@ def _execute(
     out, err = bytearray(), bytearray()
     try:
         channel.exec_command(line)
-        _exchange(channel, memoryview(stdin or b""), out, err, deadline)
+        _exchange(channel, memoryview(stdin or b""), out, err, deadline, max_output)
         # Decide before close(): closing sets status_event too.
         finished = channel.status_event.is_set() and not expired.is_set()
         rc = channel.exit_status
@@ -580,7 +636,12 @@ def _execute(
 
 
 def _exchange(
-    channel: paramiko.Channel, stdin: memoryview, out: bytearray, err: bytearray, deadline: float
+    channel: paramiko.Channel,
+    stdin: memoryview,
+    out: bytearray,
+    err: bytearray,
+    deadline: float,
+    max_output: int | None = None,
 ) -> None:
     """Feed stdin and collect output until EOF and exit status, close, or the deadline.
 
@@ -618,21 +679,30 @@ def _exchange(
             if now >= linger_until:
                 break
         ready, _, _ = select.select([fd], [], [], wait)
-        if ready and _drain(channel, out, err) and linger_until is not None:
+        if ready and _drain(channel, out, err, max_output) and linger_until is not None:
             linger_until = time.monotonic() + OUTPUT_LINGER
-    _drain(channel, out, err)
+    _drain(channel, out, err, max_output)
     channel.status_event.wait(max(deadline - time.monotonic(), 0))
 
 
-def _drain(channel: paramiko.Channel, out: bytearray, err: bytearray) -> bool:
+def _drain(
+    channel: paramiko.Channel, out: bytearray, err: bytearray, max_output: int | None = None
+) -> bool:
     got = False
     while channel.recv_ready():
         out += channel.recv(READ_SIZE)
         got = True
+        _check_size(out, err, max_output)
     while channel.recv_stderr_ready():
         err += channel.recv_stderr(READ_SIZE)
         got = True
+        _check_size(out, err, max_output)
     return got
+
+
+def _check_size(out: bytearray, err: bytearray, max_output: int | None) -> None:
+    if max_output is not None and len(out) + len(err) > max_output:
+        raise _OutputCapped(max_output)
 
 
 def _lost(channel: paramiko.Channel, transport: paramiko.Transport) -> bool:

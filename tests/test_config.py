@@ -264,13 +264,13 @@ def test_moving_the_lab_network_does_not_move_the_nodes() -> None:
     ]
 
 
-def test_bad_flag_value_is_reported_like_a_file_value(tmp_path: Path) -> None:
+def test_bad_flag_value_is_blamed_on_the_flag(tmp_path: Path) -> None:
     path = tmp_path / "lab.yaml"
     shutil.copy(CONFIGS / "valid" / "student-id.yaml", path)
     with pytest.raises(ConfigError) as info:
         load_config(path, {"libvirt.driver": "xen"})
     assert info.value.problems == [
-        f"{path}: libvirt.driver: 'xen' is not allowed (use 'kvm' or 'qemu')"
+        "command-line flag: libvirt.driver: 'xen' is not allowed (use 'kvm' or 'qemu')"
     ]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import string
 import subprocess
 import tempfile
@@ -579,7 +580,7 @@ def test_write_lab_replaces_old_scripts_and_keeps_logs(tmp_path: Path) -> None:
         ),
         tmp_path,
     )
-    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs").mkdir(exist_ok=True)  # write_lab made it; a run writes into it
     (tmp_path / "logs" / "vagrant.log").write_text("kept")
     (tmp_path / ".vagrant").mkdir()
     files = _smoke_files(tmp_path, nodes=_nodes_with("node1"))
@@ -590,6 +591,17 @@ def test_write_lab_replaces_old_scripts_and_keeps_logs(tmp_path: Path) -> None:
     assert scripts == sorted(p for p in files if p.endswith(".sh"))
     assert (tmp_path / "logs" / "vagrant.log").read_text() == "kept"
     assert (tmp_path / ".vagrant").is_dir()
+
+
+def test_write_lab_makes_the_lab_folder_and_logs_private(tmp_path: Path) -> None:
+    lab = tmp_path / "lab"
+    write_lab(_smoke_files(lab), lab)
+    assert stat.S_IMODE(lab.stat().st_mode) == 0o700
+    assert stat.S_IMODE((lab / "logs").stat().st_mode) == 0o700
+    # An older lab's logs/ (made before this rule) is made private on the next render.
+    (lab / "logs").chmod(0o755)
+    write_lab(_smoke_files(lab), lab)
+    assert stat.S_IMODE((lab / "logs").stat().st_mode) == 0o700
 
 
 def test_write_lab_into_an_unwritable_place_is_a_user_error(tmp_path: Path) -> None:

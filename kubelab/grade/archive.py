@@ -12,6 +12,7 @@ paths or "..", and the number of members and their sizes are capped.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -26,12 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from kubelab import __version__
+from kubelab import __version__, safeio
 from kubelab.errors import KubelabError
 from kubelab.grade.grading import FORMAT, StudentGrade, fmt, grade_evidence
 from kubelab.grade.rubric import Rubric, load_rubric
 from kubelab.verify import CheckResult
 from kubelab.verify.evidence import now
+
+shown = safeio.shown
 
 REPORT = "report.json"
 EVIDENCE = "evidence"
@@ -47,11 +50,21 @@ class ArchiveError(KubelabError):
 
 @dataclass(frozen=True)
 class Limits:
-    """What one hand-in may hold. A 3-node lab's evidence is well under 5 MB."""
+    """What one hand-in may hold. A 3-node lab's evidence is well under 5 MB.
+
+    `header_bytes` bounds the tar records that carry no file but metadata for the next
+    one (GNU long names, pax headers): tarfile reads them whole into memory, so one
+    such record claiming gigabytes would cost gigabytes. `ratio` bounds how much the
+    archive may grow when unpacked (gzip of JSON is about 10:1; a bomb is 1000:1),
+    checked once `ratio_floor` bytes are out, so small archives are never refused.
+    """
 
     members: int = 5000
     file_bytes: int = 32 * 1024 * 1024
     total_bytes: int = 128 * 1024 * 1024
+    header_bytes: int = 64 * 1024
+    ratio: int = 100
+    ratio_floor: int = 4 * 1024 * 1024
 
 
 DEFAULT_LIMITS = Limits()
@@ -158,8 +171,22 @@ def _plain_only(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
 
 
 def safe_extract(archive: Path, dest: Path, top: str, limits: Limits = DEFAULT_LIMITS) -> None:
-    """Extract `archive` into `dest`, taking only plain files and folders under `top/`."""
-    dest.mkdir(parents=True, exist_ok=True)
+    """Extract `archive` into `dest`, taking only plain files and folders under `top/`.
+
+    The archive is first walked record by record without tarfile (check_bounds), so
+    nothing it claims is believed before it is counted; then unpacked. Files are
+    created 0600 and folders 0700. On any failure nothing of it is left in `dest`.
+    """
+    try:
+        check_bounds(archive, limits)
+        _extract(archive, dest, top, limits)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+
+
+def _extract(archive: Path, dest: Path, top: str, limits: Limits) -> None:
+    dest.mkdir(parents=True, exist_ok=True, mode=0o700)
     members = written = 0
     try:
         with tarfile.open(archive, mode="r:gz") as tar:
@@ -170,11 +197,11 @@ def safe_extract(archive: Path, dest: Path, top: str, limits: Limits = DEFAULT_L
                 rel = _member_path(archive, member, top)
                 target = dest.joinpath(*rel.parts)
                 if member.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
+                    target.mkdir(parents=True, exist_ok=True, mode=0o700)
                     continue
                 if member.size > limits.file_bytes:
                     raise ArchiveError(
-                        f"{archive.name}: {member.name} is {member.size} bytes "
+                        f"{archive.name}: {shown(member.name)} is {member.size} bytes "
                         f"(limit {limits.file_bytes})"
                     )
                 written += member.size
@@ -184,29 +211,150 @@ def safe_extract(archive: Path, dest: Path, top: str, limits: Limits = DEFAULT_L
                     )
                 source = tar.extractfile(member)
                 if source is None:
-                    raise ArchiveError(f"{archive.name}: cannot read {member.name}")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                # "xb": a second member with the same name is refused, not silently merged.
-                with source, open(target, "xb") as out:
+                    raise ArchiveError(f"{archive.name}: cannot read {shown(member.name)}")
+                target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                # O_EXCL: a second member with the same name is refused, not silently
+                # merged; O_NOFOLLOW: never through a link; 0600: the teacher's only.
+                fd = os.open(
+                    target,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o600,
+                )
+                with source, os.fdopen(fd, "wb") as out:
                     shutil.copyfileobj(source, out, 65536)
     except ArchiveError:
         raise
     except FileExistsError as exc:
-        raise ArchiveError(f"{archive.name}: an entry appears twice ({exc.filename})") from None
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         raise ArchiveError(
-            f"{archive.name}: not a readable .tar.gz ({type(exc).__name__}: {exc})"
+            f"{archive.name}: an entry appears twice ({shown(Path(exc.filename).name)})"
         ) from None
+    except (tarfile.TarError, EOFError, zlib.error, OSError, UnicodeError, ValueError) as exc:
+        raise ArchiveError(
+            f"{archive.name}: not a readable .tar.gz ({type(exc).__name__}: {shown(exc, 120)})"
+        ) from None
+
+
+# Tar record types that describe the next record rather than being a member.
+_META_TYPES = {b"L", b"K", b"x", b"g", b"X"}
+_BLOCK = 512
+
+
+def check_bounds(archive: Path, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Walk the gzip'd tar stream's headers; ArchiveError at the first bound it breaks.
+
+    Reads the stream once, in blocks, holding at most one block and one metadata
+    record (at most `limits.header_bytes`) in memory.
+    """
+    compressed = archive.stat().st_size
+    stream_cap = limits.total_bytes + (limits.members * 2 + 2) * _BLOCK + 4 * limits.header_bytes
+    try:
+        with gzip.open(archive, "rb") as raw:
+            unpacked = 0
+            counts = {False: 0, True: 0}  # members, metadata records
+            pax_size: int | None = None
+
+            def read(size: int) -> bytes:
+                nonlocal unpacked
+                data = raw.read(size)
+                unpacked += len(data)
+                if unpacked > stream_cap:
+                    raise ArchiveError(
+                        f"{archive.name}: more than {limits.total_bytes} bytes unpacked"
+                    )
+                if unpacked > limits.ratio_floor and unpacked > limits.ratio * compressed:
+                    raise ArchiveError(
+                        f"{archive.name}: unpacks to more than {limits.ratio} times its size "
+                        "(a compression bomb?)"
+                    )
+                return data
+
+            while True:
+                header = read(_BLOCK)
+                if len(header) < _BLOCK or header == bytes(_BLOCK):
+                    return  # the end-of-archive blocks (or a short tail tarfile reports)
+                size = _header_size(header)
+                if size is None or not _checksum_ok(header):
+                    # Where a header must be, something else: a walk that lost its
+                    # place could no longer vouch for what follows.
+                    raise ArchiveError(f"{archive.name}: a damaged tar header")
+                kind = header[156:157]
+                if pax_size is not None and kind not in _META_TYPES:
+                    size, pax_size = pax_size, None  # a pax header's size= overrides
+                # Each member may carry metadata records of its own; count the two apart.
+                counts[kind in _META_TYPES] += 1
+                if max(counts.values()) > limits.members:
+                    raise ArchiveError(f"{archive.name}: more than {limits.members} entries")
+                if kind in _META_TYPES and size > limits.header_bytes:
+                    raise ArchiveError(
+                        f"{archive.name}: a tar header record of {size} bytes "
+                        f"(limit {limits.header_bytes})"
+                    )
+                if size > limits.file_bytes:
+                    raise ArchiveError(
+                        f"{archive.name}: an entry of {size} bytes (limit {limits.file_bytes})"
+                    )
+                padded = -(-size // _BLOCK) * _BLOCK
+                if kind == b"x":
+                    pax_size = _pax_size(read(padded)[:size])
+                    continue
+                left = padded
+                while left > 0:
+                    chunk = read(min(left, 65536))
+                    if not chunk:
+                        return
+                    left -= len(chunk)
+    except ArchiveError:
+        raise
+    except (OSError, EOFError, zlib.error, ValueError) as exc:
+        raise ArchiveError(
+            f"{archive.name}: not a readable .tar.gz ({type(exc).__name__}: {shown(exc, 120)})"
+        ) from None
+
+
+def _checksum_ok(header: bytes) -> bool:
+    """The header's checksum, summed as unsigned or as signed bytes (tarfile takes both)."""
+    try:
+        stored = int(header[148:156].split(b"\0", 1)[0].strip(b" ") or b"0", 8)
+    except ValueError:
+        return False
+    rest = header[:148] + b" " * 8 + header[156:]
+    return stored in (sum(rest), sum(b - 256 if b > 127 else b for b in rest))
+
+
+def _pax_size(records: bytes) -> int | None:
+    """The size= of a pax extended header ("<len> size=<n>\\n" records), if it has one."""
+    for record in records.split(b"\n"):
+        _, _, field = record.partition(b" ")
+        if field.startswith(b"size="):
+            try:
+                return int(field[5:])
+            except ValueError:
+                return None
+    return None
+
+
+def _header_size(header: bytes) -> int | None:
+    """The size field of a tar header: octal, or GNU's base-256 for large values."""
+    field = header[124:136]
+    if field[0] & 0x80:
+        return int.from_bytes(field[1:], "big")
+    text = field.split(b"\0", 1)[0].strip(b" \0")
+    if not text:
+        return 0
+    try:
+        return int(text, 8)
+    except ValueError:
+        return None
 
 
 def _member_path(archive: Path, member: tarfile.TarInfo, top: str) -> PurePosixPath:
     if not (member.isfile() or member.isdir()):
-        raise ArchiveError(f"{archive.name}: {member.name} is not a plain file or folder")
+        raise ArchiveError(f"{archive.name}: {shown(member.name)} is not a plain file or folder")
     path = PurePosixPath(member.name)
     if path.is_absolute() or ".." in path.parts or "\\" in member.name or "\0" in member.name:
-        raise ArchiveError(f"{archive.name}: unsafe path {member.name!r}")
+        raise ArchiveError(f"{archive.name}: unsafe path {shown(repr(member.name))}")
     if not path.parts or path.parts[0] != top:
-        raise ArchiveError(f"{archive.name}: {member.name} is outside {top}/")
+        raise ArchiveError(f"{archive.name}: {shown(member.name)} is outside {top}/")
     return path
 
 
@@ -230,12 +378,11 @@ def read_handin(archive: Path | str, dest: Path | str, limits: Limits = DEFAULT_
     if not evidence_dir.is_dir():
         raise ArchiveError(f"{archive.name}: no {top}/{EVIDENCE}/ folder")
     report = None
-    if (root / REPORT).is_file():
-        try:
-            loaded = json.loads((root / REPORT).read_text(encoding="utf-8"))
-            report = loaded if isinstance(loaded, dict) else None
-        except (ValueError, UnicodeDecodeError):
-            report = None
+    try:
+        loaded = safeio.parse_json(safeio.read_confined(root, REPORT))
+        report = loaded if isinstance(loaded, dict) else None
+    except (OSError, safeio.Unreadable):
+        report = None  # report.json is for reading only: without one, the grade is the same
     return Handin(student, exercise, archive, evidence_dir, report)
 
 

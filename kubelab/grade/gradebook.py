@@ -33,6 +33,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TextIO
 
+from kubelab import safeio
 from kubelab.errors import ConfigError, KubelabError
 from kubelab.grade import exports, html, intake
 from kubelab.grade import gradescope as gradescope_format
@@ -166,23 +167,28 @@ def grade_handins(
                 hint="give an ID the gradebook lists (gradebook.csv, first column)",
             )
         grades: list[StudentGrade] = []
+        if taken.chosen:
+            private_dir(out_dir / HANDINS)
         for key, arrival in sorted(taken.chosen.items()):
             previous = read_result(out_dir / RESULTS / f"{safe_file_name(key)}.json")
             if student is not None and key != student and previous is not None:
                 grades.append(previous)
                 continue
             started = time.monotonic()
-            evidence = intake.place(arrival, out_dir / HANDINS / safe_file_name(key))
-            stored = (arrival.report or {}).get("results")
-            grade = grade_evidence(
-                evidence,
-                key,
-                rubric,
-                since=moment,
-                stored_results=stored if isinstance(stored, list) else None,
-                source=str(arrival.path),
-            )
-            grade.evidence = str(evidence.relative_to(out_dir))
+            try:
+                evidence = intake.place(arrival, out_dir / HANDINS / safe_file_name(key))
+                stored = (arrival.report or {}).get("results")
+                grade = grade_evidence(
+                    evidence,
+                    key,
+                    rubric,
+                    since=moment,
+                    stored_results=stored if isinstance(stored, list) else None,
+                    source=str(arrival.path),
+                )
+                grade.evidence = str(evidence.relative_to(out_dir))
+            except Exception as exc:  # noqa: BLE001 - one hand-in must not cost the class its grades
+                grade = error_grade(key, rubric, failure(exc), source=str(arrival.path))
             grade.digest, grade.finished = arrival.digest, arrival.finished
             grade.file_time = arrival.file_time
             grade.flags += [Flag(kind, detail) for kind, detail in taken.flags.get(key, [])]
@@ -387,10 +393,35 @@ def write_result(out_dir: Path, grade: StudentGrade) -> Path:
 
 
 def read_result(path: Path) -> StudentGrade | None:
+    """A stored grade, or None when there is none or it is not one (then it is graded again)."""
     try:
-        return StudentGrade.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError, KeyError):
+        data = safeio.parse_json(safeio.read_confined(path.parent, path.name))
+        return StudentGrade.from_dict(data)
+    except Exception:  # noqa: BLE001 - whatever is wrong with it, grading again mends it
         return None
+
+
+def failure(exc: BaseException) -> str:
+    """An unexpected error while grading one student, as that student's error row says it."""
+    return f"the grader failed on this student ({type(exc).__name__}: {exc})"
+
+
+def renderable(grade: StudentGrade, rubric: Rubric) -> StudentGrade:
+    """`grade` when every output can show it; else that student's error row, which can."""
+    try:
+        html.render_feedback(grade, rubric).encode("utf-8")
+        html.render_grades([grade], rubric).encode("utf-8")
+        gradescope_format.results_json(grade)
+        csv_row(grade, rubric)
+        json.dumps(grade.to_dict(), allow_nan=False).encode("utf-8")
+        return grade
+    except Exception as exc:  # noqa: BLE001 - one student's row must not stop the outputs
+        return error_grade(
+            str(grade.student) if isinstance(grade.student, str) else "?",
+            rubric,
+            f"the grade could not be written out ({type(exc).__name__}: {exc})",
+            source=grade.source if isinstance(grade.source, str) else "",
+        )
 
 
 def write_outputs(
@@ -403,12 +434,17 @@ def write_outputs(
     arrivals: Sequence[intake.Arrival] = (),
     groups: Sequence[intake.CopyGroup] = (),
 ) -> dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(out_dir)
     for grade in grades:
         # The page's picture of the cluster, drawn once from the evidence graded (hand-ins
-        # and live clusters alike), then kept in results/ with the grade.
+        # and live clusters alike), then kept in results/ with the grade. Evidence is
+        # hostile: a picture that cannot be drawn is left out, never a crash.
         if grade.graded and not grade.topology and grade.evidence:
-            grade.topology = html.topology(out_dir / grade.evidence)
+            try:
+                grade.topology = html.topology(out_dir / grade.evidence)
+            except Exception:  # noqa: BLE001 - the grade stands without its picture
+                grade.topology = {}
+    grades = [renderable(g, rubric) for g in grades]
     written = {"gradebook": write_csv(out_dir / GRADEBOOK, grades, rubric, roster)}
     with atomic_write(out_dir / GRADES_HTML) as out:
         out.write(
@@ -417,14 +453,14 @@ def write_outputs(
     written["html"] = out_dir / GRADES_HTML
     for kind, path in exports.write_exports(out_dir, grades, rubric, roster).items():
         written[kind] = path
-    feedback_dir = out_dir / FEEDBACK
-    feedback_dir.mkdir(exist_ok=True)
+    feedback_dir = private_dir(out_dir / FEEDBACK)
+    if gradescope:
+        private_dir(out_dir / GRADESCOPE)
     for grade in grades:
         write_result(out_dir, grade)
         name = safe_file_name(grade.student)
-        (feedback_dir / f"{name}.md").write_text(
-            html.render_feedback(grade, rubric), encoding="utf-8"
-        )
+        with atomic_write(feedback_dir / f"{name}.md") as out:
+            out.write(html.render_feedback(grade, rubric))
         if gradescope:
             gradescope_format.write_results(grade, out_dir / GRADESCOPE)
     written["feedback"] = feedback_dir
@@ -439,10 +475,25 @@ def safe_file_name(student: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in student).lstrip(".") or "_"
 
 
+def private_dir(path: Path) -> Path:
+    """A folder only its owner can enter, created so (grades and hand-ins are personal data).
+
+    Created 0700 from the start, never chmod-ed after: no moment when others can look in.
+    A folder that already exists is left as the teacher set it.
+    """
+    if not path.parent.exists():
+        private_dir(path.parent)
+    path.mkdir(exist_ok=True, mode=0o700)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_write(path: Path, newline: str | None = None) -> Iterator[TextIO]:
-    """open(path, "w") that renames the finished file into place: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """open(path, "w") that renames the finished file into place: never half a file.
+
+    The file is mkstemp's, so 0600 from its creation: readable by the teacher only.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as out:

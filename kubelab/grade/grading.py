@@ -9,7 +9,7 @@ flags. Nothing stored in the folder as a verdict or a score is believed.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from kubelab import safeio
 from kubelab.grade import integrity
 from kubelab.grade.integrity import Flag
 from kubelab.grade.rubric import Context, ItemScore, Rubric, score_items, total
@@ -111,38 +112,101 @@ class StudentGrade:
 def error_grade(
     student: str, rubric: Rubric, error: str, *, source: str = "", **extra: Any
 ) -> StudentGrade:
-    return StudentGrade(
-        student=student,
-        exercise=rubric.exercise,
-        status=ERROR,
-        max_points=rubric.max_points,
-        error=error,
-        source=source,
-        **extra,
+    return cleaned(
+        StudentGrade(
+            student=student,
+            exercise=rubric.exercise,
+            status=ERROR,
+            max_points=rubric.max_points,
+            error=error,
+            source=source,
+            **extra,
+        )
     )
 
 
+# The longest text a grade keeps per field: evidence text cannot bloat the outputs.
+DETAIL_CHARS = 600
+ERROR_CHARS = 300
+
+
+def cleaned(grade: StudentGrade) -> StudentGrade:
+    """`grade` with every text drawn from evidence made safe to echo (kubelab.safeio.shown)."""
+    grade.error = safeio.shown(grade.error, ERROR_CHARS)
+    grade.items = [
+        replace(
+            i,
+            detail=safeio.shown(i.detail, DETAIL_CHARS, lines=True),
+            hint=safeio.shown(i.hint, DETAIL_CHARS, lines=True),
+        )
+        for i in grade.items
+    ]
+    grade.checks = [
+        replace(
+            c,
+            detail=safeio.shown(c.detail, DETAIL_CHARS, lines=True),
+            hint=safeio.shown(c.hint, DETAIL_CHARS, lines=True),
+        )
+        for c in grade.checks
+    ]
+    grade.flags = [Flag(f.kind, safeio.shown(f.detail, ERROR_CHARS)) for f in grade.flags]
+    return grade
+
+
 def expected_from_meta(meta: Mapping[str, Any]) -> Expected:
-    """What verify expected, as the evidence's meta.json recorded it."""
+    """What verify expected, as the evidence's meta.json recorded it (types checked)."""
     data = meta.get("expected")
     if not isinstance(data, dict):
         raise EvidenceProblem(f"{META} does not say what was expected (no 'expected')")
     try:
-        nodes = tuple(
-            ExpectedNode(
-                str(n["name"]), str(n["role"]), str(n["private_ip"]), str(n.get("machine") or "")
-            )
-            for n in data["nodes"]
-        )
+        nodes = data["nodes"]
+        if not isinstance(nodes, list) or not all(
+            isinstance(n, dict) and all(isinstance(n.get(k), str) for k in _NODE_TEXT)
+            for n in nodes
+        ):
+            raise TypeError("nodes must be a list of {name, role, private_ip} texts")
         deadline_fields = {f.name for f in fields(Deadlines)}
-        deadlines = Deadlines(
-            **{k: v for k, v in (data.get("deadlines") or {}).items() if k in deadline_fields}
-        )
+        raw_deadlines = data.get("deadlines") or {}
+        if not isinstance(raw_deadlines, dict):
+            raise TypeError("deadlines must be a mapping")
+        deadlines = {k: v for k, v in raw_deadlines.items() if k in deadline_fields}
+        if not all(_is_number(v) for v in deadlines.values()):
+            raise TypeError("deadlines must be numbers")
         known = {f.name for f in fields(Expected)} - {"nodes", "deadlines"}
         rest = {k: v for k, v in data.items() if k in known}
-        return Expected(nodes=nodes, deadlines=deadlines, **rest)
+        for key, value in rest.items():
+            if not isinstance(value, _EXPECTED_TYPES[key]) or (
+                isinstance(value, bool) and _EXPECTED_TYPES[key] is not bool
+            ):
+                raise TypeError(f"{key} is {type(value).__name__}")
+        return Expected(
+            nodes=tuple(
+                ExpectedNode(n["name"], n["role"], n["private_ip"], str(n.get("machine") or ""))
+                for n in nodes
+            ),
+            deadlines=Deadlines(**deadlines),
+            **rest,
+        )
     except (KeyError, TypeError, ValueError) as exc:
-        raise EvidenceProblem(f"{META}: 'expected' is not usable ({exc})") from None
+        raise EvidenceProblem(
+            f"{META}: 'expected' is not usable ({safeio.shown(exc, 120)})"
+        ) from None
+
+
+_NODE_TEXT = ("name", "role", "private_ip")
+_EXPECTED_TYPES: dict[str, type] = {
+    "kubernetes_version": str,
+    "pod_cidr": str,
+    "namespace": str,
+    "nodeport": int,
+    "dns": bool,
+    "cni": str,
+    "management_cidr": str,
+}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def read_meta(evidence: Evidence) -> dict[str, Any]:
@@ -174,7 +238,8 @@ def grade_evidence(
     try:
         meta = read_meta(evidence)
         expected = expected or expected_from_meta(meta)
-    except EvidenceProblem as exc:
+        evidence.commands()  # a commands.jsonl of the wrong shape: nothing says how it was taken
+    except (EvidenceProblem, BadEvidence) as exc:
         return error_grade(
             student, rubric, f"evidence unusable: {exc}", source=source, evidence=str(evidence_dir)
         )
@@ -194,18 +259,20 @@ def grade_evidence(
         *integrity.stored_verdict_flags(stored_results, results),
         *integrity.stale_flags(evidence, meta, since),
     ]
-    return StudentGrade(
-        student=student,
-        exercise=rubric.exercise,
-        status=GRADED,
-        max_points=rubric.max_points,
-        items=scores,
-        total=total(scores),
-        flags=flags,
-        checks=results,
-        source=source,
-        evidence=str(evidence_dir),
-        identity=cluster_identity(evidence),
+    return cleaned(
+        StudentGrade(
+            student=student,
+            exercise=rubric.exercise,
+            status=GRADED,
+            max_points=rubric.max_points,
+            items=scores,
+            total=total(scores),
+            flags=flags,
+            checks=results,
+            source=source,
+            evidence=str(evidence_dir),
+            identity=cluster_identity(evidence),
+        )
     )
 
 
@@ -250,7 +317,8 @@ def score_table(grade: StudentGrade) -> Table:
             "",
         )
     else:
-        table.add_row(Text("error", style="bold red"), "", grade.error)
+        # Text, not str: evidence words that look like rich markup are shown, not parsed.
+        table.add_row(Text("error", style="bold red"), "", Text(grade.error))
     for flag in grade.flags:
-        table.add_row(Text("flag", style="yellow"), "", str(flag))
+        table.add_row(Text("flag", style="yellow"), "", Text(str(flag)))
     return table

@@ -10,6 +10,7 @@ with the same boot ID; machine IDs alone are not enough, cloned VMs share them).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,6 +22,7 @@ from kubelab.verify import CheckResult, Evidence, cluster_identity
 from kubelab.verify.evidence import (
     COMMANDS,
     CURL,
+    ENDPOINTS,
     NGINX_PODS,
     NODES,
     PODS,
@@ -40,6 +42,7 @@ STUDENT_MISMATCH = "student-mismatch"
 STORED_VERDICT = "stored-verdict"
 DUPLICATE = "duplicate"
 ROSTER = "roster"
+HOST_KEY = "host-key"
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,16 @@ class Flag:
 
 
 def _names(doc: Any, rel: str) -> list[str]:
-    return [str((n.get("metadata") or {}).get("name")) for n in items(doc, rel)]
+    return [str(_at(n, "metadata", "name")) for n in items(doc, rel)]
+
+
+def _at(doc: Any, *keys: str) -> Any:
+    """doc[k1][k2]..., or None where the evidence is not shaped so (never an exception)."""
+    for key in keys:
+        if not isinstance(doc, dict):
+            return None
+        doc = doc.get(key)
+    return doc
 
 
 def _brief(values: Iterable[str], limit: int = 5) -> str:
@@ -93,9 +105,11 @@ def contradiction_flags(evidence: Evidence, meta: Mapping[str, Any] | None) -> l
                 continue
             stray = sorted(
                 {
-                    f"{(p.get('metadata') or {}).get('name')} on {node}"
+                    f"{_at(p, 'metadata', 'name')} on {node}"
                     for p in pods
-                    if (node := (p.get("spec") or {}).get("nodeName")) and node not in nodes
+                    if isinstance(node := _at(p, "spec", "nodeName"), str)
+                    and node
+                    and node not in nodes
                 }
             )
             if stray:
@@ -104,6 +118,7 @@ def contradiction_flags(evidence: Evidence, meta: Mapping[str, Any] | None) -> l
                 )
     flags += _curl_flags(evidence)
     flags += _command_flags(evidence)
+    flags += binding_flags(evidence)
     recorded = (meta or {}).get("cluster_identity")
     if isinstance(recorded, dict) and _identity_keys(recorded) != _identity_keys(
         cluster_identity(evidence)
@@ -113,6 +128,69 @@ def contradiction_flags(evidence: Evidence, meta: Mapping[str, Any] | None) -> l
                 CONTRADICTION,
                 "meta.json's cluster identity differs from the one in nodes.json and "
                 "kube-system-namespace.json",
+            )
+        )
+    return flags
+
+
+def binding_flags(evidence: Evidence) -> list[Flag]:
+    """Facts only the cluster's API produces, checked against each other.
+
+    Each of verify's nginx pods has its node's InternalIP as hostIP (nginx/pods.json
+    against nodes.json), and the Service's endpoints name exactly those pods, by UID
+    and IP.
+    Evidence edited by hand, or pieced together from two clusters, must keep all of
+    these consistent; honest evidence always does.
+    """
+    try:
+        nodes = items(evidence.json(NODES), NODES)
+    except (MissingEvidence, BadEvidence):
+        return []
+    internal = {}
+    for node in nodes:
+        addresses = _at(node, "status", "addresses")
+        for address in addresses if isinstance(addresses, list) else []:
+            if _at(address, "type") == "InternalIP":
+                internal[str(_at(node, "metadata", "name"))] = _at(address, "address")
+    misplaced: list[str] = []
+    nginx: dict[str, Any] = {}
+    try:
+        pods = items(evidence.json(NGINX_PODS), NGINX_PODS)
+    except (MissingEvidence, BadEvidence):
+        pods = []
+    for pod in pods:
+        node, host_ip = _at(pod, "spec", "nodeName"), _at(pod, "status", "hostIP")
+        if isinstance(node, str) and node in internal and host_ip and host_ip != internal[node]:
+            misplaced.append(f"{_at(pod, 'metadata', 'name')} ({host_ip} on {node})")
+        if isinstance(uid := _at(pod, "metadata", "uid"), str):
+            nginx[uid] = _at(pod, "status", "podIP")
+    flags = []
+    if misplaced:
+        flags.append(
+            Flag(
+                CONTRADICTION,
+                f"pods whose hostIP is not their node's InternalIP: {_brief(sorted(misplaced))}",
+            )
+        )
+    try:
+        endpoints = evidence.json(ENDPOINTS)
+    except (MissingEvidence, BadEvidence):
+        return flags
+    subsets = _at(endpoints, "subsets")
+    strangers = []
+    for subset in subsets if isinstance(subsets, list) else []:
+        for key in ("addresses", "notReadyAddresses"):
+            entries = _at(subset, key)
+            for entry in entries if isinstance(entries, list) else []:
+                uid, ip = _at(entry, "targetRef", "uid"), _at(entry, "ip")
+                if nginx and (uid not in nginx or nginx[uid] != ip):
+                    strangers.append(str(ip))
+    if strangers:
+        flags.append(
+            Flag(
+                CONTRADICTION,
+                f"{ENDPOINTS} names pods that {NGINX_PODS} lacks (by UID and IP): "
+                f"{_brief(strangers)}",
             )
         )
     return flags
@@ -137,10 +215,14 @@ def _curl_flags(evidence: Evidence) -> list[Flag]:
             if record.get("rc") is None:
                 continue  # the request never ran (transport error): nothing to compare
             out = record.get("stdout") or rel.removesuffix(".json") + ".out"
-            if not evidence.has(str(out)):
+            if not isinstance(out, str) or not evidence.has(out):
                 orphans.append(rel)
                 continue
-            body, status = parse_curl_stdout(evidence.text(str(out)))
+            try:
+                body, status = parse_curl_stdout(evidence.text(out))
+            except (MissingEvidence, BadEvidence):
+                orphans.append(rel)
+                continue
             if (
                 hashlib.sha256(body).hexdigest() != record.get("body_sha256")
                 or status != record.get("http_status")
@@ -165,9 +247,13 @@ def _command_flags(evidence: Evidence) -> list[Flag]:
     """A file commands.jsonl says a successful command saved must be in the folder."""
     if not evidence.has(COMMANDS):
         return [Flag(CONTRADICTION, f"no {COMMANDS}: nothing says how the evidence was taken")]
+    try:
+        commands = evidence.commands()
+    except BadEvidence as exc:
+        return [Flag(CONTRADICTION, str(exc))]
     gone = [
         str(c["saves"])
-        for c in evidence.commands()
+        for c in commands
         if c.get("saves")
         and c.get("rc") == 0
         and not c.get("error")
@@ -184,7 +270,9 @@ def stale_flags(
     if since is None:
         return []
     times = [parse_time((meta or {}).get("started")), parse_time((meta or {}).get("finished"))]
-    times += [parse_time(c.get("started")) for c in evidence.commands()]
+    # A commands.jsonl that cannot be read leaves the times meta.json gives.
+    with contextlib.suppress(BadEvidence):
+        times += [parse_time(c.get("started")) for c in evidence.commands()]
     known = [t for t in times if t is not None]
     if not known:
         return [
@@ -235,14 +323,21 @@ def stored_verdict_flags(
 
 def _identity_keys(identity: Mapping[str, Any] | None) -> set[tuple[str, str]]:
     """What identifies a cluster: its kube-system UID and each node's boot ID."""
-    if not identity:
+    if not isinstance(identity, Mapping):
         return set()
     keys = set()
-    if identity.get("kube_system_uid"):
-        keys.add(("kube-system UID", str(identity["kube_system_uid"])))
-    for node in identity.get("nodes") or []:
-        if isinstance(node, dict) and node.get("boot_id"):
-            keys.add(("boot ID", str(node["boot_id"])))
+    uid = identity.get("kube_system_uid")
+    if isinstance(uid, str) and uid:
+        keys.add(("kube-system UID", uid))
+    nodes = identity.get("nodes")
+    for node in nodes if isinstance(nodes, list) else []:
+        boot_id = node.get("boot_id") if isinstance(node, dict) else None
+        if isinstance(boot_id, str) and boot_id:
+            keys.add(("boot ID", boot_id))
+    pod_uids = identity.get("pod_uids")
+    for uid in pod_uids if isinstance(pod_uids, list) else []:
+        if isinstance(uid, str) and uid:
+            keys.add(("pod UID", uid))
     return keys
 
 
@@ -263,7 +358,7 @@ def shared_cluster_flags(
                 shared[student][other].add(f"{what} {value[:13]}")
     return {
         student: [
-            Flag(SHARED_CLUSTER, f"same cluster as {other} ({', '.join(sorted(keys))})")
+            Flag(SHARED_CLUSTER, f"same cluster as {other} ({_brief(sorted(keys), 3)})")
             for other, keys in sorted(others.items())
         ]
         for student, others in shared.items()

@@ -24,6 +24,9 @@
 Per host: host, port, user, key_file | key_env (kubelab.transport's keys), and for
 grading: ip, the private address kubelet must register (default: host, when host is
 an address), and name, the Kubernetes node name (default: the host's `hostname`).
+Host keys, per host or in defaults: host_key (a fingerprint, SHA256:... as
+`ssh-keygen -lf` prints it) or known_hosts (a file, as ssh writes it); with neither,
+live grading accepts the key a host offers and records its fingerprint (live.py).
 A private key never sits in the inventory: an entry holding one is refused.
 """
 
@@ -38,13 +41,16 @@ from typing import Any
 
 import yaml
 
-from kubelab.config import mirror_profiles
+from kubelab import safeio
+from kubelab.config import bounded_yaml, mirror_profiles
 from kubelab.errors import ConfigError, KubelabError
 from kubelab.grade.archive import STUDENT_ID
 from kubelab.transport import INVENTORY_KEYS, SECRET_KEYS, SSHTarget, target_from_inventory
 from kubelab.verify.collect import DEFAULT_KUBECTL
 
-GRADING_KEYS = ("ip", "name")
+GRADING_KEYS = ("ip", "name", "host_key", "known_hosts")
+# An OpenSSH key fingerprint as `ssh-keygen -lf` prints it: SHA256, base64, no padding.
+HOST_KEY = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$")
 # The start of every PEM and OpenSSH private key file.
 _INLINE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 _NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -58,6 +64,13 @@ class Host:
     target: SSHTarget
     ip: str  # the private address kubelet must register as InternalIP
     name: str | None = None  # the Kubernetes node name; None: ask the host
+    # The host key pinned for it: a fingerprint, or a known_hosts file naming the host.
+    host_key: str | None = None
+    known_hosts: Path | None = None
+
+    @property
+    def pinned(self) -> bool:
+        return self.host_key is not None or self.known_hosts is not None
 
 
 @dataclass(frozen=True)
@@ -110,9 +123,9 @@ def load_inventory(path: Path | str) -> Inventory:
             ]
         )
     try:
-        data = yaml.safe_load(text)
+        data = bounded_yaml(text, path)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML ({exc})"]) from None
+        raise ConfigError([f"{path}: not valid YAML ({safeio.shown(exc, 200)})"]) from None
     return parse_inventory(data, path)
 
 
@@ -223,7 +236,26 @@ def _host(
     if name is not None and (not isinstance(name, str) or not _NODE_NAME.match(name)):
         problems.append(f"{where}: name {name!r} is not a Kubernetes node name")
         return None
-    return Host(machine, role, target, ip, name)
+    host_key = entry.get("host_key")
+    if host_key is not None and (not isinstance(host_key, str) or not HOST_KEY.match(host_key)):
+        problems.append(
+            f"{where}: host_key must be a fingerprint as `ssh-keygen -lf` prints it "
+            f"(SHA256:...), not {safeio.shown(repr(host_key), 80)}"
+        )
+        return None
+    known_hosts = entry.get("known_hosts")
+    known_hosts_path = None
+    if known_hosts is not None:
+        if not isinstance(known_hosts, str) or not known_hosts:
+            problems.append(f"{where}: known_hosts must be the path of a known_hosts file")
+            return None
+        known_hosts_path = Path(known_hosts).expanduser()
+        if not known_hosts_path.is_absolute():
+            known_hosts_path = base_dir / known_hosts_path
+        if not known_hosts_path.is_file():
+            problems.append(f"{where}: known_hosts file {known_hosts_path} does not exist")
+            return None
+    return Host(machine, role, target, ip, name, host_key, known_hosts_path)
 
 
 def _settings(raw: Any, source: Path, problems: list[str]) -> Settings:

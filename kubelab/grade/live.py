@@ -15,11 +15,23 @@ What keeps one student from costing another:
     crash loses nothing already graded, and a rerun skips graded students unless
     `force` (students that ended in an error are tried again);
   - a host that hangs, refuses, drops the connection or answers garbage ends as a
-    row with status "error" and the reason.
+    row with status "error" and the reason; so does one whose command prints more
+    than MAX_OUTPUT bytes (a host that streams without end);
+  - a stored result that can no longer be written out is graded again, not reloaded.
+
+Host keys: the inventory may pin each host's key (host_key, a fingerprint, or
+known_hosts, a file); a host offering another key is refused before any command runs.
+Without a pin the key is accepted, the grader says so once per run, and each
+student's evidence/host-keys.json records the fingerprints seen, so a key that differs
+from the previous run's is flagged (integrity.HOST_KEY) on the rerun.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import logging
 import queue
 import re
 import shutil
@@ -30,22 +42,41 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import paramiko
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from kubelab import safeio
 from kubelab.errors import KubelabError
 from kubelab.grade.archive import summary_line
 from kubelab.grade.gradebook import (
     RESULTS,
     ClassReport,
+    private_dir,
     read_result,
+    renderable,
     write_outputs,
     write_result,
 )
-from kubelab.grade.grading import GRADED, StudentGrade, add_class_flags, error_grade, grade_evidence
-from kubelab.grade.inventory import Inventory, Settings, StudentLab, load_inventory
+from kubelab.grade.grading import (
+    GRADED,
+    StudentGrade,
+    add_class_flags,
+    cleaned,
+    error_grade,
+    grade_evidence,
+)
+from kubelab.grade.integrity import HOST_KEY, Flag
+from kubelab.grade.inventory import Host, Inventory, Settings, StudentLab, load_inventory
 from kubelab.grade.rubric import Rubric, load_rubric
-from kubelab.transport import CommandResult, SSHTarget, Transport, TransportError
+from kubelab.transport import (
+    CommandResult,
+    HostKeyRefused,
+    SSHTarget,
+    Transport,
+    TransportError,
+)
 from kubelab.verify import Deadlines, Evidence, Expected, ExpectedNode, collect
 from kubelab.verify.evidence import KUBE_SYSTEM_NAMESPACE, NODES, PODS, VERSION, BadEvidence
 
@@ -60,6 +91,11 @@ CONNECT_TIMEOUT = 10.0
 # A placeholder until the API server says which version it runs (no pin given).
 UNPINNED = "0.0.0"
 _HOSTNAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+# The most one command may print (stdout and stderr): `kubectl get pods -A -o json` of
+# a 3-node lab is about 0.3 MB; a busy 100-pod cluster stays under 5 MB.
+MAX_OUTPUT = 16 * 1024 * 1024
+# Each student's evidence records the host keys its hosts offered.
+HOST_KEYS = "host-keys.json"
 
 TransportFactory = Callable[..., Any]
 
@@ -128,13 +164,25 @@ def grade_inventory(
     inventory = load_inventory(inventory_file)
     rubric = rubric or load_rubric(exercise)
     out_dir = Path(out_dir)
-    (out_dir / RESULTS).mkdir(parents=True, exist_ok=True)
+    private_dir(out_dir / RESULTS)
     console = console or Console(stderr=True, highlight=False)
+    _quiet_paramiko()
+    unpinned = [h for lab in inventory.students for h in lab.hosts if not h.pinned]
+    if unpinned:
+        console.print(
+            f"{len(unpinned)} hosts have no pinned host key (host_key or known_hosts in the "
+            f"inventory): each key is accepted as offered and recorded in evidence/<student>/"
+            f"{HOST_KEYS}; a key that changes between runs is flagged",
+            markup=False,
+        )
 
     done: dict[str, StudentGrade] = {}
     todo: list[StudentLab] = []
     for lab in inventory.students:
         previous = read_result(out_dir / RESULTS / f"{lab.student}.json")
+        if previous is not None:
+            # A stored grade that cannot be written out any more is graded again.
+            previous = renderable(previous, rubric)
         if (
             not force
             and previous is not None
@@ -187,10 +235,13 @@ class _Grader:
         with self._lock:
             return self._address_locks.setdefault(lab.address, threading.Lock())
 
-    def transport(self, lab: StudentLab) -> DeadlineTransport:
+    def transport(self, lab: StudentLab, host_keys: HostKeys) -> DeadlineTransport:
         targets: Mapping[str, SSHTarget] = {h.machine: h.target for h in lab.hosts}
         inner = self.transport_factory(
-            targets, connect_timeout=min(CONNECT_TIMEOUT, self.host_deadline / 3)
+            targets,
+            connect_timeout=min(CONNECT_TIMEOUT, self.host_deadline / 3),
+            max_output=MAX_OUTPUT,
+            host_key_policy=host_keys,
         )
         return DeadlineTransport(
             inner, time.monotonic() + self.host_deadline, self.settings.namespace
@@ -200,17 +251,25 @@ class _Grader:
         lab = job.lab
         with self.address_lock(lab):
             job.started = time.monotonic()
-            job.transport = self.transport(lab)
+            evidence_dir = self.out_dir / EVIDENCE / lab.student
+            host_keys = HostKeys(lab, previous=read_host_keys(evidence_dir))
+            job.transport = self.transport(lab, host_keys)
             try:
-                return self._grade(lab, job.transport)
+                grade = self._grade(lab, job.transport, evidence_dir)
             finally:
                 job.transport.close()
+            if evidence_dir.is_dir():
+                host_keys.write(evidence_dir / HOST_KEYS)
+            grade.flags += host_keys.changed()
+            return cleaned(grade)
 
-    def _grade(self, lab: StudentLab, transport: DeadlineTransport) -> StudentGrade:
+    def _grade(
+        self, lab: StudentLab, transport: DeadlineTransport, evidence_dir: Path
+    ) -> StudentGrade:
         started = time.monotonic()
-        evidence_dir = self.out_dir / EVIDENCE / lab.student
         if evidence_dir.exists():
             shutil.rmtree(evidence_dir)
+        evidence_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         relative = str(evidence_dir.relative_to(self.out_dir))
         try:
             expected = self._expected(lab, transport)
@@ -279,6 +338,105 @@ class _Grader:
 
 class _Unusable(Exception):
     """The cluster cannot be graded: the reason is the error row's text."""
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """A host key's fingerprint as `ssh-keygen -lf` prints it: SHA256:<base64, no padding>."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def read_host_keys(evidence_dir: Path) -> dict[str, str]:
+    """machine -> fingerprint, as the previous run's evidence recorded them ({} if none)."""
+    try:
+        data = safeio.parse_json(safeio.read_confined(evidence_dir, HOST_KEYS, 64 * 1024))
+    except (OSError, safeio.Unreadable):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        str(machine): entry["fingerprint"]
+        for machine, entry in data.items()
+        if isinstance(entry, dict) and isinstance(entry.get("fingerprint"), str)
+    }
+
+
+class HostKeys(paramiko.MissingHostKeyPolicy):
+    """One student's host key policy: pinned keys enforced, every key seen recorded.
+
+    paramiko asks the policy about every key, since the client loads no known_hosts
+    of its own; refusing raises HostKeyRefused, which the transport reports as the
+    host's error before any command runs.
+    """
+
+    def __init__(self, lab: StudentLab, previous: Mapping[str, str] | None = None) -> None:
+        self.previous = dict(previous or {})
+        self.seen: dict[str, str] = {}
+        # paramiko names a host "addr" on port 22, "[addr]:port" elsewhere.
+        self.hosts: dict[str, Host] = {
+            (h.target.host if h.target.port == 22 else f"[{h.target.host}]:{h.target.port}"): h
+            for h in lab.hosts
+        }
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: Any) -> None:
+        host = self.hosts.get(hostname)
+        if host is None:
+            raise HostKeyRefused(f"host key of {hostname}: not a host of this student")
+        seen = fingerprint(key)
+        self.seen[host.machine] = seen
+        if host.host_key is not None and seen != host.host_key:
+            raise HostKeyRefused(
+                f"host key {seen} is not the pinned {host.host_key} (the key changed, or "
+                "another machine answers at this address)"
+            )
+        if host.known_hosts is not None:
+            try:
+                known = paramiko.HostKeys(str(host.known_hosts)).lookup(hostname)
+            except (OSError, paramiko.SSHException, ValueError) as exc:
+                raise HostKeyRefused(f"cannot read {host.known_hosts} ({exc})") from None
+            if known is None:
+                raise HostKeyRefused(f"{hostname} is not in {host.known_hosts}")
+            if key.get_name() not in known or known[key.get_name()] != key:
+                raise HostKeyRefused(
+                    f"host key {seen} does not match {host.known_hosts} (the key changed, "
+                    "or another machine answers at this address)"
+                )
+
+    def changed(self) -> list[Flag]:
+        """A flag per unpinned host whose key is not the one the previous run saw."""
+        flags = []
+        for host in self.hosts.values():
+            before, now = self.previous.get(host.machine), self.seen.get(host.machine)
+            if not host.pinned and before and now and before != now:
+                flags.append(
+                    Flag(
+                        HOST_KEY,
+                        f"{host.machine} ({host.target.address}) offered host key {now}; "
+                        f"the previous run saw {before}",
+                    )
+                )
+        return flags
+
+    def write(self, path: Path) -> None:
+        records = {
+            h.machine: {
+                "address": h.target.address,
+                "fingerprint": self.seen[h.machine],
+                "pinned": h.pinned,
+            }
+            for h in self.hosts.values()
+            if h.machine in self.seen
+        }
+        path.write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
+
+
+def _quiet_paramiko() -> None:
+    """paramiko logs its own tracebacks (a banner timeout, a reset); the transport's error
+    says what happened in words, so they must not reach the teacher's terminal."""
+    logger = logging.getLogger("paramiko")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+    logger.propagate = False
 
 
 def _probe_name(transport: DeadlineTransport, machine: str, target: SSHTarget) -> str:
@@ -451,7 +609,7 @@ class _Progress:
                 TextColumn("grading"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[last]}"),
+                TextColumn("{task.fields[last]}", markup=False),
                 TimeElapsedColumn(),
                 console=self.console,
                 transient=False,
@@ -468,7 +626,8 @@ class _Progress:
         if self.bar is not None:
             self.bar.update(self.task, advance=1, last=line[:60])
             if not grade.graded:
-                self.bar.console.print(f"[red]{line}[/]", markup=True, highlight=False)
+                # Escaped: the line holds the host's own words, which may look like markup.
+                self.bar.console.print(f"[red]{escape(line)}[/]", markup=True, highlight=False)
         else:
             stamp = time.strftime("%H:%M:%S")
             self.console.print(

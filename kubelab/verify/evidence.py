@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kubelab import safeio
 from kubelab.errors import KubelabError
 
 FORMAT = 1
@@ -201,77 +202,139 @@ def curl_record(
 # --- reading ----------------------------------------------------------------------
 
 
+# What each field of a commands.jsonl line may hold; anything else makes the file unreadable.
+_COMMAND_FIELDS: dict[str, tuple[type, ...]] = {
+    "seq": (int,),
+    "check": (str,),
+    "node": (str,),
+    "rc": (int, type(None)),
+    "error": (str, type(None)),
+    "started": (str, type(None)),
+    "finished": (str, type(None)),
+    "duration": (int, float),
+    "timeout": (int, float, type(None)),
+    "saves": (str, type(None)),
+    "stdout": (str, type(None)),
+    "stderr": (str, type(None)),
+}
+# A verify run records a few hundred commands.
+MAX_COMMANDS = 10000
+
+
 class Evidence:
-    """Read-only access to an evidence folder; every lookup names the file it wanted."""
+    """Read-only access to an evidence folder; every lookup names the file it wanted.
+
+    The folder is data, never a path into the reader's machine: every name it gives
+    (a file a command saved, a curl record's output) must resolve to a regular file
+    inside the folder, of at most safeio.MAX_FILE_BYTES; anything else is unreadable
+    evidence (see kubelab.safeio).
+    """
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
-        self._commands: list[dict[str, Any]] | None = None
+        self._commands: list[dict[str, Any]] | BadEvidence | None = None
 
     def path(self, rel: str) -> Path:
-        return self.root / rel
-
-    def has(self, rel: str) -> bool:
-        return self.path(rel).is_file()
-
-    def text(self, rel: str) -> str:
         try:
-            return self.path(rel).read_text(encoding="utf-8", errors="surrogateescape")
-        except FileNotFoundError:
-            raise self.missing(rel) from None
-        except OSError as exc:
+            return safeio.confined(self.root, rel)
+        except safeio.Unreadable as exc:
             raise BadEvidence(rel, str(exc)) from None
 
-    def json(self, rel: str) -> Any:
-        text = self.text(rel)
+    def has(self, rel: str) -> bool:
+        return safeio.is_confined_file(self.root, rel)
+
+    def read_bytes(self, rel: str) -> bytes:
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BadEvidence(rel, f"not JSON ({exc})") from None
+            return safeio.read_confined(self.root, rel)
+        except FileNotFoundError:
+            raise self.missing(rel) from None
+        except safeio.Unreadable as exc:
+            raise BadEvidence(rel, str(exc)) from None
+
+    def text(self, rel: str) -> str:
+        return self.read_bytes(rel).decode("utf-8", errors="surrogateescape")
+
+    def json(self, rel: str) -> Any:
+        try:
+            return safeio.parse_json(self.read_bytes(rel))
+        except safeio.Unreadable as exc:
+            raise BadEvidence(rel, str(exc)) from None
 
     def listdir(self, rel: str) -> list[str]:
-        folder = self.path(rel)
+        try:
+            folder = safeio.confined(self.root, rel)
+        except safeio.Unreadable:
+            return []
         if not folder.is_dir():
             return []
         return sorted(p.name for p in folder.iterdir())
 
     def commands(self) -> list[dict[str, Any]]:
+        """commands.jsonl's records; BadEvidence when any line is not one."""
         if self._commands is None:
-            self._commands = []
-            if self.has(COMMANDS):
-                for line in self.text(COMMANDS).splitlines():
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    if isinstance(record, dict):
-                        self._commands.append(record)
+            try:
+                self._commands = self._read_commands()
+            except BadEvidence as exc:
+                self._commands = exc
+        if isinstance(self._commands, BadEvidence):
+            raise self._commands
         return self._commands
+
+    def _read_commands(self) -> list[dict[str, Any]]:
+        if not self.has(COMMANDS):
+            return []
+        records: list[dict[str, Any]] = []
+        for number, line in enumerate(self.text(COMMANDS).splitlines(), start=1):
+            if not line.strip():
+                continue
+            if len(records) >= MAX_COMMANDS:
+                raise BadEvidence(COMMANDS, f"more than {MAX_COMMANDS} commands")
+            try:
+                record = safeio.parse_json(line)
+            except safeio.Unreadable as exc:
+                raise BadEvidence(COMMANDS, f"line {number}: {exc}") from None
+            if not isinstance(record, dict):
+                raise BadEvidence(COMMANDS, f"line {number}: not a JSON object")
+            for key, allowed in _COMMAND_FIELDS.items():
+                value = record.get(key)
+                if key in record and (not isinstance(value, allowed) or isinstance(value, bool)):
+                    raise BadEvidence(COMMANDS, f"line {number}: {key!r} is {type(value).__name__}")
+            argv = record.get("argv", [])
+            if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+                raise BadEvidence(COMMANDS, f"line {number}: 'argv' is not a list of words")
+            records.append(record)
+        return records
 
     def producer(self, rel: str) -> dict[str, Any] | None:
         """The command that was to write `rel`, if the folder says."""
-        found = [c for c in self.commands() if c.get("saves") == rel]
+        try:
+            found = [c for c in self.commands() if c.get("saves") == rel]
+        except BadEvidence:
+            return None
         return found[-1] if found else None
 
     def missing(self, rel: str) -> MissingEvidence:
         command = self.producer(rel)
         if command is None:
             return MissingEvidence(rel)
-        shown = " ".join(str(a) for a in command.get("argv", []))
-        shown = shown if len(shown) <= 80 else shown[:77] + "..."
-        where = f"`{shown}` on {command.get('node')}"
+        shown = safeio.shown(" ".join(command.get("argv", [])), 80)
+        where = f"`{shown}` on {safeio.shown(command.get('node'), 40)}"
         if command.get("error"):
-            return MissingEvidence(rel, f"{where}: {command['error']}")
+            return MissingEvidence(rel, f"{where}: {safeio.shown(command['error'])}")
         stderr = ""
         if command.get("stderr"):
             try:
-                stderr = _tail(self.path(command["stderr"]).read_text(errors="replace"))
-            except OSError:
+                stderr = _tail(
+                    safeio.read_confined(self.root, command["stderr"]).decode(errors="replace")
+                )
+            except (OSError, safeio.Unreadable):
                 stderr = ""
         rc = command.get("rc")
         if rc == TIMEOUT_RC and command.get("timeout"):
             return MissingEvidence(rel, f"{where} timed out after {command['timeout']:g} s")
-        return MissingEvidence(rel, f"{where} exited {rc}" + (f": {stderr}" if stderr else ""))
+        return MissingEvidence(
+            rel, f"{where} exited {rc}" + (f": {safeio.shown(stderr)}" if stderr else "")
+        )
 
     def observed_at(self, rel: str) -> datetime | None:
         """When the command that wrote `rel` finished: the 'now' of that snapshot."""
@@ -281,32 +344,61 @@ class Evidence:
     def duration(self, check: str) -> float:
         """Time the live run spent collecting for a check, from commands.jsonl."""
         total = 0.0
-        for command in self.commands():
+        try:
+            commands = self.commands()
+        except BadEvidence:
+            return 0.0
+        for command in commands:
             if command.get("check") == check and isinstance(command.get("duration"), int | float):
                 total += float(command["duration"])
         return round(total, 3)
 
 
 def cluster_identity(evidence: Evidence) -> dict[str, Any]:
-    """What says which cluster this is: the kube-system UID and each node's IDs."""
+    """What says which cluster this is: the kube-system UID and each node's IDs.
+
+    Only strings are taken (a value of another type counts as absent), so an edited
+    file cannot put a structure where an ID belongs.
+    """
     identity: dict[str, Any] = {"kube_system_uid": None, "nodes": []}
-    with contextlib.suppress(MissingEvidence, BadEvidence, KeyError, TypeError):
-        identity["kube_system_uid"] = evidence.json(KUBE_SYSTEM_NAMESPACE)["metadata"]["uid"]
+    with contextlib.suppress(MissingEvidence, BadEvidence):
+        identity["kube_system_uid"] = _string_at(
+            evidence.json(KUBE_SYSTEM_NAMESPACE), "metadata", "uid"
+        )
     try:
         nodes = items(evidence.json(NODES), NODES)
     except (MissingEvidence, BadEvidence):
         nodes = []
+    try:
+        pods = items(evidence.json(PODS), PODS)
+    except (MissingEvidence, BadEvidence):
+        pods = []
+    # Every pod's UID: the API server's own random value, so evidence copied from another
+    # cluster carries that cluster's UIDs unless each one is rewritten everywhere it appears.
+    identity["pod_uids"] = sorted(
+        {uid for pod in pods[:MAX_POD_UIDS] if (uid := _string_at(pod, "metadata", "uid"))}
+    )
     for node in nodes:
-        info = (node.get("status") or {}).get("nodeInfo") or {}
         identity["nodes"].append(
             {
-                "name": (node.get("metadata") or {}).get("name"),
-                "machine_id": info.get("machineID"),
-                "boot_id": info.get("bootID"),
-                "system_uuid": info.get("systemUUID"),
+                "name": _string_at(node, "metadata", "name"),
+                "machine_id": _string_at(node, "status", "nodeInfo", "machineID"),
+                "boot_id": _string_at(node, "status", "nodeInfo", "bootID"),
+                "system_uuid": _string_at(node, "status", "nodeInfo", "systemUUID"),
             }
         )
     return identity
+
+
+MAX_POD_UIDS = 2000
+
+
+def _string_at(doc: Any, *keys: str) -> str | None:
+    for key in keys:
+        if not isinstance(doc, dict):
+            return None
+        doc = doc.get(key)
+    return safeio.shown(doc, 100) if isinstance(doc, str) else None
 
 
 # --- writing ----------------------------------------------------------------------
@@ -322,7 +414,8 @@ class EvidenceWriter:
                 f"evidence folder {self.root} is not empty",
                 hint="give --evidence-out a new folder, or remove the old evidence first",
             )
-        self.root.mkdir(parents=True, exist_ok=True)
+        # 0700: evidence names the cluster's nodes, addresses and IDs; only its owner reads it.
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._seq = 0
 
     def write_text(self, rel: str, text: str) -> None:

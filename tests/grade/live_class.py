@@ -199,7 +199,10 @@ class FakeHosts:
         self.lock = threading.Lock()
         self.release = threading.Event()
 
-    def factory(self, targets: Mapping[str, Any], connect_timeout: float = 10.0) -> FakeTransport:
+    def factory(
+        self, targets: Mapping[str, Any], connect_timeout: float = 10.0, **options: Any
+    ) -> FakeTransport:
+        # max_output and host_key_policy: no SSH here, the sshd tests exercise them.
         return FakeTransport(self, targets)
 
 

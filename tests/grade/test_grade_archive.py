@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import tarfile
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import pytest
 from kubelab.grade.archive import ArchiveError, Limits, read_handin
 from kubelab.grade.gradebook import grade_handins
 from tests.grade.handin_class import SyntheticClass
+from tests.grade.hostile_corpus import tar_header
 
 TOP = "kubelab-ex2-2021001"
 
@@ -111,3 +113,25 @@ def test_an_unsafe_archive_is_an_error_row_not_a_crash(
     assert "unsafe path" in report.grades[0].error
     assert not (tmp_path / "escaped.txt").exists()
     assert (tmp_path / "out" / "gradebook.csv").read_text().count("\n") == 2
+
+
+def test_pax_sizes_and_damaged_headers_are_checked_before_unpacking(tmp_path: Path) -> None:
+    # A pax record's size= overrides the next header's own; it is held to the same cap.
+    record = b"size=41943040\n"
+    record = str(len(record) + 3).encode() + b" " + record
+    pax = tar_header(f"{TOP}/evidence/nodes.json", len(record), b"x")
+    member = tar_header(f"{TOP}/evidence/nodes.json", 0, tarfile.REGTYPE)
+    claimed = tmp_path / f"{TOP}.tar.gz"
+    with gzip.open(claimed, "wb") as out:
+        out.write(pax + record.ljust(512, b"\0") + member + bytes(1024))
+    with pytest.raises(ArchiveError, match="an entry of 41943040 bytes"):
+        read_handin(claimed, tmp_path / "a")
+    damaged = tmp_path / "damaged" / f"{TOP}.tar.gz"
+    damaged.parent.mkdir()
+    block = bytearray(member)
+    block[0:1] = b"X"  # the name changed, the checksum not
+    with gzip.open(damaged, "wb") as out:
+        out.write(bytes(block) + bytes(1024))
+    with pytest.raises(ArchiveError, match="a damaged tar header"):
+        read_handin(damaged, tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -83,3 +83,37 @@ def test_an_inline_key_is_one_line_and_never_echoed(tmp_path: Path) -> None:
         load_inventory(path)
     assert len(caught.value.problems) == 1 and "\n" not in caught.value.problems[0]
     assert "MIIEowIBAAKCAQEAsecret" not in str(caught.value)
+
+
+def test_an_alias_bomb_or_deep_nesting_is_one_line(tmp_path: Path) -> None:
+    lines = ['a0: &a0 ["x"]'] + [
+        f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9)}]" for n in range(1, 10)
+    ]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("students: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    for path, says in ((bomb, "expands to more than"), (deep, "nested more than")):
+        with pytest.raises(ConfigError) as info:
+            load_inventory(path)
+        assert len(info.value.problems) == 1 and says in info.value.problems[0]
+
+
+def test_host_keys_are_checked_at_load(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "defaults": {"user": "grader", "key_env": "KUBELAB_TEST_KEY"},
+                "students": {
+                    "2021001": {"master": {"host": "10.20.1.5", "host_key": "MD5:aa:bb"}},
+                    "2021002": {"master": {"host": "10.20.1.6", "known_hosts": "nope"}},
+                },
+            }
+        )
+    )
+    with pytest.raises(ConfigError) as info:
+        load_inventory(path)
+    problems = info.value.problems
+    assert any("2021001: master: host_key must be a fingerprint" in p for p in problems)
+    assert any("2021002: master: known_hosts file" in p and "does not exist" in p for p in problems)

@@ -19,7 +19,9 @@ import pytest
 from rich.console import Console
 
 from kubelab.grade import live
-from kubelab.grade.live import DeadlineTransport, grade_inventory
+from kubelab.grade.grading import error_grade, score_table
+from kubelab.grade.integrity import Flag
+from kubelab.grade.live import DeadlineTransport, _Progress, grade_inventory
 from kubelab.grade.rubric import Rubric
 from kubelab.transport import CommandResult, TransportError
 from tests.grade.live_class import (
@@ -240,3 +242,57 @@ def test_ctrl_c_finishes_clusters_in_progress_and_loses_nobody(
         transport_factory=hosts.factory,
     )
     check_class(students, out, rubric)
+
+
+def test_host_words_that_look_like_markup_are_shown_not_parsed(rubric: Rubric) -> None:
+    # A host may answer '[/red]': rich must print it, not fail on a stray closing tag.
+    said = "`hostname` answered garbage (rc 0: '[/red][bold]x')"
+    grade = error_grade("s1", rubric, said)
+    grade.flags.append(Flag("hostname", "node names without s1: [/bold]"))
+    terminal = Console(file=io.StringIO(), force_terminal=True, width=200)
+    with _Progress(terminal, 1) as progress:
+        progress.advance(grade)
+    terminal.print(score_table(grade))
+    shown = terminal.file.getvalue()  # type: ignore[attr-defined]
+    assert "[/red][bold]x" in shown and "[/bold]" in shown
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"total": "lots"},  # loads, but no output can show it
+        {"items": [{"id": "hostnames"}]},  # an item without its fields
+        {"flags": "x"},
+    ],
+)
+def test_a_stored_grade_that_cannot_be_shown_is_graded_again(
+    damage: dict[str, object], rubric: Rubric, tmp_path: Path
+) -> None:
+    students = live_class(2)
+    path = write_inventory(
+        tmp_path / "inventory.yaml", inventory(students, user="grader", key_env="KUBELAB_TEST_KEY")
+    )
+    out = tmp_path / "out"
+    hosts = FakeHosts(students)
+
+    def run() -> None:
+        grade_inventory(
+            path,
+            2,
+            out,
+            concurrency=2,
+            host_deadline=3.0,
+            console=plain_console()[0],
+            transport_factory=hosts.factory,
+        )
+
+    run()
+    stored = out / "results" / "s001.json"
+    stored.write_text(json.dumps({**json.loads(stored.read_text()), **damage}))
+    before = dict(hosts.calls)
+    run()
+    master = host_ips(1)[0]
+    assert hosts.calls[master] > before[master]
+    row = next(r for r in rows(out) if r["student"] == "s001")
+    assert row["status"] == "graded"
+    assert json.loads(stored.read_text())["total"] == float(row["total"])

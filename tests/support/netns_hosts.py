@@ -21,6 +21,8 @@ Misbehaving hosts, for grading tests (`behaviors=` or `set_behavior`):
   "drop"     every command prints the start of an answer, then the session is killed
   "garbage"  kubectl prints non-JSON
   "stall"    sshd is stopped (SIGSTOP): TCP connects, the SSH greeting never comes
+  "stream"   every command prints without end
+`new_host_key(host)` gives a host a new SSH host key (a rebuilt VM, or an impostor).
 `Reply(drop_after=N)` drops one chosen kubectl call after N bytes instead.
 
 Clients run inside the namespace as well, in one of two ways:
@@ -85,7 +87,7 @@ BRIDGE = "lab0"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # The stock welcome page of Debian's nginx packages (upstream's page, byte for byte).
 WELCOME_ROOT = Path("/usr/share/nginx/html")
-BEHAVIORS = ("ok", "hang", "refuse", "drop", "garbage", "stall")
+BEHAVIORS = ("ok", "hang", "refuse", "drop", "garbage", "stall", "stream")
 # Generous: 100 sshds starting on a cold, busy 2-core machine take their time.
 START_TIMEOUT = 180.0
 CLONE_NEWNET = 0x40000000
@@ -367,6 +369,17 @@ class NetnsHosts:
             # The kernel still completes TCP handshakes into the listen backlog, but
             # nothing answers: the SSH greeting never comes.
             host.sshd.send_signal(signal.SIGSTOP)
+
+    def new_host_key(self, key: str) -> None:
+        """Give the host a new SSH host key, and restart its sshd with it."""
+        host = self.host(key)
+        if host.sshd is not None:
+            _terminate(host.sshd)
+            host.sshd = None
+        write_key(host.dir / "ssh_host_ed25519_key")
+        if host.behavior != "refuse":
+            self._start_sshd(host)
+            self._wait_for_sshd([host])
 
     def _make_host(self, name: str, address: str) -> FakeHost:
         folder = self.root / "hosts" / name
