@@ -151,3 +151,14 @@ def shown(text: object, limit: int = SHOWN_CHARS, *, lines: bool = False) -> str
     if len(value) > limit:
         value = value[: max(limit - 3, 0)] + "..."
     return value
+
+
+def shown_tree(value: Any, limit: int = SHOWN_CHARS) -> Any:
+    """`value` (JSON-like data drawn from evidence) with every string made safe by shown()."""
+    if isinstance(value, str):
+        return shown(value, limit)
+    if isinstance(value, dict):
+        return {shown(str(k), limit): shown_tree(v, limit) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [shown_tree(v, limit) for v in value]
+    return value

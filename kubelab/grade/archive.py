@@ -185,6 +185,15 @@ def safe_extract(archive: Path, dest: Path, top: str, limits: Limits = DEFAULT_L
         raise
 
 
+def _private_dirs(path: Path, base: Path) -> None:
+    """mkdir -p of `path` below `base`, every new folder 0700 from its creation
+    (pathlib's parents=True would make the intermediate ones with the default mode)."""
+    current = base
+    for part in path.relative_to(base).parts:
+        current = current / part
+        current.mkdir(exist_ok=True, mode=0o700)
+
+
 def _extract(archive: Path, dest: Path, top: str, limits: Limits) -> None:
     dest.mkdir(parents=True, exist_ok=True, mode=0o700)
     members = written = 0
@@ -197,7 +206,7 @@ def _extract(archive: Path, dest: Path, top: str, limits: Limits) -> None:
                 rel = _member_path(archive, member, top)
                 target = dest.joinpath(*rel.parts)
                 if member.isdir():
-                    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+                    _private_dirs(target, dest)
                     continue
                 if member.size > limits.file_bytes:
                     raise ArchiveError(
@@ -212,7 +221,7 @@ def _extract(archive: Path, dest: Path, top: str, limits: Limits) -> None:
                 source = tar.extractfile(member)
                 if source is None:
                     raise ArchiveError(f"{archive.name}: cannot read {shown(member.name)}")
-                target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                _private_dirs(target.parent, dest)
                 # O_EXCL: a second member with the same name is refused, not silently
                 # merged; O_NOFOLLOW: never through a link; 0600: the teacher's only.
                 fd = os.open(

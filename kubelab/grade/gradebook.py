@@ -158,7 +158,7 @@ def grade_handins(
     deadline = parse_since(due)
     class_roster = load_roster(roster)
     listed = list(class_roster.students) or None
-    out_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(out_dir)  # grades are personal data: 0700 from the start
     with tempfile.TemporaryDirectory(prefix=".intake-", dir=out_dir) as staging:
         taken = intake.take_in(folder, exercise, Path(staging), limits, listed, skip=out_dir)
         if student is not None and student not in {*taken.chosen, *taken.failed, *(listed or ())}:
@@ -441,7 +441,7 @@ def write_outputs(
         # hostile: a picture that cannot be drawn is left out, never a crash.
         if grade.graded and not grade.topology and grade.evidence:
             try:
-                grade.topology = html.topology(out_dir / grade.evidence)
+                grade.topology = safeio.shown_tree(html.topology(out_dir / grade.evidence))
             except Exception:  # noqa: BLE001 - the grade stands without its picture
                 grade.topology = {}
     grades = [renderable(g, rubric) for g in grades]

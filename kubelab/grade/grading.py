@@ -150,6 +150,7 @@ def cleaned(grade: StudentGrade) -> StudentGrade:
         for c in grade.checks
     ]
     grade.flags = [Flag(f.kind, safeio.shown(f.detail, ERROR_CHARS)) for f in grade.flags]
+    grade.topology = safeio.shown_tree(grade.topology)
     return grade
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import json
 import re
 import shutil
 import tarfile
@@ -37,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kubelab import safeio
 from kubelab.grade.archive import (
     EVIDENCE,
     REPORT,
@@ -44,6 +44,7 @@ from kubelab.grade.archive import (
     ArchiveError,
     Limits,
     archive_name,
+    check_bounds,
     safe_extract,
 )
 from kubelab.grade.integrity import _identity_keys
@@ -274,6 +275,9 @@ def _advice(arrival: Arrival, message: str) -> str:
 
 def _top_folder(tarball: Path, limits: Limits) -> str:
     """The archive's one top folder; an archive with several or none is not ours."""
+    # Headers are walked and bounded (long names, pax records, sizes, ratio) before
+    # tarfile parses anything: tarfile itself would read a huge header into memory.
+    check_bounds(tarball, limits)
     tops: set[str] = set()
     try:
         with tarfile.open(tarball, mode="r:gz") as tar:
@@ -365,11 +369,11 @@ def _mac_metadata(name: str) -> bool:
 
 
 def _small_json(path: Path) -> Any:
+    """A hand-in's meta.json or report.json as data, or None: read as hostile input
+    (a regular file inside the hand-in, bounded in size and depth; see kubelab.safeio)."""
     try:
-        if not path.is_file() or path.stat().st_size > SMALL_JSON:
-            return None
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+        return safeio.parse_json(safeio.read_confined(path.parent, path.name, SMALL_JSON))
+    except (OSError, safeio.Unreadable):
         return None
 
 
@@ -530,7 +534,7 @@ def place(arrival: Arrival, dest: Path) -> Path:
     assert arrival.unpacked is not None
     if dest.exists():
         shutil.rmtree(dest)
-    dest.mkdir(parents=True)
+    dest.mkdir(parents=True, mode=0o700)  # a student's hand-in: private from the start
     target = dest / arrival.unpacked.name
     shutil.move(str(arrival.unpacked), target)
     arrival.unpacked = target

@@ -107,7 +107,7 @@ def test_every_case_is_one_row_that_says_why(hostile_run: dict[str, Any]) -> Non
     assert len(cases) >= 40
     for case in cases:
         row = hostile[case.student]
-        assert row["status"] == ("error" if case.error else "graded"), (case, row)
+        assert row["status"] == ("error" if case.error else "graded"), (case, row.get("error"))
         assert case.why in row_text(hostile_run["out"], case.student), case
     # And each one got its feedback, as every student does.
     for case in cases:
@@ -176,6 +176,8 @@ def test_outputs_and_unpacked_handins_are_private(hostile_run: dict[str, Any]) -
 def test_refused_archives_leave_nothing_unpacked(hostile_run: dict[str, Any]) -> None:
     unpacked = hostile_run["out"] / "handins"
     for case, _ in ARCHIVE_CASES:
+        if case.why == "name-mismatch":
+            continue  # not refused: read by its contents (intake), graded as an error row
         assert not (unpacked / case.student).exists(), case
 
 
