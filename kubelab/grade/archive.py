@@ -314,7 +314,9 @@ def check_bounds(archive: Path, limits: Limits = DEFAULT_LIMITS) -> None:
                     left -= len(chunk)
     except ArchiveError:
         raise
-    except (OSError, EOFError, zlib.error, ValueError) as exc:
+    except EOFError as exc:  # the gzip stream ends early: an upload cut short
+        raise ArchiveError(f"{archive.name}: the archive is cut off ({shown(exc, 120)})") from None
+    except (OSError, zlib.error, ValueError) as exc:
         raise ArchiveError(
             f"{archive.name}: not a readable .tar.gz ({type(exc).__name__}: {shown(exc, 120)})"
         ) from None
