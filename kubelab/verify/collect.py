@@ -52,6 +52,7 @@ from kubelab.verify.evidence import (
     now,
 )
 from kubelab.verify.expect import CLUSTER, NODE_PREP, PROBE, Expected, ExpectedNode
+from kubelab.verify.provenance import MARKERS_SCRIPT, markers_path
 
 MANIFEST_TEMPLATE = REPO_ROOT / "labs" / "manifests" / "verify-nginx.yaml.j2"
 NODE_PREP_PROBE = REPO_ROOT / "labs" / "probes" / "node-prep.sh"
@@ -235,6 +236,16 @@ class _Collector:
 
     # -- the steps ----------------------------------------------------------------
 
+    def provenance(self) -> None:
+        """Each VM's stage markers: what kubelab applied there, when, and by what."""
+        for node in self.expected.nodes:
+            self.run(
+                "provenance",
+                node,
+                ["sudo", "sh", "-c", MARKERS_SCRIPT],
+                saves=markers_path(node.host),
+            )
+
     def node_prep(self) -> None:
         """Each VM's hostname, then the node-prep probe on each, resolving all of them."""
         hostnames = []
@@ -402,6 +413,7 @@ def collect(
     student_id: str | None = None,
     exercise: str | int | None = None,
     reporter: StepReporter | None = None,
+    restores: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
     """Run verify's commands and write the evidence folder; return its path.
 
@@ -439,11 +451,15 @@ def collect(
         "interrupted": False,
         "aborted": None,
         "cluster_identity": None,
+        # The lab's snapshot restores (`invoke lab --reset`), from the lab folder.
+        "restores": [dict(r) for r in restores],
     }
     # Written first too, so even a folder from a killed run says what it was.
     writer.write_json(META, meta)
     deadlines = expected.deadlines
     try:
+        with _step(reporter, "What kubelab applied on each VM", deadlines.command):
+            collector.provenance()
         if NODE_PREP in expected.phases:
             collector.phase = NODE_PREP
             nodes = len(expected.nodes)

@@ -19,8 +19,8 @@ A run of verify leaves one folder that a grader can re-check with no cluster:
     curl/<check>/<from>__<target>.out    curl's raw stdout: the body, then a status line
     dns.json                      only with --dns
     node-prep/<node>.txt          exercise 1: labs/probes/node-prep.sh's key=value lines
-    provenance.json               what kubelab applied on each VM (stage markers, when,
-                                  by what) and the snapshot restores (format 2 on)
+    provenance/<node>.txt         each VM's stage markers: what kubelab applied, when, by
+                                  what (verify/provenance.py; format 2 on)
     cleanup.json                  the namespace delete and the look that confirms it
     raw/NNN-<what>.stdout|.stderr output of commands that has no file of its own above
 
@@ -41,7 +41,7 @@ from typing import Any
 
 from kubelab.errors import KubelabError
 
-# 2: commands carry their phase; node-prep/ and provenance.json. Format 1 still loads.
+# 2: commands carry their phase; node-prep/, provenance/, meta.json restores. 1 still loads.
 FORMAT = 2
 # The exit code of a command stopped at its deadline (coreutils timeout, the transport).
 TIMEOUT_RC = 124
@@ -59,7 +59,6 @@ SERVICE = "nginx/service.json"
 ENDPOINTS = "nginx/endpoints.json"
 DNS = "dns.json"
 CLEANUP = "cleanup.json"
-PROVENANCE = "provenance.json"
 NODE_PREP_DIR = "node-prep"
 RAW = "raw"
 CURL = "curl"
