@@ -84,6 +84,12 @@ def load_exercise(number: int | str) -> Exercise:
     return _load(key, files[key])
 
 
+def exercise_start_stages(number: int) -> tuple[str, ...]:
+    """Exercise `number`'s start stages; none when there is no such exercise."""
+    path = _exercise_files().get(number)
+    return _load(number, path).start if path else ()
+
+
 def _load(number: int, path: Path) -> Exercise:
     try:
         data = yaml.safe_load(path.read_text())

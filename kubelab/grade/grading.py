@@ -19,7 +19,15 @@ from rich.text import Text
 
 from kubelab.grade import integrity
 from kubelab.grade.integrity import Flag
-from kubelab.grade.rubric import Context, ItemScore, Rubric, score_items, total
+from kubelab.grade.rubric import (
+    KUBELAB_APPLIED,
+    Context,
+    ItemScore,
+    Rubric,
+    score_items,
+    start_stages,
+    total,
+)
 from kubelab.verify import (
     CheckResult,
     Deadlines,
@@ -28,7 +36,9 @@ from kubelab.verify import (
     ExpectedNode,
     cluster_identity,
     evaluate,
+    provenance,
 )
+from kubelab.verify.checks import identified
 from kubelab.verify.evidence import META, BadEvidence, MissingEvidence, now
 
 GRADED = "graded"
@@ -167,6 +177,7 @@ def grade_evidence(
         return error_grade(
             student, rubric, f"evidence unusable: {exc}", source=source, evidence=str(evidence_dir)
         )
+    expected = identified(evidence, expected)
     results = evaluate(evidence_dir, expected)
     context = Context(
         evidence=evidence,
@@ -174,9 +185,13 @@ def grade_evidence(
         results={r.id: r for r in results},
         student=student,
         requires=rubric.requires,
+        applied=tuple(provenance.read(evidence, [n.host for n in expected.nodes])),
+        start_stages=start_stages(rubric.exercise),
     )
     scores = score_items(rubric, context)
     flags = [
+        *[integrity.Flag(KUBELAB_APPLIED, f"{s.id}: {s.voided}") for s in scores if s.voided],
+        *[integrity.Flag(KUBELAB_APPLIED, line) for line in provenance.restores(meta)],
         *integrity.hostname_flags(evidence, student),
         *integrity.student_flags(meta, student),
         *integrity.contradiction_flags(evidence, meta),

@@ -985,6 +985,14 @@ def checks_for(expected: Expected) -> list[Check]:
     return [c for c in CHECKS if c.phase in expected.phases and c.only_if(expected)]
 
 
+def identified(evidence: Evidence, expected: Expected) -> Expected:
+    """`expected` with its nodes found among the registered ones (when nodes.json is there)."""
+    if CLUSTER in expected.phases:
+        with contextlib.suppress(MissingEvidence, BadEvidence):  # the nodes check says why
+            return identify_nodes(evidence.json(NODES), expected)
+    return expected
+
+
 def evaluate(evidence_dir: Path | str, expected: Expected) -> list[CheckResult]:
     """Every check of the collected phases over a saved evidence folder; contacts nothing.
 
@@ -992,8 +1000,6 @@ def evaluate(evidence_dir: Path | str, expected: Expected) -> list[CheckResult]:
     node the student named `k8s-master-<ID>` is checked as the master.
     """
     evidence = Evidence(evidence_dir)
-    if CLUSTER in expected.phases:
-        with contextlib.suppress(MissingEvidence, BadEvidence):  # the nodes check says why
-            expected = identify_nodes(evidence.json(NODES), expected)
+    expected = identified(evidence, expected)
     with language(expected.language):
         return [check(evidence, expected) for check in checks_for(expected)]

@@ -401,7 +401,6 @@ def item_fractions(variant: Variant, slots: int = 2) -> dict[str, float]:
     schedulable = slots - (1 if variant.master_tainted else 0)
     return {
         "cluster-ready": (slots - len(variant.not_ready)) / slots,
-        "hostnames": 1.0 if variant.named and not variant.cluster_of else 0.0,
         "pods-everywhere": schedulable / slots,
         "pod-ips": (schedulable - variant.pods_down) / schedulable,
         "nodeport": (slots - len(variant.nodeport_down)) / slots,
