@@ -201,9 +201,11 @@ def destroy(c, config=None, lab_dir=None, student=None, yes=False):
     """Delete the lab's VMs, disks and network; report anything left behind."""
     from kubelab import lifecycle
 
-    plan = _plan(config, lab_dir, student=student)
+    plan, state = _exercise_plan(config, lab_dir, student=student)
     if not yes and not ui.confirm(f"destroy every VM of lab {plan.config.name} ({plan.prefix}*)?"):
         raise Exit("not destroyed (pass --yes to skip the question)", code=1)
+    if state is not None:  # the exercise's start snapshots go first
+        lifecycle.inspector_for(plan).delete_snapshots(plan.prefix)
     left = lifecycle.destroy(plan, Reporter(ui.console))
     if left:
         raise Exit(f"left behind in libvirt: {', '.join(left)}", code=1)

@@ -173,6 +173,18 @@ class LibvirtInspector:
         with self._connection() as conn:
             return sorted(conn.lookupByName(domain).snapshotListNames())
 
+    def delete_snapshots(self, prefix: str) -> list[str]:
+        """Delete every snapshot of the domains starting with `prefix` (before they are
+        undefined: libvirt refuses to undefine a domain that has snapshots)."""
+        deleted = []
+        with self._connection() as conn:
+            for dom in conn.listAllDomains():
+                if dom.name().startswith(prefix):
+                    for snap in dom.listAllSnapshots():
+                        deleted.append(f"{dom.name()}/{snap.getName()}")
+                        snap.delete()
+        return deleted
+
     def revert(self, domain: str, name: str) -> None:
         """Bring a domain back to snapshot `name`, running (as it was taken)."""
         with self._connection() as conn:
