@@ -366,6 +366,20 @@ def total(scores: list[ItemScore]) -> float:
 
 
 def _hint(item: Item, context: Context) -> str:
+    """The item's own hint, then its failed checks' hints; the root cause first: with
+    the API server down, its hint replaces every "no evidence" one it explains."""
+    api = context.results.get("api")
+    if (
+        api is not None
+        and not api.passed
+        and any(
+            (r := context.results.get(c)) is not None
+            and not r.passed
+            and r.detail.startswith(("no evidence", "not run"))
+            for c in item.checks
+        )
+    ):
+        return api.hint
     texts = [item.hint] if item.hint else []
     for check in item.checks:
         result = context.results.get(check)
