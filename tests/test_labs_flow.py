@@ -123,7 +123,7 @@ def test_check_rows_follow_the_manuals_steps() -> None:
 
 def test_exercise_1_collects_the_node_preparation_only() -> None:
     assert labs.load_exercise(1).phases == ("node-prep",)
-    assert labs.load_exercise(2).phases == ("cluster", "probe")
+    assert labs.load_exercise(2).phases == ("cluster", "own", "probe")
     expected = expected_from_plan(plan(1), phases=labs.load_exercise(1).phases, language="zh")
     assert expected.student_id == STUDENT and expected.language == "zh"
 

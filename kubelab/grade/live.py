@@ -44,7 +44,7 @@ from kubelab.grade.gradebook import (
 )
 from kubelab.grade.grading import GRADED, StudentGrade, add_class_flags, error_grade, grade_evidence
 from kubelab.grade.inventory import Inventory, Settings, StudentLab, load_inventory
-from kubelab.grade.rubric import Rubric, load_rubric
+from kubelab.grade.rubric import Rubric, load_rubric, rubric_phases
 from kubelab.transport import CommandResult, SSHTarget, Transport, TransportError
 from kubelab.verify import Deadlines, Evidence, Expected, ExpectedNode, collect
 from kubelab.verify.evidence import KUBE_SYSTEM_NAMESPACE, NODES, PODS, VERSION, BadEvidence
@@ -274,6 +274,7 @@ class _Grader:
             nodeport=settings.nodeport,
             cni=settings.cni,
             deadlines=deadlines,
+            phases=rubric_phases(self.rubric),  # what the rubric's checks need
         )
 
 

@@ -32,7 +32,7 @@ from kubelab import REPO_ROOT
 from kubelab.config import catalog
 from kubelab.errors import ConfigError, KubelabError
 from kubelab.verify import CHECK_IDS, CheckResult, Evidence, Expected
-from kubelab.verify.checks import Part, curl_problem, pod_ready
+from kubelab.verify.checks import CHECKS, Part, curl_problem, pod_ready
 from kubelab.verify.evidence import (
     NGINX_PODS,
     NODES,
@@ -44,6 +44,7 @@ from kubelab.verify.evidence import (
     http_url,
     items,
 )
+from kubelab.verify.expect import CLUSTER, NODE_PREP, PHASES
 from kubelab.verify.provenance import SOLVE, Applied
 
 RUBRICS_DIR = REPO_ROOT / "labs" / "rubrics"
@@ -297,6 +298,16 @@ def points(value: float) -> float:
     return round(value + 0.0, 2)
 
 
+def rubric_phases(rubric: Rubric) -> tuple[str, ...]:
+    """What verify must collect for this rubric: the phases of the checks its items use,
+    plus the cluster's state every evaluator reads."""
+    by_id = {c.id: c.phase for c in CHECKS}
+    wanted = {by_id[c] for item in rubric.items for c in item.checks}
+    if wanted - {NODE_PREP}:
+        wanted.add(CLUSTER)
+    return tuple(p for p in PHASES if p in wanted)
+
+
 KUBELAB_APPLIED = "kubelab-applied"  # the flag beside a grade that kubelab's own work voids
 
 
@@ -382,6 +393,11 @@ def _hint(item: Item, context: Context) -> str:
         return api.hint
     texts = [item.hint] if item.hint else []
     for check in item.checks:
+        if check not in context.results:
+            texts.append(
+                f"this evidence does not hold the {check} check: run `invoke verify` with "
+                "this exercise's --exercise number"
+            )
         result = context.results.get(check)
         if result is not None and not result.passed and result.hint:
             texts += [t for t in result.hint.splitlines() if t not in texts]

@@ -26,6 +26,8 @@ from kubelab.verify.evidence import (
     ENDPOINTS,
     NGINX_PODS,
     NODES,
+    OWN_DEPLOYMENTS,
+    OWN_SERVICES,
     PODS,
     SERVICE,
     VERSION,
@@ -40,7 +42,7 @@ from kubelab.verify.evidence import (
     parse_curl_stdout,
     parse_time,
 )
-from kubelab.verify.expect import CLUSTER, NODE_PREP, PROBE, Expected, ExpectedNode
+from kubelab.verify.expect import CLUSTER, NODE_PREP, OWN, PROBE, Expected, ExpectedNode
 from kubelab.verify.hints import Hints, hint, language
 
 
@@ -471,6 +473,190 @@ def _hostname(
     if expected.student_id.lower() not in name.lower():
         return [f"hostname {name or '(empty)'} does not carry {expected.student_id}"]
     return []
+
+
+# --- exercise 2: the student's own nginx Deployment and NodePort Service -------------
+
+OWN_DEPLOYMENT_NAME = "nginx"  # the manual's: kubectl create deployment nginx
+OWN_MIN_REPLICAS = 2
+
+
+@dataclass(frozen=True)
+class OwnWorkload:
+    """The student's nginx as the cluster printed it: Deployment, its pods, its NodePort."""
+
+    deployment: dict[str, Any] | None
+    pods: list[dict[str, Any]]
+    service: dict[str, Any] | None
+
+
+def _labels(obj: dict[str, Any]) -> dict[str, str]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+def own_workload(deployments: Any, services: Any, pods: Any, expected: Expected) -> OwnWorkload:
+    """The Deployment named nginx outside verify's namespace ("default" first), the pods
+    its selector picks, and a NodePort Service in its namespace selecting them."""
+    found = [
+        d
+        for d in items(deployments, OWN_DEPLOYMENTS)
+        if _name(d) == OWN_DEPLOYMENT_NAME
+        and (d.get("metadata") or {}).get("namespace") != expected.namespace
+    ]
+    if not found:
+        return OwnWorkload(None, [], None)
+    found.sort(
+        key=lambda d: (d["metadata"].get("namespace") != "default", d["metadata"].get("namespace"))
+    )
+    deployment = found[0]
+    namespace = deployment["metadata"].get("namespace")
+    selector = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    own_pods = [
+        p
+        for p in items(pods, PODS)
+        if (p.get("metadata") or {}).get("namespace") == namespace
+        and selector
+        and all(_labels(p).get(k) == v for k, v in selector.items())
+    ]
+    service = None
+    for candidate in items(services, OWN_SERVICES):
+        spec = candidate.get("spec") or {}
+        chooses = spec.get("selector") or {}
+        if (
+            (candidate.get("metadata") or {}).get("namespace") == namespace
+            and spec.get("type") == "NodePort"
+            and chooses
+            and own_pods
+            and all(_labels(own_pods[0]).get(k) == v for k, v in chooses.items())
+        ):
+            service = candidate
+            break
+    return OwnWorkload(deployment, own_pods, service)
+
+
+def _own(evidence: Evidence, expected: Expected) -> OwnWorkload:
+    return own_workload(
+        evidence.json(OWN_DEPLOYMENTS),
+        evidence.json(OWN_SERVICES),
+        evidence.json(PODS),
+        expected,
+    )
+
+
+def _no_deployment() -> Verdict:
+    hints = Hints()
+    hints.add("own_deployment")
+    return Verdict(
+        False,
+        f"no Deployment named {OWN_DEPLOYMENT_NAME} (outside verify's namespace)",
+        hints.text(),
+    )
+
+
+def check_own_deployment(evidence: Evidence, expected: Expected) -> Verdict:
+    own = _own(evidence, expected)
+    if own.deployment is None:
+        return _no_deployment()
+    replicas = (own.deployment.get("spec") or {}).get("replicas") or 0
+    ready_on = {str((p.get("spec") or {}).get("nodeName")) for p in own.pods if pod_ready(p)}
+    master = expected.masters[0].k8s_name if expected.masters else "master"
+    workers = [n.k8s_name for n in expected.nodes if n.role != "master"]
+    on_worker = sorted(ready_on & set(workers))
+    parts = (
+        Part(
+            "replicas",
+            replicas >= OWN_MIN_REPLICAS,
+            f"{replicas} replicas, the manual asks {OWN_MIN_REPLICAS} or more",
+        ),
+        Part(master, master in ready_on, "no ready nginx pod on the master (is it tainted?)"),
+        Part("a node", bool(on_worker), f"no ready nginx pod on {', '.join(workers) or 'a node'}"),
+    )
+    namespace = own.deployment["metadata"].get("namespace")
+    return _parts_verdict(
+        parts,
+        f"{namespace}/{OWN_DEPLOYMENT_NAME}: {replicas} replicas, ready on {master} and "
+        f"{', '.join(on_worker)}",
+        "own_deployment",
+    )
+
+
+def _parts_verdict(parts: tuple[Part, ...], ok: str, hint_key: str) -> Verdict:
+    failing = [p for p in parts if not p.ok]
+    if failing:
+        hints = Hints()
+        hints.add(hint_key)
+        return Verdict(False, "; ".join(str(p) for p in failing), hints.text(), parts)
+    return Verdict(True, ok, "", parts)
+
+
+def own_pod_targets(own: OwnWorkload) -> list[tuple[str, str]]:
+    """(pod IP, pod name) of the student's nginx pods, in a stable order."""
+    return sorted(
+        (str(p["status"]["podIP"]), _name(p))
+        for p in own.pods
+        if (p.get("status") or {}).get("podIP")
+    )
+
+
+def check_own_pod_ips(evidence: Evidence, expected: Expected) -> Verdict:
+    own = _own(evidence, expected)
+    if own.deployment is None:
+        return _no_deployment()
+    targets = own_pod_targets(own)
+    parts = []
+    for ip, pod in targets:
+        failed = [
+            f"{source.name} [{why}]"
+            for source in expected.nodes
+            if (why := curl_problem(evidence, "own-pod-ips", source.name, ip, http_url(ip, 80)))
+        ]
+        parts.append(Part(f"{ip} ({pod})", not failed, f"failed from {', '.join(failed)}"))
+    if not parts:
+        parts.append(Part("pods", False, "no pod of your nginx has an IP"))
+    return _parts_verdict(
+        tuple(parts),
+        f"{len(targets)} pod IPs of your nginx answered from {len(expected.nodes)} nodes",
+        "pod_ip",
+    )
+
+
+def check_own_nodeport(evidence: Evidence, expected: Expected) -> Verdict:
+    own = _own(evidence, expected)
+    if own.deployment is None:
+        return _no_deployment()
+    if own.service is None:
+        hints = Hints()
+        hints.add("own_service")
+        return Verdict(False, "no NodePort Service selects your nginx pods", hints.text())
+    node_port = _service_port(own.service, "nodePort")
+    recorded = evidence.listdir("curl/own-nodeport")
+    parts = []
+    for node in expected.nodes:
+        suffix = curl_record_path("own-nodeport", "x", node.private_ip).rsplit("__", 1)[1]
+        sources = [n.split("__", 1)[0] for n in recorded if n.endswith(suffix) and "__" in n]
+        failed = [
+            f"{source} [{why}]"
+            for source in sources
+            if (
+                why := curl_problem(
+                    evidence,
+                    "own-nodeport",
+                    source,
+                    node.private_ip,
+                    http_url(node.private_ip, node_port),
+                )
+            )
+        ]
+        if not sources:
+            failed.append("no evidence: " + curl_record_path("own-nodeport", "*", node.private_ip))
+        parts.append(
+            Part(f"{node.k8s_name} {node.private_ip}:{node_port}", not failed, "; ".join(failed))
+        )
+    return _parts_verdict(
+        tuple(parts),
+        f"your NodePort {node_port} answered on all {len(expected.nodes)} nodes",
+        "nodeport",
+    )
 
 
 # --- the checks -------------------------------------------------------------------
@@ -973,6 +1159,14 @@ CHECKS: tuple[Check, ...] = (
     Check("pod-ips", "Pod IPs answer from every node", check_pod_ips),
     Check("cluster-ip", "Service ClusterIP answers from every node", check_cluster_ip),
     Check("nodeport", "NodePort answers on every private IP", check_nodeport),
+    Check(
+        "own-deployment",
+        "Your nginx Deployment: 2+ replicas, on the master and a node",
+        check_own_deployment,
+        phase=OWN,
+    ),
+    Check("own-pod-ips", "Your nginx pod IPs answer from every node", check_own_pod_ips, phase=OWN),
+    Check("own-nodeport", "Your NodePort answers on every node", check_own_nodeport, phase=OWN),
     Check("dns", "Service name resolves in a pod", check_dns, only_if=lambda e: e.dns),
     Check("cleanup", "verify's namespace removed", check_cleanup),
 )

@@ -25,7 +25,7 @@ import jinja2
 
 from kubelab import REPO_ROOT, __version__
 from kubelab.errors import KubelabError
-from kubelab.verify.checks import pod_ready, schedulable_nodes
+from kubelab.verify.checks import own_pod_targets, own_workload, pod_ready, schedulable_nodes
 from kubelab.verify.evidence import (
     CLEANUP,
     DEPLOYMENT,
@@ -37,6 +37,8 @@ from kubelab.verify.evidence import (
     META,
     NGINX_PODS,
     NODES,
+    OWN_DEPLOYMENTS,
+    OWN_SERVICES,
     PODS,
     SERVICE,
     TIMEOUT_RC,
@@ -51,7 +53,7 @@ from kubelab.verify.evidence import (
     node_prep_path,
     now,
 )
-from kubelab.verify.expect import CLUSTER, NODE_PREP, PROBE, Expected, ExpectedNode
+from kubelab.verify.expect import CLUSTER, NODE_PREP, OWN, PROBE, Expected, ExpectedNode
 from kubelab.verify.provenance import MARKERS_SCRIPT, markers_path
 
 MANIFEST_TEMPLATE = REPO_ROOT / "labs" / "manifests" / "verify-nginx.yaml.j2"
@@ -274,6 +276,29 @@ class _Collector:
             "system-pods", "get namespace kube-system -o json", saves=KUBE_SYSTEM_NAMESPACE
         )
 
+    def own(self, nodeport_from: ExpectedNode) -> None:
+        """The student's own nginx (exercise 2): their Deployments and Services, then
+        curl its pod IPs from every node and its NodePort on every node."""
+        self.kubectl("own-deployment", "get deployments -A -o json", saves=OWN_DEPLOYMENTS)
+        self.kubectl("own-nodeport", "get services -A -o json", saves=OWN_SERVICES)
+        try:
+            own = own_workload(
+                self._load(OWN_DEPLOYMENTS),
+                self._load(OWN_SERVICES),
+                self._load(PODS),
+                self.expected,
+            )
+        except Exception:  # noqa: BLE001 - evidence missing or malformed: the checks say why
+            return
+        for source in self.expected.nodes:
+            for ip, _ in own_pod_targets(own):
+                self.curl("own-pod-ips", source, ip, http_url(ip, 80))
+        ports = ((own.service or {}).get("spec") or {}).get("ports") or [{}]
+        if ports[0].get("nodePort"):
+            for node in self.expected.nodes:
+                url = http_url(node.private_ip, int(ports[0]["nodePort"]))
+                self.curl("own-nodeport", nodeport_from, node.private_ip, url)
+
     def deploy(self, image: str) -> None:
         ns, deadlines = self.ns, self.deadlines
         try:
@@ -473,6 +498,10 @@ def collect(
             collector.phase = CLUSTER
             with _step(reporter, "Cluster state: version, nodes, pods", deadlines.command * 4):
                 collector.snapshot()
+        if OWN in expected.phases:
+            collector.phase = OWN
+            with _step(reporter, "Your nginx: Deployment, Service, pod IPs, NodePort"):
+                collector.own(source)
         if PROBE in expected.phases:
             collector.phase = PROBE
             with _step(

@@ -18,6 +18,8 @@ A run of verify leaves one folder that a grader can re-check with no cluster:
     curl/<check>/<from>__<target>.json   one record per request (see curl_record)
     curl/<check>/<from>__<target>.out    curl's raw stdout: the body, then a status line
     dns.json                      only with --dns
+    own/deployments.json          exercise 2: kubectl get deployments -A -o json
+    own/services.json             exercise 2: kubectl get services -A -o json
     node-prep/<node>.txt          exercise 1: labs/probes/node-prep.sh's key=value lines
     provenance/<node>.txt         each VM's stage markers: what kubelab applied, when, by
                                   what (verify/provenance.py; format 2 on)
@@ -60,6 +62,8 @@ ENDPOINTS = "nginx/endpoints.json"
 DNS = "dns.json"
 CLEANUP = "cleanup.json"
 NODE_PREP_DIR = "node-prep"
+OWN_DEPLOYMENTS = "own/deployments.json"
+OWN_SERVICES = "own/services.json"
 RAW = "raw"
 CURL = "curl"
 

@@ -14,9 +14,10 @@ ROLES = ("master", "node")
 
 # What verify collects, in groups a run selects; collect.py tags each command with its
 # phase and a check runs when its phase was collected: the node preparation of
-# exercise 1 (over SSH, no cluster needed), the cluster's own state, verify's nginx probe.
-NODE_PREP, CLUSTER, PROBE = "node-prep", "cluster", "probe"
-PHASES = (NODE_PREP, CLUSTER, PROBE)
+# exercise 1 (over SSH, no cluster needed), the cluster's own state, the student's own
+# nginx Deployment and NodePort Service (exercise 2), verify's nginx probe.
+NODE_PREP, CLUSTER, OWN, PROBE = "node-prep", "cluster", "own", "probe"
+PHASES = (NODE_PREP, CLUSTER, OWN, PROBE)
 # What a plain `invoke verify` and every evidence folder older than phases collected.
 DEFAULT_PHASES = (CLUSTER, PROBE)
 

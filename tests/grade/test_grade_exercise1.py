@@ -157,3 +157,14 @@ def test_no_rubric_item_is_satisfied_by_its_exercises_start(exercise) -> None:
         # no stage does, like the monitoring UI).
         assert item.voided_by or item.optional, item.id
         assert set(item.voided_by) <= set(exercise.solution), item.id
+
+
+def test_a_rubric_says_what_verify_must_collect() -> None:
+    from kubelab.grade.rubric import rubric_phases
+
+    assert rubric_phases(load_rubric(1)) == ("node-prep",)
+    assert rubric_phases(load_rubric(2)) == ("cluster", "own", "probe")
+    # ... the same as the exercise's own checks ask for.
+    assert [rubric_phases(load_rubric(e.number)) for e in list_exercises()] == [
+        e.phases for e in list_exercises()
+    ]

@@ -34,7 +34,9 @@ def test_exercise_2_rubric_follows_the_manual(rubric: Rubric) -> None:
     assert rubric.requires.nodes == 2 and rubric.requires.masters == 1
     credits = {i.id: i.credit for i in rubric.items}
     assert "hostnames" not in credits
-    assert credits["pods-everywhere"] == "nginx_on_every_node"
+    # The student's own nginx, by the parts verify saw; verify's probe is the network.
+    assert credits["own-deployment"] == credits["own-nodeport"] == "parts"
+    assert set(rubric.item_ids) >= {"own-deployment", "own-pod-ips", "own-nodeport", "network"}
     assert [i.id for i in rubric.items if i.optional] == ["monitoring-ui"]
     assert rubric.max_points == sum(i.points for i in rubric.items if not i.optional)
 
@@ -69,6 +71,8 @@ VARIANTS = {
     "nodeport-down-on-master": Variant(nodeport_down=(0,)),
     "monitoring": Variant(monitoring=True),
     "unnamed-with-scope": Variant(named=False, monitoring=True),
+    "no-own-nginx": Variant(own=False),
+    "no-own-nginx-tainted": Variant(own=False, master_tainted=True),
 }
 
 
@@ -147,7 +151,8 @@ def test_the_score_table_shows_every_item(rubric: Rubric, tmp_path: Path) -> Non
     text = console.export_text()
     for item in rubric.items:
         assert item.id in text
-    assert "12.5/25" in text and "87.5/100" in text and "hint:" in text
+    # one of 2 own pod IPs down: 7.5/15; verify's pod-ips check fails: network 2/3 of 10.
+    assert "7.5/15" in text and "6.67/10" in text and "89.17/100" in text and "hint:" in text
 
 
 @pytest.mark.parametrize("student", ["", "../x", "a b", "x" * 33])
