@@ -466,7 +466,8 @@ def _hand_in(folder, results, student, exercise, out_dir):
     if not student:
         raise Exit("--exercise needs --student ID: the hand-in carries it", code=2)
     rubric = load_rubric(exercise)
-    ui.console.print(score_table(grade_evidence(folder, student, rubric)))
+    grade = grade_evidence(folder, student, rubric)
+    ui.console.print(score_table(grade, width=ui.console.width))
     archive = make_handin(folder, results, student, exercise, out_dir, rubric=rubric)
     ui.console.print(f"hand-in archive: {archive}")
 

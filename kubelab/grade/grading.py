@@ -229,32 +229,44 @@ def fmt(value: float | None) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
-def score_table(grade: StudentGrade) -> Table:
-    """The score per rubric item, for the terminal."""
-    title = f"exercise {grade.exercise}: {grade.student}"
-    table = Table(title=title, show_lines=True)
-    table.add_column("item", no_wrap=True)
+def score_table(grade: StudentGrade, width: int | None = None) -> Table:
+    """The score per rubric item, for the terminal; below 100 columns (`width`) the
+    detail and hint go under the item instead of in a column of their own."""
+    narrow = width is not None and width < 100
+    table = Table(title=f"exercise {grade.exercise}: {grade.student}", show_lines=True)
+    table.add_column("item", no_wrap=not narrow)
     table.add_column("score", justify="right", no_wrap=True)
-    table.add_column("detail")
+    if not narrow:
+        table.add_column("detail")
+
+    def row(label: Text, score: Text | str, detail: Text | str) -> None:
+        if not narrow:
+            table.add_row(label, score, detail)
+            return
+        if str(detail):
+            label.append("\n")
+            label.append_text(Text(detail) if isinstance(detail, str) else detail)
+        table.add_row(label, score)
+
     for item in grade.items:
         style = "green" if item.full else ("yellow" if item.score else "red")
         extra = " (extra)" if item.optional else ""
         detail = Text(item.detail)
         if item.hint:
             detail.append("\nhint: " + item.hint.replace("\n", "\nhint: "), style="cyan")
-        table.add_row(
-            f"{item.id}{extra}\n{item.title}",
+        row(
+            Text(f"{item.id}{extra}\n{item.title}"),
             Text(f"{fmt(item.score)}/{fmt(item.points)}", style=style),
             detail,
         )
     if grade.graded:
-        table.add_row(
+        row(
             Text("total", style="bold"),
             Text(f"{fmt(grade.total)}/{fmt(grade.max_points)}", style="bold"),
             "",
         )
     else:
-        table.add_row(Text("error", style="bold red"), "", grade.error)
+        row(Text("error", style="bold red"), "", grade.error)
     for flag in grade.flags:
-        table.add_row(Text("flag", style="yellow"), "", str(flag))
+        row(Text("flag", style="yellow"), "", str(flag))
     return table

@@ -168,3 +168,21 @@ def test_a_rubric_says_what_verify_must_collect() -> None:
     assert [rubric_phases(load_rubric(e.number)) for e in list_exercises()] == [
         e.phases for e in list_exercises()
     ]
+
+
+@pytest.mark.parametrize("width", [80, 160])
+def test_the_score_table_fits_the_terminal(rubric: Rubric, tmp_path: Path, width: int) -> None:
+    from rich.console import Console
+
+    from kubelab.grade.grading import score_table
+
+    grade = grade_evidence(hand_in(tmp_path / "e", broken_swap_on_node2()), STUDENT, rubric)
+    console = Console(width=width, record=True, color_system=None)
+    console.print(score_table(grade, width=width))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= width
+    # The failing item's reason and hint are there, whole words, at either width.
+    flat = " ".join(part.strip(" │") for part in text.splitlines())
+    assert "node2: /etc/fstab still mounts swap at boot" in flat
+    assert "hint: Swap must be off now" in flat
+    assert ("detail" in text.splitlines()[2]) == (width >= 100)
