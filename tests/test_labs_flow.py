@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -150,3 +153,45 @@ def test_a_demo_rubric_lets_solve_count(monkeypatch: pytest.MonkeyPatch) -> None
     rubric = replace(load_rubric(1), allow_solve=True)
     monkeypatch.setattr("kubelab.grade.rubric.load_rubric", lambda number: rubric)
     assert "this rubric lets it count" in labs.solve_warning(labs.load_exercise(1))
+
+
+# --- the flags, as a student types them: checked before anything boots -----------------
+
+
+def invoke_lab(*args: str, lab_dir: Path) -> subprocess.CompletedProcess[str]:
+    repo = Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(repo), "lab", *args,
+         "--lab-dir", str(lab_dir)],
+        cwd=repo, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "80"},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--exercise", "1", "--lang", "fr"], "--lang must be one of zh, en"),
+        (["--exercise", "1", "--check", "--reset"], "give one of --print, --check, --reset"),
+        (["--exercise", "7"], "no exercise 7"),
+        (["--check"], "give --exercise N"),
+        (["--exercise", "1"], "give your student ID"),
+    ],
+)
+def test_bad_flags_stop_before_anything_boots(args: list[str], says: str, tmp_path: Path) -> None:
+    done = invoke_lab(*args, lab_dir=tmp_path / "lab")
+    assert done.returncode == 2, done
+    assert says in done.stderr and "Traceback" not in done.stderr + done.stdout
+    assert not (tmp_path / "lab").exists()
+
+
+def test_print_shows_the_manual_with_no_vm(tmp_path: Path) -> None:
+    done = invoke_lab("--exercise", "2", "--print", "--lang", "zh", "--student", STUDENT,
+                      lab_dir=tmp_path / "lab")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "kubeadm reset -f" in done.stdout and "--iface=eth1" in done.stdout
+    assert f"--student {STUDENT}" in done.stdout
+    # A command line is never wrapped, whatever the terminal's width.
+    command = next(line for line in done.stdout.splitlines() if "sudo kubeadm init" in line)
+    assert len(command) > 80 and "--image-repository=" in command, command
+    assert not (tmp_path / "lab").exists()
