@@ -75,4 +75,4 @@ def test_a_hint_comes_in_the_exercises_language(key: str) -> None:
 
 def test_a_hint_without_the_language_falls_back_to_english() -> None:
     with language("zh"):
-        assert hint("api") == load()["api"]["en"]
+        assert hint("api_version") == load()["api_version"]["en"]
