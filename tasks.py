@@ -34,6 +34,17 @@ def _help(*names: str, **extra: str) -> dict[str, str]:
     return {**{name: CONFIG_HELP[name] for name in names}, **extra}
 
 
+# The exercise of the lab the running task works on (set by _exercise_plan), so that no
+# hint in an exercise lab sends the student to `invoke up`, which applies the solution.
+_exercise_lab: dict[str, int] = {}
+
+
+def _hint(hint: str) -> str:
+    if "exercise" in _exercise_lab and "invoke up" in hint:
+        return hint.replace("invoke up", f"invoke lab --exercise {_exercise_lab['exercise']}")
+    return hint
+
+
 def _user_errors(fn):
     """Turn a KubelabError into one line on stderr and its exit code."""
 
@@ -45,7 +56,7 @@ def _user_errors(fn):
             ui.print_error(exc.message)
             raise Exit(code=exc.code) from None
         except KubelabError as exc:
-            ui.print_error(exc.message, exc.hint)
+            ui.print_error(exc.message, _hint(exc.hint))
             raise Exit(code=exc.code) from None
         except KeyboardInterrupt:
             ui.print_error("interrupted")
@@ -55,6 +66,15 @@ def _user_errors(fn):
 
 
 def _plan(config=None, lab_dir=None, driver=None, box=None, student=None, stages=None):
+    """The lab's plan. A lab started for an exercise (`invoke lab`) lives in the folder
+    without the student suffix and remembers its student: every task finds it so."""
+    return _exercise_plan(config, lab_dir, driver, box, student, stages)[0]
+
+
+def _exercise_plan(config=None, lab_dir=None, driver=None, box=None, student=None, stages=None):
+    """(plan, the lab's exercise state or None)."""
+    from kubelab import labs
+
     overrides = {
         "libvirt.driver": driver,
         "box.name": box,
@@ -64,12 +84,26 @@ def _plan(config=None, lab_dir=None, driver=None, box=None, student=None, stages
     if box:
         # A box given by name (imported or built here) has no Vagrant Cloud version.
         overrides["box.version"] = ""
-    return load_plan(
-        Path(config) if config else None,
-        overrides,
-        repo_root=ROOT,
-        lab_dir=Path(lab_dir) if lab_dir else None,
+    config_path = Path(config) if config else None
+    folder = Path(lab_dir) if lab_dir else None
+    shared = load_plan(
+        config_path, {**overrides, "student_id": None}, repo_root=ROOT, lab_dir=folder
     )
+    state = labs.read_state(shared.lab_dir)
+    if state is None:
+        return load_plan(config_path, overrides, repo_root=ROOT, lab_dir=folder), None
+    if student and student != state.student:
+        raise KubelabError(
+            f"the lab in {shared.lab_dir} is student {state.student}'s (exercise {state.exercise})",
+            hint="leave out --student, or use another --lab-dir for another student",
+            code=2,
+        )
+    overrides["student_id"] = state.student
+    _exercise_lab["exercise"] = state.exercise
+    plan = load_plan(
+        config_path, overrides, repo_root=ROOT, lab_dir=shared.lab_dir, exercise=state.exercise
+    )
+    return plan, state
 
 
 @task(
@@ -89,19 +123,40 @@ def render(c, config=None, out=None, driver=None, box=None, student=None):
     ui.console.print(f"next: read them, or `cd {plan.lab_dir} && vagrant up --no-provision`")
 
 
-@task(help=_help("config", "lab_dir", "driver", "box", "student"))
+@task(
+    help=_help(
+        "config",
+        "lab_dir",
+        "driver",
+        "box",
+        "student",
+        yes="in a lab started for an exercise: build the whole cluster anyway",
+    )
+)
 @_user_errors
-def up(c, config=None, lab_dir=None, driver=None, box=None, student=None):
+def up(c, config=None, lab_dir=None, driver=None, box=None, student=None, yes=False):
     """Bring the lab up: boot the VMs in parallel, provision them, print a summary."""
-    from kubelab import lifecycle
+    from kubelab import labs, lifecycle
 
-    plan = _plan(config, lab_dir, driver, box, student)
+    plan, state = _exercise_plan(config, lab_dir, driver, box, student)
+    if state is not None:
+        question = labs.up_warning(plan, state)
+        if not yes and not ui.confirm(question):
+            raise Exit(
+                f"{question.splitlines()[0]}\nnot done; to build it anyway: invoke up --yes",
+                code=2,
+            )
     result = lifecycle.up(plan, Reporter(ui.console))
     ui.console.print(ui.node_table(result.nodes, title=f"lab {plan.config.name}"))
     if result.timings:
         figures = ", ".join(f"{k} {v:.0f} s" for k, v in result.timings.items())
         ui.console.print(f"timings: {figures}")
-    ui.console.print("next: `invoke verify` to prove the cluster works, or `invoke ssh master`")
+    if state is not None:
+        ui.console.print(
+            f"next: {labs.next_commands(labs.load_exercise(state.exercise), state)[1]}"
+        )
+    else:
+        ui.console.print("next: `invoke verify` to prove the cluster works, or `invoke ssh master`")
 
 
 @task(help=_help("config", "lab_dir", "driver", "box", "student"))
@@ -146,9 +201,11 @@ def destroy(c, config=None, lab_dir=None, student=None, yes=False):
     """Delete the lab's VMs, disks and network; report anything left behind."""
     from kubelab import lifecycle
 
-    plan = _plan(config, lab_dir, student=student)
+    plan, state = _exercise_plan(config, lab_dir, student=student)
     if not yes and not ui.confirm(f"destroy every VM of lab {plan.config.name} ({plan.prefix}*)?"):
         raise Exit("not destroyed (pass --yes to skip the question)", code=1)
+    if state is not None:  # the exercise's start snapshots go first
+        lifecycle.inspector_for(plan).delete_snapshots(plan.prefix)
     left = lifecycle.destroy(plan, Reporter(ui.console))
     if left:
         raise Exit(f"left behind in libvirt: {', '.join(left)}", code=1)
@@ -205,7 +262,11 @@ def verify(
         folder = Path(evidence)
         _, results = verify_lab.reevaluate(folder)
     else:
-        plan = _plan(config, lab_dir, student=student)
+        plan, state = _exercise_plan(config, lab_dir, student=student)
+        if state is not None:
+            # The lab's exercise and student, remembered by `invoke lab`.
+            exercise = exercise or state.exercise
+            student = student or state.student
         folder, results = verify_lab.verify_lab(
             plan,
             Reporter(ui.console),
@@ -213,6 +274,7 @@ def verify(
             evidence_out=Path(evidence_out) if evidence_out else None,
             exercise=int(exercise) if exercise else None,
             ssh_config=Path(ssh_config) if ssh_config else None,
+            state=state,
         )
     report.print_table(results, ui.console)
     if exercise:
@@ -229,57 +291,173 @@ def verify(
 
 
 @task(
+    name="lab",
+    auto_shortflags=False,
     help=_help(
         "config",
         "lab_dir",
         "driver",
         "box",
         "student",
-        exercise="exercise number (see --list)",
-        solve="also apply the reference solution",
+        exercise="exercise number (see --list); default: the lab's current exercise",
+        print="print the exercise's manual only: no VM is touched",
+        check="check the current exercise step by step while you work (no hand-in)",
+        reset="bring every VM back to the exercise's start state (snapshot)",
+        solve="apply the reference solution (the exercise will then not count)",
         list="list the exercises",
-        lang="language of the manual: en or zh",
-    )
+        lang="language of the manual and hints: en or zh",
+        yes="do not ask before --solve",
+    ),
 )
 @_user_errors
-def lab(
+def lab_task(
     c,
     exercise=None,
     solve=False,
     list=False,
-    lang="en",
+    lang=None,
     config=None,
     lab_dir=None,
     driver=None,
     box=None,
     student=None,
+    print=False,
+    check=False,
+    reset=False,
+    yes=False,
 ):
-    """Bring the lab to an exercise's start, print its manual; --solve applies the solution."""
-    from kubelab import labs, lifecycle
+    """Bring the lab to an exercise's start, print its manual; --check, --reset, --solve."""
+    from kubelab import labs
 
-    if list or not exercise:
-        ui.console.print(ui.exercise_table(labs.list_exercises(), lang))
-        if not list:
-            raise Exit("give --exercise N (or --list)", code=2)
+    # Every flag is checked before anything boots.
+    if lang is not None and lang not in labs.LANGUAGES:
+        raise Exit(f"--lang must be one of {', '.join(labs.LANGUAGES)}, not {lang!r}", code=2)
+    if sum(map(bool, (print, check, reset, solve))) > 1:
+        raise Exit("give one of --print, --check, --reset, --solve", code=2)
+    if list:
+        ui.console.print(ui.exercise_table(labs.list_exercises(), lang or "en"))
         return
-    chosen = labs.load_exercise(exercise)
-    stages = [*chosen.start, *(chosen.solution if solve else ())]
-    plan = _plan(config, lab_dir, driver, box, student, stages=stages)
-    result = lifecycle.up(plan, Reporter(ui.console))
-    ui.console.print(ui.node_table(result.nodes, title=f"lab {plan.config.name}"))
-    ui.console.rule(f"exercise {chosen.number}: {chosen.title.get(lang, chosen.title['en'])}")
-    ui.console.print(labs.manual_text(chosen, plan, lang), markup=False)
-    ui.console.rule()
+    chosen = labs.load_exercise(exercise) if exercise else None
+    plan, state = _exercise_plan(config, lab_dir, driver, box, student)
+    if chosen is None and state is None:
+        ui.console.print(ui.exercise_table(labs.list_exercises(), lang or "en"))
+        raise Exit("give --exercise N (or --list)", code=2)
+    chosen = chosen or labs.load_exercise(state.exercise)
+    language = lang or (state.language if state else "en")
+    if print:
+        ui.print_manual(chosen, labs.manual_text(chosen, plan, language), language)
+        return
+    if state is not None and state.exercise != chosen.number and (check or reset or solve):
+        raise Exit(
+            f"this lab was started for exercise {state.exercise}, not {chosen.number}", code=2
+        )
+    reporter = Reporter(ui.console)
+    if check or reset:
+        if state is None:
+            raise Exit(
+                f"this lab was not started for an exercise: invoke lab --exercise "
+                f"{chosen.number} --student ID",
+                code=2,
+            )
+        if reset:
+            state, took = labs.reset(plan, state, reporter)
+            ui.console.print(
+                f"exercise {chosen.number}: every VM is back at its start state "
+                f"({took:.0f} s); next: invoke lab --check"
+            )
+            return
+        _check(plan, chosen, state, language)
+        return
     if solve:
-        ui.console.print(
-            f"solution applied ({', '.join(chosen.solution)}); "
-            f"prove it: invoke verify --exercise {chosen.number} --student ID"
+        warning = labs.solve_warning(chosen)
+        ui.console.print(warning)
+        if not yes and not ui.confirm("apply the reference solution?"):
+            raise Exit("not applied; to apply it anyway: add --yes", code=2)
+        from kubelab import lifecycle
+
+        stages = [*chosen.start, *chosen.solution]
+        solve_plan = _plan(config, lab_dir, driver, box, student, stages=stages)
+        lifecycle.up(solve_plan, reporter, labs.applied_by(chosen, solve=True))
+        ui.console.print(f"solution applied ({', '.join(chosen.solution)}): {warning}")
+        return
+    student_id = student or (state.student if state else "")
+    if not student_id:
+        raise Exit(
+            f"give your student ID: invoke lab --exercise {chosen.number} --student ID", code=2
         )
-    else:
-        ui.console.print(
-            f"when done: invoke verify --exercise {chosen.number} --student ID; "
-            f"stuck: invoke lab --exercise {chosen.number} --solve"
-        )
+    if state is not None and state.exercise == chosen.number and state.snapshot:
+        # Started already: the snapshot stays the start state; the student's work stays.
+        # VMs that are down boot again, with no stage beyond the start (all done already).
+        from kubelab import lifecycle
+
+        boot_plan = _plan(config, lab_dir, driver, box, student, stages=[*chosen.start])
+        lifecycle.up(boot_plan, reporter, labs.applied_by(chosen, solve=False))
+        ui.print_manual(chosen, labs.manual_text(chosen, plan, language), language)
+        ui.console.print(f"exercise {chosen.number} was started at {state.started_at}; next:")
+        for line in labs.next_commands(chosen, state):
+            ui.console.print(f"  {line}", markup=False)
+        return
+    labs.refuse_past_start(chosen, labs.applied_stages(plan))
+    start_plan = load_plan(
+        Path(config) if config else None,
+        {
+            "libvirt.driver": driver,
+            "box.name": box,
+            "student_id": student_id,
+            "provision.stages": [*chosen.start],
+            **({"box.version": ""} if box else {}),
+        },
+        repo_root=ROOT,
+        lab_dir=plan.lab_dir if state else _shared_lab_dir(config, lab_dir),
+        exercise=chosen.number,
+    )
+    state = labs.start(
+        start_plan,
+        chosen,
+        labs.LabState(chosen.number, student_id, language),
+        reporter,
+    )
+    from kubelab import lifecycle
+
+    ui.console.print(ui.node_table(lifecycle.status(start_plan), title=f"lab {plan.config.name}"))
+    text = labs.manual_text(chosen, start_plan, language)
+    labs.manual_file(start_plan, chosen, language).write_text(text + "\n", encoding="utf-8")
+    ui.print_manual(chosen, text, language)
+    ui.console.print("next:")
+    for line in labs.next_commands(chosen, state):
+        ui.console.print(f"  {line}", markup=False)
+
+
+def _shared_lab_dir(config, lab_dir):
+    """The lab folder an exercise lab lives in: the one without the student suffix."""
+    return load_plan(
+        Path(config) if config else None,
+        {"student_id": None},
+        repo_root=ROOT,
+        lab_dir=Path(lab_dir) if lab_dir else None,
+    ).lab_dir
+
+
+def _check(plan, exercise, state, language):
+    """verify's checks of the exercise, shown by the manual's steps; no hand-in."""
+    from kubelab import labs
+    from kubelab.verify import lab as verify_lab
+
+    folder, results = verify_lab.verify_lab(
+        plan,
+        Reporter(ui.console),
+        evidence_out=plan.lab_dir / "check",
+        exercise=exercise.number,
+        state=state,
+        replace=True,
+    )
+    ui.console.print(ui.steps_table(labs.step_rows(exercise, results), exercise.number))
+    done = sum(r.passed for r in results)
+    ui.console.print(
+        f"{done}/{len(results)} steps done; hand in with: "
+        + " ".join(["invoke verify --exercise", str(exercise.number), "--student", state.student]),
+        markup=False,
+    )
 
 
 def _hand_in(folder, results, student, exercise, out_dir):
@@ -288,7 +466,8 @@ def _hand_in(folder, results, student, exercise, out_dir):
     if not student:
         raise Exit("--exercise needs --student ID: the hand-in carries it", code=2)
     rubric = load_rubric(exercise)
-    ui.console.print(score_table(grade_evidence(folder, student, rubric)))
+    grade = grade_evidence(folder, student, rubric)
+    ui.console.print(score_table(grade, width=ui.console.width))
     archive = make_handin(folder, results, student, exercise, out_dir, rubric=rubric)
     ui.console.print(f"hand-in archive: {archive}")
 
@@ -519,7 +698,7 @@ ns = Collection(
     halt,
     destroy,
     doctor,
-    lab,
+    lab_task,
     verify,
     grade,
     lint,

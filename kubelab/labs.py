@@ -8,9 +8,13 @@ and the `invoke verify` checks that prove it. Its manual (zh and en) may hold
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import tempfile
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +24,15 @@ from kubelab import REPO_ROOT
 from kubelab.config import catalog
 from kubelab.errors import KubelabError
 from kubelab.plan import Plan
-from kubelab.verify.checks import CHECK_IDS  # the verify module owns the check ids
+from kubelab.verify.checks import CHECK_IDS, CHECKS  # the verify module owns the check ids
+from kubelab.verify.expect import PHASES
+from kubelab.verify.provenance import SOLVE, start_label
 
 EXERCISES_DIR = REPO_ROOT / "labs" / "exercises"
 LANGUAGES = ("zh", "en")
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 _KEYS = {"number", "title", "manual", "start", "solution", "checks"}
+_OPTIONAL_KEYS = {"steps"}  # check id -> the manual's step number it checks
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,14 @@ class Exercise:
     solution: tuple[str, ...]  # stages `--solve` applies
     checks: tuple[str, ...]  # `invoke verify` check ids that prove it
     source: Path
+    steps: Mapping[str, int] = field(default_factory=dict)  # check id -> manual step
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        """What verify collects for this exercise: the phases of its checks, in order."""
+        by_id = {c.id: c.phase for c in CHECKS}
+        wanted = {by_id[c] for c in self.checks}
+        return tuple(p for p in PHASES if p in wanted)
 
     def manual_text(self, lang: str, values: Mapping[str, str]) -> str:
         """The manual in `lang` with its placeholders filled; an unknown one is an error."""
@@ -84,6 +99,12 @@ def load_exercise(number: int | str) -> Exercise:
     return _load(key, files[key])
 
 
+def exercise_start_stages(number: int) -> tuple[str, ...]:
+    """Exercise `number`'s start stages; none when there is no such exercise."""
+    path = _exercise_files().get(number)
+    return _load(number, path).start if path else ()
+
+
 def _load(number: int, path: Path) -> Exercise:
     try:
         data = yaml.safe_load(path.read_text())
@@ -102,6 +123,7 @@ def _load(number: int, path: Path) -> Exercise:
         solution=tuple(data["solution"]),
         checks=tuple(data["checks"]),
         source=path,
+        steps=dict(data.get("steps") or {}),
     )
 
 
@@ -109,7 +131,7 @@ def _problems(number: int, data: Any) -> list[str]:
     if not isinstance(data, dict):
         return ["the top level must be a mapping"]
     problems = []
-    missing, unknown = _KEYS - set(data), set(data) - _KEYS
+    missing, unknown = _KEYS - set(data), set(data) - _KEYS - _OPTIONAL_KEYS
     if missing:
         problems.append(f"missing {', '.join(sorted(missing))}")
     if unknown:
@@ -139,6 +161,12 @@ def _problems(number: int, data: Any) -> list[str]:
             problems.append("start then solution must be the build's first stages, in order")
     if not isinstance(data["checks"], list) or not set(data["checks"]) <= set(CHECK_IDS):
         problems.append(f"checks must be ids of `invoke verify` ({', '.join(CHECK_IDS)})")
+    steps = data.get("steps") or {}
+    if not isinstance(steps, dict) or not all(
+        k in (data["checks"] or []) and isinstance(v, int) and not isinstance(v, bool)
+        for k, v in steps.items()
+    ):
+        problems.append("steps must map the exercise's check ids to manual step numbers")
     return problems
 
 
@@ -165,7 +193,13 @@ def manual_values(plan: Plan) -> dict[str, str]:
         "runtime_socket": plan.runtime["socket"],
         "flannel_version": plan.cni.get("version", ""),
         "nginx_image": mirror["nginx_image"],
-        "student_id": plan.config.student_id,
+        "student_id": plan.config.student_id or "<ID>",
+        "docker_ce_repo": mirror["docker_ce_rpm"],
+        "docker_ce_gpg": mirror["docker_ce_rpm_gpg"],
+        "flannel_url": (
+            "https://github.com/flannel-io/flannel/releases/download/"
+            f"{plan.cni.get('version', '')}/kube-flannel.yml"
+        ),
     }
 
 
@@ -181,3 +215,305 @@ def manual_text(exercise: Exercise, plan: Plan, language: str = "en") -> str:
         )
     template = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
     return template.from_string(exercise.manual[language]).render(manual_values(plan))
+
+
+# --- the lab's exercise: what `invoke lab` remembers in the lab folder ---------------
+
+STATE_NAME = "exercise.json"
+_STATE_MAX = 64 * 1024  # bytes read of the state file
+_RESTORES_KEPT = 50
+
+
+@dataclass(frozen=True)
+class LabState:
+    """The exercise a lab was started for, and for whom: every task reads it back."""
+
+    exercise: int
+    student: str
+    language: str = "en"
+    started_at: str = ""
+    snapshot: str = ""  # the libvirt snapshot of the start state, on every VM
+    restores: tuple[Mapping[str, str], ...] = ()  # `--reset`s: snapshot, restored_at
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["restores"] = [dict(r) for r in self.restores]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> LabState:
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        exercise, student = data.get("exercise"), data.get("student")
+        if isinstance(exercise, bool) or not isinstance(exercise, int):
+            raise ValueError("exercise is not a number")
+        if not isinstance(student, str):
+            raise ValueError("student is not text")
+        restores = data.get("restores") or []
+        if not isinstance(restores, list):
+            raise ValueError("restores is not a list")
+        return cls(
+            exercise=exercise,
+            student=student,
+            language=str(data.get("language") or "en"),
+            started_at=str(data.get("started_at") or ""),
+            snapshot=str(data.get("snapshot") or ""),
+            restores=tuple(
+                {k: str(v) for k, v in r.items()}
+                for r in restores[-_RESTORES_KEPT:]
+                if isinstance(r, dict)
+            ),
+        )
+
+    def restored(self, when: str) -> LabState:
+        record = {"snapshot": self.snapshot, "restored_at": when}
+        return LabState(**{**self.__dict__, "restores": (*self.restores, record)})
+
+
+def read_state(lab_dir: Path) -> LabState | None:
+    """The lab's exercise state, or None when the lab was not started for an exercise."""
+    path = lab_dir / STATE_NAME
+    try:
+        with path.open("rb") as f:
+            raw = f.read(_STATE_MAX + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise KubelabError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        if len(raw) > _STATE_MAX:
+            raise ValueError(f"larger than {_STATE_MAX} bytes")
+        return LabState.from_dict(json.loads(raw))
+    except ValueError as exc:
+        raise KubelabError(
+            f"{path} is not a kubelab exercise state ({exc})",
+            hint="delete it and start the exercise again: invoke lab --exercise N --student ID",
+        ) from None
+
+
+def write_state(lab_dir: Path, state: LabState) -> Path:
+    """Write the state whole or not at all (a temporary file renamed over it)."""
+    lab_dir.mkdir(parents=True, exist_ok=True)
+    path = lab_dir / STATE_NAME
+    fd, tmp = tempfile.mkstemp(dir=lab_dir, prefix=".exercise-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(state.to_dict(), f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def snapshot_name(exercise: Exercise) -> str:
+    return f"kubelab-exercise-{exercise.number}-start"
+
+
+def applied_by(exercise: Exercise, solve: bool) -> dict[str, str]:
+    """What each stage `invoke lab` applies is recorded as applied by (provenance)."""
+    labels = {stage: start_label(exercise.number) for stage in exercise.start}
+    if solve:
+        labels.update({stage: SOLVE for stage in exercise.solution})
+    return labels
+
+
+def past_start(exercise: Exercise, applied: Mapping[str, bool]) -> list[str]:
+    """The stages beyond the exercise's start that the VMs already hold (stage -> done)."""
+    return [s for s, done in applied.items() if done and s not in exercise.start]
+
+
+def manual_file(plan: Plan, exercise: Exercise, language: str) -> Path:
+    return plan.lab_dir / f"exercise-{exercise.number}.{language}.txt"
+
+
+def next_commands(exercise: Exercise, state: LabState) -> list[str]:
+    """The commands the student types next, with the real exercise and ID."""
+    return [
+        "invoke ssh master    (and node1, node2, ...): do the steps",
+        "invoke lab --check   (what is done so far; writes no hand-in)",
+        f"invoke verify --exercise {exercise.number} --student {state.student}   (the hand-in)",
+        f"invoke lab --exercise {exercise.number} --reset   (back to the start)",
+    ]
+
+
+def step_rows(exercise: Exercise, results: list[Any]) -> list[tuple[str, str, bool, str]]:
+    """(step, check title, done, why) per check, in manual step order."""
+    rows = []
+    for result in results:
+        step = exercise.steps.get(result.id)
+        why = "" if result.passed else "; ".join(str(p) for p in result.parts if not p.ok)
+        rows.append((str(step) if step else "-", result.title, result.passed, why or result.detail))
+    return sorted(rows, key=lambda r: (not r[0].isdigit(), int(r[0]) if r[0].isdigit() else 0))
+
+
+# --- the flow: start, check, reset, solve (tasks.py wires the flags to these) -------
+
+
+def domain_name(plan: Plan, node_name: str) -> str:
+    """vagrant-libvirt names a lab's domain: its default_prefix, then the machine name."""
+    return f"{plan.prefix}{node_name}"
+
+
+def applied_stages(plan: Plan) -> dict[str, list[str]]:
+    """Stage -> the VMs holding its marker, read from the running lab; {} when it is not up."""
+    from kubelab import lifecycle
+    from kubelab.verify.provenance import MARKERS_SCRIPT, parse_markers
+
+    try:
+        driver = lifecycle.running_driver(plan)
+    except KubelabError:
+        return {}
+    found: dict[str, list[str]] = {}
+    with lifecycle.connect(plan, driver) as transport:
+        for node in plan.nodes:
+            listing = transport.run(node.name, "sh", "-c", MARKERS_SCRIPT, sudo=True, timeout=30)
+            for applied in parse_markers(node.name, listing.stdout):
+                found.setdefault(applied.stage, []).append(node.name)
+    return found
+
+
+def refuse_past_start(exercise: Exercise, applied: Mapping[str, list[str]]) -> None:
+    beyond = [s for s in applied if s not in exercise.start]
+    if beyond:
+        raise KubelabError(
+            f"this lab is past exercise {exercise.number}'s start: kubelab already applied "
+            f"{', '.join(beyond)}",
+            hint=f"go back to the start: invoke lab --exercise {exercise.number} --reset "
+            "(or invoke destroy --yes for a new lab)",
+            code=2,
+        )
+
+
+def start(plan: Plan, exercise: Exercise, state: LabState, reporter: Any) -> LabState:
+    """Bring the lab to the exercise's start state and snapshot every VM there."""
+    from kubelab import lifecycle
+
+    lifecycle.up(plan, reporter, applied_by(exercise, solve=False))
+    ship_files(plan, exercise)  # before the snapshot: a reset keeps them
+    snapshot = snapshot_name(exercise)
+    inspector = lifecycle.inspector_for(plan)
+    with reporter.step(f"snapshot every VM at the start state ({snapshot})"):
+        for node in plan.nodes:
+            inspector.snapshot(
+                domain_name(plan, node.name),
+                snapshot,
+                f"kubelab: exercise {exercise.number} start state for {state.student}",
+            )
+    started = LabState(
+        exercise=exercise.number,
+        student=state.student,
+        language=state.language,
+        started_at=now(),
+        snapshot=snapshot,
+    )
+    write_state(plan.lab_dir, started)
+    return started
+
+
+def reset(plan: Plan, state: LabState, reporter: Any) -> tuple[LabState, float]:
+    """Revert every VM to the start-state snapshot; the seconds it took."""
+    from kubelab import lifecycle
+
+    if not state.snapshot:
+        raise KubelabError(
+            f"no start-state snapshot recorded in {plan.lab_dir / STATE_NAME}",
+            hint=f"start the exercise: invoke lab --exercise {state.exercise} --student "
+            f"{state.student}",
+            code=2,
+        )
+    inspector = lifecycle.inspector_for(plan)
+    began = time.monotonic()
+    with reporter.step(f"revert every VM to {state.snapshot}"):
+        for node in plan.nodes:
+            inspector.revert(domain_name(plan, node.name), state.snapshot)
+    took = time.monotonic() - began
+    restored = state.restored(now())
+    write_state(plan.lab_dir, restored)
+    return restored, took
+
+
+MASTER_HOME = "/home/vagrant"  # the box user's home: where the manual's commands run
+
+
+def ship_files(plan: Plan, exercise: Exercise) -> list[Path]:
+    """The manifests the exercise's manual applies, written to the lab folder and to the
+    master's home folder, so an offline class has them."""
+    from kubelab import lifecycle
+
+    shipped = exercise_files(plan, exercise)
+    written = []
+    for name, text in shipped.items():
+        path = plan.lab_dir / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    if shipped:
+        with lifecycle.connect(plan, lifecycle.running_driver(plan)) as transport:
+            for name, text in shipped.items():
+                transport.put(plan.master.name, text.encode(), f"{MASTER_HOME}/{name}", 0o644)
+    return written
+
+
+def exercise_files(plan: Plan, exercise: Exercise) -> dict[str, str]:
+    """Exercise 2 ships the flannel manifest kubelab pins and the monitoring UI's."""
+    if "init-master" not in exercise.solution:
+        return {}
+    from kubelab.render import _environment, template_context
+
+    flannel = (
+        _environment()
+        .get_template("files/kube-flannel.yml.j2")
+        .render(template_context(plan, node=plan.master))
+    )
+    scope = (REPO_ROOT / "labs" / "manifests" / "weave-scope.yaml").read_text(encoding="utf-8")
+    return {"kube-flannel.yml": flannel, "weave-scope.yaml": scope}
+
+
+def voided_items(exercise: Exercise, stages: list[str], solve: bool = False) -> list[str]:
+    """The rubric items kubelab applying `stages` would void (none if no rubric)."""
+    from kubelab.grade.rubric import load_rubric
+
+    try:
+        rubric = load_rubric(exercise.number)
+    except KubelabError:
+        return []
+    if solve and rubric.allow_solve:
+        return []
+    return [
+        i.id
+        for i in rubric.items
+        if set(i.voided_by) & set(stages) and not set(i.voided_by) <= set(exercise.start)
+    ]
+
+
+def solve_warning(exercise: Exercise) -> str:
+    """What `--solve` says before it starts."""
+    voided = voided_items(exercise, list(exercise.solution), solve=True)
+    if not voided:
+        return f"--solve applies {', '.join(exercise.solution)}; this rubric lets it count (demo)"
+    return (
+        f"--solve applies {', '.join(exercise.solution)}: exercise {exercise.number} will then "
+        f"not count (the grade scores {', '.join(voided)} 0 and names the stage)"
+    )
+
+
+def up_warning(plan: Plan, state: LabState) -> str:
+    """What `invoke up` would do to the lab's exercise, as a question."""
+    exercise = load_exercise(state.exercise)
+    stages = [s.name for s in plan.stages if s.name not in exercise.start]
+    voided = voided_items(exercise, stages)
+    effect = (
+        f"exercise {exercise.number} would then not count ({', '.join(voided)} scored 0)"
+        if voided
+        else f"exercise {exercise.number}'s grade is not affected"
+    )
+    return (
+        f"this lab is exercise {exercise.number}'s (student {state.student}): `invoke up` "
+        f"would apply every stage ({', '.join(stages) or 'none'}) and build the whole cluster; "
+        f"{effect}. Build it anyway?"
+    )

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def summary(plan: Plan, states: dict[str, str]) -> list[NodeStatus]:
     ]
 
 
-def up(plan: Plan, reporter: Reporter) -> UpResult:
+def up(plan: Plan, reporter: Reporter, applied_by: Mapping[str, str] | None = None) -> UpResult:
     timings: dict[str, float] = {}
     started = time.monotonic()
     with reporter.step(f"render the lab folder {plan.lab_dir}"):
@@ -141,7 +142,7 @@ def up(plan: Plan, reporter: Reporter) -> UpResult:
             reporter.vms([n.name for n in plan.nodes]),
         ):
             provision_started = time.monotonic()
-            StageRunner(plan, files, transport, reporter).run()
+            StageRunner(plan, files, transport, reporter, applied_by).run()
             timings["provision"] = time.monotonic() - provision_started
     timings["total"] = time.monotonic() - started
     return UpResult(summary(plan, driver.status()), changed=True, timings=timings)

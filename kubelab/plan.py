@@ -63,6 +63,9 @@ class Plan:
     guest: dict[str, Any]
     mirror: dict[str, str]
     network: dict[str, str] = field(default_factory=dict)
+    # The exercise the lab was started for (`invoke lab`), or None. In an exercise lab
+    # Vagrant sets plain hostnames: carrying the student ID is the student's step.
+    exercise: int | None = None
 
     @property
     def master(self) -> PlannedNode:
@@ -153,7 +156,7 @@ def resolve_mirror(config: LabConfig, minor: str) -> dict[str, str]:
     return resolved
 
 
-def make_plan(config: LabConfig, lab_dir: Path) -> Plan:
+def make_plan(config: LabConfig, lab_dir: Path, exercise: int | None = None) -> Plan:
     """Resolve a validated config for a lab folder. `lab_dir` should be absolute."""
     cat = catalog()
     version = config.kubernetes.version or cat["default_kubernetes"]
@@ -199,6 +202,7 @@ def make_plan(config: LabConfig, lab_dir: Path) -> Plan:
             "netmask": str(lab_net.netmask),
             "host_ip": str(next(lab_net.hosts())),
         },
+        exercise=exercise,
     )
 
 
@@ -208,10 +212,11 @@ def load_plan(
     *,
     repo_root: Path,
     lab_dir: Path | None = None,
+    exercise: int | None = None,
 ) -> Plan:
     """Config file (or lab.yaml beside tasks.py) + flag overrides -> a plan."""
     from kubelab.config import load_config
 
     config = load_config(config_path, overrides, search_dir=repo_root)
     folder = (lab_dir or default_lab_dir(repo_root, config)).resolve()
-    return make_plan(config, folder)
+    return make_plan(config, folder, exercise)

@@ -9,16 +9,21 @@ A finished stage leaves a marker on the VM holding its script's digest
 (/var/lib/kubelab/stages/<stage>.sha256). A later run skips a stage whose marker
 matches the script it would run, so `invoke up` resumes where it stopped and a
 changed script runs again. The state lives on the VM, not on the host.
+
+Beside it, <stage>.json records when the stage ran and what applied it (`up`, an
+exercise's start state, `--solve`): verify copies these into the evidence, so a
+grade can say which work kubelab did (kubelab/grade/rubric.py voids on it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -37,6 +42,7 @@ REMOTE_SCRIPT_DIR = "/var/tmp/kubelab"
 LOCAL_REPO_DIR = "/var/lib/kubelab/local-repo"
 KUBECONFIG_NAME = "kubeconfig"
 TAIL_LINES = 15
+APPLIED_BY_UP = "up"  # what applied a stage when the caller does not say
 
 
 @dataclass(frozen=True)
@@ -71,12 +77,19 @@ class StageRunner:
     """Runs a plan's stages over a transport, reporting through a Reporter."""
 
     def __init__(
-        self, plan: Plan, files: dict[str, str], transport: Transport, reporter: Reporter
+        self,
+        plan: Plan,
+        files: dict[str, str],
+        transport: Transport,
+        reporter: Reporter,
+        applied_by: Mapping[str, str] | None = None,
     ) -> None:
         self.plan = plan
         self.files = files
         self.transport = transport
         self.reporter = reporter
+        # Stage name -> what applies it (recorded in its marker); default APPLIED_BY_UP.
+        self.applied_by = dict(applied_by or {})
 
     def run(self, on_stage: Callable[[StageRun], None] | None = None) -> list[StageRun]:
         runs: list[StageRun] = []
@@ -172,11 +185,22 @@ class StageRunner:
             raise StageFailed(node.name, stage, f"sudo bash {remote}", result.rc, tail, log_path)
 
         marker = f"{MARKER_DIR}/{stage.name}.sha256"
+        record = json.dumps(
+            {
+                "stage": stage.name,
+                "digest": digest,
+                "applied_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "applied_by": self.applied_by.get(stage.name, APPLIED_BY_UP),
+            }
+        )
         self.transport.run(
             node.name,
             "sh",
             "-c",
-            f"mkdir -p {MARKER_DIR} && echo {digest} > {marker}",
+            f'mkdir -p {MARKER_DIR} && echo {digest} > {marker} && printf "%s\\n" "$1" '
+            f"> {MARKER_DIR}/{stage.name}.json",
+            "kubelab-marker",
+            record,
             sudo=True,
             timeout=30,
         )

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from kubelab.backend.vagrant_driver import Box
@@ -64,6 +65,36 @@ def exercise_table(exercises: Iterable[Exercise], language: str = "en") -> Table
             ", ".join(e.start) or "VMs up",
             ", ".join(e.solution),
         )
+    return table
+
+
+def print_manual(exercise: Exercise, text: str, language: str = "en") -> None:
+    """The manual: prose wraps at the terminal's width, a command line never does."""
+    title = exercise.title.get(language) or exercise.title.get("en", "")
+    console.rule(f"exercise {exercise.number}: {title}")
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    console.rule()
+
+
+def steps_table(rows: Iterable[tuple[str, str, bool, str]], exercise: int) -> Table:
+    """`invoke lab --check`: per step of the manual, done or not and why. Narrow
+    terminals get the reason under the step instead of in a column."""
+    narrow = console.width < 100
+    table = Table(title=f"exercise {exercise}: your progress", show_lines=narrow)
+    table.add_column("step", no_wrap=True)
+    table.add_column("what")
+    table.add_column("done", no_wrap=True)
+    if not narrow:
+        table.add_column("what is missing", overflow="fold")
+    for step, title, done, why in rows:
+        mark = Text("yes", style="green") if done else Text("no", style="red")
+        if narrow:
+            what = Text(title)
+            if not done and why:
+                what.append("\n" + why, style="yellow")
+            table.add_row(step, what, mark)
+        else:
+            table.add_row(step, title, mark, "" if done else why)
     return table
 
 

@@ -155,6 +155,50 @@ class LibvirtInspector:
                     hint=f"try `virsh -c {self.uri} vol-delete --pool {pool} {name}`",
                 ) from None
 
+    # -- snapshots: an exercise's start state, and `invoke lab --reset` back to it --------
+
+    def snapshot(self, domain: str, name: str, description: str = "") -> None:
+        """Take an internal snapshot `name` of a domain (disk, and memory when running),
+        replacing an older one of the same name."""
+        xml = ElementTree.Element("domainsnapshot")
+        ElementTree.SubElement(xml, "name").text = name
+        ElementTree.SubElement(xml, "description").text = description
+        with self._connection() as conn:
+            dom = conn.lookupByName(domain)
+            with suppress(libvirt.libvirtError):
+                dom.snapshotLookupByName(name).delete()
+            dom.snapshotCreateXML(ElementTree.tostring(xml, encoding="unicode"), 0)
+
+    def snapshots(self, domain: str) -> list[str]:
+        with self._connection() as conn:
+            return sorted(conn.lookupByName(domain).snapshotListNames())
+
+    def delete_snapshots(self, prefix: str) -> list[str]:
+        """Delete every snapshot of the domains starting with `prefix` (before they are
+        undefined: libvirt refuses to undefine a domain that has snapshots)."""
+        deleted = []
+        with self._connection() as conn:
+            for dom in conn.listAllDomains():
+                if dom.name().startswith(prefix):
+                    for snap in dom.listAllSnapshots():
+                        deleted.append(f"{dom.name()}/{snap.getName()}")
+                        snap.delete()
+        return deleted
+
+    def revert(self, domain: str, name: str) -> None:
+        """Bring a domain back to snapshot `name`, running (as it was taken)."""
+        with self._connection() as conn:
+            dom = conn.lookupByName(domain)
+            try:
+                snap = dom.snapshotLookupByName(name)
+            except libvirt.libvirtError:
+                raise KubelabError(
+                    f"{domain} has no snapshot {name!r}",
+                    hint="the start state was not recorded: start the exercise again "
+                    "(invoke destroy --yes, then invoke lab --exercise N --student ID)",
+                ) from None
+            dom.revertToSnapshot(snap, libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING)
+
     @contextmanager
     def _connection(self) -> Iterator[libvirt.virConnect]:
         try:

@@ -20,7 +20,15 @@ from rich.text import Text
 from kubelab import safeio
 from kubelab.grade import integrity
 from kubelab.grade.integrity import Flag
-from kubelab.grade.rubric import Context, ItemScore, Rubric, score_items, total
+from kubelab.grade.rubric import (
+    KUBELAB_APPLIED,
+    Context,
+    ItemScore,
+    Rubric,
+    score_items,
+    start_stages,
+    total,
+)
 from kubelab.verify import (
     CheckResult,
     Deadlines,
@@ -29,7 +37,9 @@ from kubelab.verify import (
     ExpectedNode,
     cluster_identity,
     evaluate,
+    provenance,
 )
+from kubelab.verify.checks import identified
 from kubelab.verify.evidence import META, BadEvidence, MissingEvidence, now
 
 GRADED = "graded"
@@ -244,6 +254,7 @@ def grade_evidence(
         return error_grade(
             student, rubric, f"evidence unusable: {exc}", source=source, evidence=str(evidence_dir)
         )
+    expected = identified(evidence, expected)
     results = evaluate(evidence_dir, expected)
     context = Context(
         evidence=evidence,
@@ -251,9 +262,13 @@ def grade_evidence(
         results={r.id: r for r in results},
         student=student,
         requires=rubric.requires,
+        applied=tuple(provenance.read(evidence, [n.host for n in expected.nodes])),
+        start_stages=start_stages(rubric.exercise),
     )
     scores = score_items(rubric, context)
     flags = [
+        *[integrity.Flag(KUBELAB_APPLIED, f"{s.id}: {s.voided}") for s in scores if s.voided],
+        *[integrity.Flag(KUBELAB_APPLIED, line) for line in provenance.restores(meta)],
         *integrity.hostname_flags(evidence, student),
         *integrity.student_flags(meta, student),
         *integrity.contradiction_flags(evidence, meta),
@@ -293,33 +308,45 @@ def fmt(value: float | None) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
-def score_table(grade: StudentGrade) -> Table:
-    """The score per rubric item, for the terminal."""
-    title = f"exercise {grade.exercise}: {grade.student}"
-    table = Table(title=title, show_lines=True)
-    table.add_column("item", no_wrap=True)
+def score_table(grade: StudentGrade, width: int | None = None) -> Table:
+    """The score per rubric item, for the terminal; below 100 columns (`width`) the
+    detail and hint go under the item instead of in a column of their own."""
+    narrow = width is not None and width < 100
+    table = Table(title=f"exercise {grade.exercise}: {grade.student}", show_lines=True)
+    table.add_column("item", no_wrap=not narrow)
     table.add_column("score", justify="right", no_wrap=True)
-    table.add_column("detail")
+    if not narrow:
+        table.add_column("detail")
+
+    def row(label: Text, score: Text | str, detail: Text | str) -> None:
+        if not narrow:
+            table.add_row(label, score, detail)
+            return
+        if str(detail):
+            label.append("\n")
+            label.append_text(Text(detail) if isinstance(detail, str) else detail)
+        table.add_row(label, score)
+
     for item in grade.items:
         style = "green" if item.full else ("yellow" if item.score else "red")
         extra = " (extra)" if item.optional else ""
         detail = Text(item.detail)
         if item.hint:
             detail.append("\nhint: " + item.hint.replace("\n", "\nhint: "), style="cyan")
-        table.add_row(
-            f"{item.id}{extra}\n{item.title}",
+        row(
+            Text(f"{item.id}{extra}\n{item.title}"),
             Text(f"{fmt(item.score)}/{fmt(item.points)}", style=style),
             detail,
         )
     if grade.graded:
-        table.add_row(
+        row(
             Text("total", style="bold"),
             Text(f"{fmt(grade.total)}/{fmt(grade.max_points)}", style="bold"),
             "",
         )
     else:
         # Text, not str: evidence words that look like rich markup are shown, not parsed.
-        table.add_row(Text("error", style="bold red"), "", Text(grade.error))
+        row(Text("error", style="bold red"), "", Text(grade.error))
     for flag in grade.flags:
-        table.add_row(Text("flag", style="yellow"), "", Text(str(flag)))
+        row(Text("flag", style="yellow"), "", Text(str(flag)))
     return table

@@ -69,7 +69,7 @@ from kubelab.grade.grading import (
 )
 from kubelab.grade.integrity import HOST_KEY, Flag
 from kubelab.grade.inventory import Host, Inventory, Settings, StudentLab, load_inventory
-from kubelab.grade.rubric import Rubric, load_rubric
+from kubelab.grade.rubric import Rubric, load_rubric, rubric_phases
 from kubelab.transport import (
     CommandResult,
     HostKeyRefused,
@@ -333,6 +333,7 @@ class _Grader:
             nodeport=settings.nodeport,
             cni=settings.cni,
             deadlines=deadlines,
+            phases=rubric_phases(self.rubric),  # what the rubric's checks need
         )
 
 

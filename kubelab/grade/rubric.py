@@ -1,9 +1,16 @@
 """Rubrics: what an exercise is worth, as data (labs/rubrics/<exercise>.yaml), and scoring.
 
-An item has points and rests on verify checks. It is scored one of two ways:
+An item has points and rests on verify checks. It is scored one of three ways:
 
     credit: checks       full points when every bound check passed, else nothing
+    credit: parts        points x the fraction of the checks' parts that are ok (per
+                         node, per pod, per request: what the checks looked at)
     credit: <evaluator>  points x the fraction an evaluator measures in the evidence
+
+Provenance: an item names the stages that would do its work (`voided_by`). When the
+evidence shows kubelab applied one of them (`invoke up`, `--solve`) the item scores 0
+with the stage named; the exercise's own start stages never void, and a rubric with
+`allow_solve: true` (a demo) lets `--solve`'s work count.
 
 Evaluators read the evidence folder through verify's `Evidence` loader, never a
 stored verdict, so a hand-in is scored from what the cluster printed. The ones here
@@ -22,9 +29,10 @@ from typing import Any
 import yaml
 
 from kubelab import REPO_ROOT
+from kubelab.config import catalog
 from kubelab.errors import ConfigError, KubelabError
 from kubelab.verify import CHECK_IDS, CheckResult, Evidence, Expected
-from kubelab.verify.checks import curl_problem, pod_ready
+from kubelab.verify.checks import CHECKS, Part, curl_problem, pod_ready
 from kubelab.verify.evidence import (
     NGINX_PODS,
     NODES,
@@ -36,8 +44,11 @@ from kubelab.verify.evidence import (
     http_url,
     items,
 )
+from kubelab.verify.expect import CLUSTER, NODE_PREP, PHASES
+from kubelab.verify.provenance import SOLVE, Applied
 
 RUBRICS_DIR = REPO_ROOT / "labs" / "rubrics"
+STAGE_NAMES = tuple(str(s["name"]) for s in catalog()["stages"])
 
 
 # --- the rubric as data -----------------------------------------------------------
@@ -61,6 +72,8 @@ class Item:
     optional: bool = False  # extra credit: in the total, not in the maximum
     hint: str = ""
     params: Mapping[str, Any] = field(default_factory=dict)
+    # Stages whose application by kubelab does this item's work: the item is then void.
+    voided_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,7 @@ class Rubric:
     items: tuple[Item, ...]
     requires: Requires = field(default_factory=Requires)
     source: str = ""
+    allow_solve: bool = False  # a teacher's demo: work `--solve` applied still counts
 
     @property
     def max_points(self) -> float:
@@ -81,7 +95,17 @@ class Rubric:
 
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
-_ITEM_KEYS = {"id", "title", "points", "checks", "credit", "optional", "hint", "params"}
+_ITEM_KEYS = {
+    "id",
+    "title",
+    "points",
+    "checks",
+    "credit",
+    "optional",
+    "hint",
+    "params",
+    "voided_by",
+}
 
 
 def rubric_path(exercise: int | str) -> Path:
@@ -115,7 +139,10 @@ def parse_rubric(data: Any, source: str = "rubric") -> Rubric:
     title = data.get("title")
     if not isinstance(title, str) or not title.strip():
         problems.append(f"{source}: title is required")
-    unknown = set(data) - {"exercise", "title", "requires", "items"}
+    unknown = set(data) - {"exercise", "title", "requires", "items", "allow_solve"}
+    allow_solve = data.get("allow_solve", False)
+    if not isinstance(allow_solve, bool):
+        problems.append(f"{source}: allow_solve must be true or false")
     if unknown:
         problems.append(f"{source}: unknown keys {', '.join(sorted(unknown))}")
     requires = Requires()
@@ -175,6 +202,16 @@ def parse_rubric(data: Any, source: str = "rubric") -> Rubric:
         if not isinstance(params, dict):
             problems.append(f"{where}: params must be a mapping")
             params = {}
+        voided_by = raw.get("voided_by") or []
+        if not isinstance(voided_by, list) or not all(isinstance(v, str) for v in voided_by):
+            problems.append(f"{where}: voided_by must be a list of stage names")
+            voided_by = []
+        unknown_stages = set(voided_by) - set(STAGE_NAMES)
+        if unknown_stages:
+            problems.append(
+                f"{where}: voided_by names no stage: {', '.join(sorted(unknown_stages))} "
+                f"(stages: {', '.join(STAGE_NAMES)})"
+            )
         parsed.append(
             Item(
                 id=item_id,
@@ -185,12 +222,15 @@ def parse_rubric(data: Any, source: str = "rubric") -> Rubric:
                 optional=bool(raw.get("optional", False)),
                 hint=" ".join(str(raw.get("hint") or "").split()),
                 params=params,
+                voided_by=tuple(voided_by),
             )
         )
     if problems:
         raise ConfigError(problems)
     assert isinstance(exercise, int)  # checked above
-    return Rubric(exercise, str(title).strip(), tuple(parsed), requires, source)
+    return Rubric(
+        exercise, str(title).strip(), tuple(parsed), requires, source, allow_solve is True
+    )
 
 
 # --- scores -----------------------------------------------------------------------
@@ -212,6 +252,7 @@ class ItemScore:
     checks: tuple[str, ...] = ()
     hint: str = ""  # what to do, when short of full points
     optional: bool = False
+    voided: str = ""  # why kubelab's own work voids the item: the stage and what applied it
 
     @property
     def full(self) -> bool:
@@ -238,6 +279,10 @@ class Context:
     results: Mapping[str, CheckResult]
     student: str
     requires: Requires
+    # What kubelab applied on the VMs (verify.provenance.read), and the stages of the
+    # exercise's start state, which never void.
+    applied: tuple[Applied, ...] = ()
+    start_stages: tuple[str, ...] = ()
 
     @property
     def slots(self) -> int:
@@ -253,9 +298,57 @@ def points(value: float) -> float:
     return round(value + 0.0, 2)
 
 
+def rubric_phases(rubric: Rubric) -> tuple[str, ...]:
+    """What verify must collect for this rubric: the phases of the checks its items use,
+    plus the cluster's state every evaluator reads."""
+    by_id = {c.id: c.phase for c in CHECKS}
+    wanted = {by_id[c] for item in rubric.items for c in item.checks}
+    if wanted - {NODE_PREP}:
+        wanted.add(CLUSTER)
+    return tuple(p for p in PHASES if p in wanted)
+
+
+KUBELAB_APPLIED = "kubelab-applied"  # the flag beside a grade that kubelab's own work voids
+
+
+def start_stages(exercise: int) -> tuple[str, ...]:
+    """The stages of the exercise's start state (labs/exercises/N.yaml); none if no file."""
+    from kubelab.labs import exercise_start_stages
+
+    return exercise_start_stages(exercise)
+
+
+def void_reason(rubric: Rubric, item: Item, context: Context) -> str:
+    """Why kubelab's own work voids `item`, or "": the first stage it applied that does it."""
+    for applied in context.applied:
+        if applied.stage not in item.voided_by or applied.stage in context.start_stages:
+            continue
+        if applied.applied_by == SOLVE and rubric.allow_solve:
+            continue
+        return f"kubelab applied stage {applied}"
+    return ""
+
+
 def score_items(rubric: Rubric, context: Context) -> list[ItemScore]:
     scores = []
     for item in rubric.items:
+        voided = void_reason(rubric, item, context)
+        if voided:
+            scores.append(
+                ItemScore(
+                    id=item.id,
+                    title=item.title,
+                    points=item.points,
+                    score=0.0,
+                    detail=f"void: {voided}",
+                    checks=item.checks,
+                    hint="the work must be your own: start over with "
+                    f"`invoke lab --exercise {rubric.exercise} --reset`",
+                    optional=item.optional,
+                    voided=voided,
+                )
+            )
+            continue
         try:
             credit = EVALUATORS[item.credit](context, item)
         except (MissingEvidence, BadEvidence) as exc:
@@ -284,8 +377,27 @@ def total(scores: list[ItemScore]) -> float:
 
 
 def _hint(item: Item, context: Context) -> str:
+    """The item's own hint, then its failed checks' hints; the root cause first: with
+    the API server down, its hint replaces every "no evidence" one it explains."""
+    api = context.results.get("api")
+    if (
+        api is not None
+        and not api.passed
+        and any(
+            (r := context.results.get(c)) is not None
+            and not r.passed
+            and r.detail.startswith(("no evidence", "not run"))
+            for c in item.checks
+        )
+    ):
+        return api.hint
     texts = [item.hint] if item.hint else []
     for check in item.checks:
+        if check not in context.results:
+            texts.append(
+                f"this evidence does not hold the {check} check: run `invoke verify` with "
+                "this exercise's --exercise number"
+            )
         result = context.results.get(check)
         if result is not None and not result.passed and result.hint:
             texts += [t for t in result.hint.splitlines() if t not in texts]
@@ -317,6 +429,32 @@ def credit_checks(context: Context, item: Item) -> Credit:
     return Credit(1.0, "; ".join(details))
 
 
+def credit_parts(context: Context, item: Item) -> Credit:
+    """The fraction of the checks' parts (nodes, pods, requests) that are ok.
+
+    `params: {per: node}` counts the parts against the exercise's node slots, so a lab
+    configured with fewer nodes than the rubric requires scores the missing ones as 0.
+    """
+    parts: list[Part] = []
+    for check in item.checks:
+        result = context.results.get(check)
+        if result is None:
+            parts.append(Part(check, False, "not run"))
+        elif result.parts:
+            parts += result.parts
+        else:  # a check that could not look at anything says why in its detail
+            parts.append(Part(check, result.passed, result.detail))
+    slots = len(parts)
+    if item.params.get("per") == "node":
+        slots = max(slots, context.slots * len(item.checks))
+    good = sum(p.ok for p in parts)
+    failing = [str(p) for p in parts if not p.ok]
+    detail = f"{good}/{slots} ok"
+    if slots > len(parts):
+        detail += f" ({slots - len(parts)} of the exercise's nodes not in the lab)"
+    return Credit(_ratio(good, slots), "; ".join([detail, *failing]))
+
+
 def _node_ready(node: Mapping[str, Any]) -> tuple[bool, str]:
     for condition in (node.get("status") or {}).get("conditions") or []:
         if condition.get("type") == "Ready":
@@ -332,15 +470,15 @@ def nodes_ready(context: Context, item: Item) -> Credit:
     by_name = {_name(n): n for n in items(context.evidence.json(NODES), NODES)}
     ready, problems = [], []
     for want in context.expected.nodes:
-        node = by_name.get(want.name)
+        node = by_name.get(want.k8s_name)
         if node is None:
-            problems.append(f"{want.name} not registered")
+            problems.append(f"{want.k8s_name} not registered")
             continue
         ok, why = _node_ready(node)
         if ok:
-            ready.append(want.name)
+            ready.append(want.k8s_name)
         else:
-            problems.append(f"{want.name} {why}")
+            problems.append(f"{want.k8s_name} {why}")
     slots = context.slots
     missing_nodes = slots - len(context.expected.nodes)
     if missing_nodes > 0:
@@ -385,8 +523,8 @@ def nginx_on_every_node(context: Context, item: Item) -> Credit:
     """
     pods = items(context.evidence.json(NGINX_PODS), NGINX_PODS)
     on = {(p.get("spec") or {}).get("nodeName") for p in pods if pod_ready(p)}
-    running = [n.name for n in context.expected.nodes if n.name in on]
-    without = [n.name for n in context.expected.nodes if n.name not in on]
+    running = [n.k8s_name for n in context.expected.nodes if n.k8s_name in on]
+    without = [n.k8s_name for n in context.expected.nodes if n.k8s_name not in on]
     slots = context.slots
     detail = f"ready nginx pods on {len(running)}/{slots} nodes"
     if without:
@@ -482,6 +620,7 @@ def monitoring_ui(context: Context, item: Item) -> Credit:
 
 EVALUATORS: dict[str, Evaluator] = {
     "checks": credit_checks,
+    "parts": credit_parts,
     "nodes_ready": nodes_ready,
     "hostnames_carry_student_id": hostnames_carry_student_id,
     "nginx_on_every_node": nginx_on_every_node,

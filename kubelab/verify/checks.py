@@ -9,11 +9,12 @@ check's result.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from kubelab.verify.evidence import (
     ENDPOINTS,
     NGINX_PODS,
     NODES,
+    OWN_DEPLOYMENTS,
+    OWN_SERVICES,
     PODS,
     SERVICE,
     VERSION,
@@ -35,11 +38,24 @@ from kubelab.verify.evidence import (
     http_url,
     is_welcome_page,
     items,
+    node_prep_path,
     parse_curl_stdout,
     parse_time,
 )
-from kubelab.verify.expect import Expected
-from kubelab.verify.hints import Hints, hint
+from kubelab.verify.expect import CLUSTER, NODE_PREP, OWN, PROBE, Expected, ExpectedNode
+from kubelab.verify.hints import Hints, hint, language
+
+
+@dataclass(frozen=True)
+class Part:
+    """One thing a check looked at (a node, a pod, a request) and what it found."""
+
+    subject: str
+    ok: bool
+    why: str = ""  # what is wrong, when not ok
+
+    def __str__(self) -> str:
+        return self.subject if self.ok else f"{self.subject}: {self.why}"
 
 
 @dataclass(frozen=True)
@@ -50,13 +66,24 @@ class CheckResult:
     detail: str
     hint: str = ""
     duration: float = 0.0  # seconds the live run spent collecting this check's evidence
+    # What the check looked at, one part each; partial credit is computed from them.
+    # Empty for a check that could not look at anything (its evidence is missing).
+    parts: tuple[Part, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["parts"] = [asdict(p) for p in self.parts]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CheckResult:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        fields["parts"] = tuple(
+            Part(str(p.get("subject", "?")), bool(p.get("ok")), str(p.get("why", "")))
+            for p in fields.get("parts") or ()
+            if isinstance(p, dict)
+        )
+        return cls(**fields)
 
 
 @dataclass(frozen=True)
@@ -64,6 +91,7 @@ class Verdict:
     passed: bool
     detail: str
     hint: str = ""
+    parts: tuple[Part, ...] = ()
 
 
 def _ok(detail: str) -> Verdict:
@@ -83,6 +111,7 @@ class Check:
     title: str
     fn: CheckFn
     only_if: Callable[[Expected], bool] = lambda expected: True
+    phase: str = PROBE
 
     def __call__(self, evidence: Evidence, expected: Expected) -> CheckResult:
         try:
@@ -101,6 +130,7 @@ class Check:
             detail=verdict.detail,
             hint="" if verdict.passed else verdict.hint,
             duration=evidence.duration(self.id),
+            parts=verdict.parts,
         )
 
 
@@ -230,6 +260,403 @@ def pod_trouble(
         what += f": {scheduled.get('reason', '')} {_short(scheduled.get('message'))}".rstrip()
         return PodTrouble(ref, node, what, "pending")
     return PodTrouble(ref, node, what, "pending" if not node else "container_creating")
+
+
+# --- which registered node is which -----------------------------------------------
+
+CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
+
+
+def is_control_plane(node: dict[str, Any]) -> bool:
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    return any(label in labels for label in CONTROL_PLANE_LABELS)
+
+
+def identify_nodes(nodes_doc: Any, expected: Expected) -> Expected:
+    """`expected` with each node's registered name found in nodes.json.
+
+    Students name their nodes as their manual says (`k8s-master-<ID>`, `master<ID>`,
+    `<ID>-node1`), not as kubelab would. A registered node is this lab node when, in
+    this order: its name is the expected one; its InternalIP is the node's private IP;
+    it carries the student ID and the role fits (the control-plane label for the
+    master; for a node, its machine name in the name first, then any left).
+    """
+    try:
+        registered = items(nodes_doc, NODES)
+    except BadEvidence:
+        return expected
+    free = {_name(n): n for n in registered}
+    found: dict[int, str] = {}
+
+    def take(index: int, name: str) -> None:
+        found[index] = name
+        free.pop(name, None)
+
+    for i, want in enumerate(expected.nodes):
+        if want.name in free:
+            take(i, want.name)
+    for i, want in enumerate(expected.nodes):
+        if i not in found:
+            by_ip = [name for name, node in free.items() if internal_ip(node) == want.private_ip]
+            if by_ip:
+                take(i, by_ip[0])
+    student = expected.student_id.lower()
+    if student:
+        for i, want in enumerate(expected.nodes):
+            if i in found:
+                continue
+            fits = [
+                name
+                for name, node in sorted(free.items())
+                if student in name.lower() and is_control_plane(node) == (want.role == "master")
+            ]
+            machine = want.host.lower()
+            named = [name for name in fits if machine in name.lower().replace(student, "")]
+            if named or fits:
+                take(i, (named or fits)[0])
+    nodes = tuple(
+        n._replace(registered=found[i] if found.get(i, n.name) != n.name else "")
+        for i, n in enumerate(expected.nodes)
+    )
+    return replace(expected, nodes=nodes)
+
+
+# --- exercise 1: node preparation, over SSH ------------------------------------------
+
+_PROBE_LINES, _PROBE_VALUE = 400, 500  # what is read of one VM's probe output
+PREP_MODULES = ("overlay", "br_netfilter")
+PREP_SYSCTLS = (
+    "net.bridge.bridge-nf-call-iptables",
+    "net.bridge.bridge-nf-call-ip6tables",
+    "net.ipv4.ip_forward",
+)
+# The ports of the course chapter (01, 2.2), by role: what firewalld must let in when
+# the student keeps it running. 8472/udp is flannel's VXLAN.
+PREP_PORTS = {
+    "master": ("6443/tcp", "2379-2380/tcp", "10250/tcp", "10257/tcp", "10259/tcp", "8472/udp"),
+    "node": ("10250/tcp", "30000-32767/tcp", "8472/udp"),
+}
+
+
+def node_prep(evidence: Evidence, node: ExpectedNode) -> dict[str, str]:
+    """The key=value lines labs/probes/node-prep.sh printed on one VM."""
+    values: dict[str, str] = {}
+    for line in evidence.text(node_prep_path(node.host)).splitlines()[:_PROBE_LINES]:
+        key, sep, value = line.partition("=")
+        if sep:
+            values[key.strip()] = value.strip()[:_PROBE_VALUE]
+    return values
+
+
+NodeJudge = Callable[[dict[str, str], ExpectedNode, Evidence, Expected], list[str]]
+
+
+def _per_node(judge: NodeJudge, hint_key: str, ok: str) -> CheckFn:
+    """A check over every node's probe output: one part per node, its problems as `why`."""
+
+    def check(evidence: Evidence, expected: Expected) -> Verdict:
+        parts = []
+        for node in expected.nodes:
+            try:
+                problems = judge(node_prep(evidence, node), node, evidence, expected)
+            except (MissingEvidence, BadEvidence) as exc:
+                problems = [str(exc)]
+            parts.append(Part(node.host, not problems, "; ".join(problems)))
+        failing = [p for p in parts if not p.ok]
+        if failing:
+            hints = Hints()
+            hints.add(hint_key, node=failing[0].subject, student=expected.student_id or "ID")
+            return Verdict(False, "; ".join(str(p) for p in failing), hints.text(), tuple(parts))
+        return Verdict(True, f"{ok} on {', '.join(p.subject for p in parts)}", "", tuple(parts))
+
+    return check
+
+
+def _swap(values: dict[str, str], node: ExpectedNode, *_: Any) -> list[str]:
+    problems = []
+    if values.get("swap_active", "?") != "0":
+        problems.append(f"swap is on now ({values.get('swap_active', '?')} devices in /proc/swaps)")
+    if values.get("fstab_swap", "?") != "0":
+        problems.append("/etc/fstab still mounts swap at boot")
+    return problems
+
+
+def _modules(values: dict[str, str], node: ExpectedNode, *_: Any) -> list[str]:
+    problems = []
+    for module in PREP_MODULES:
+        if values.get(f"module_now.{module}") != "1":
+            problems.append(f"{module} is not loaded")
+        if values.get(f"module_boot.{module}", "0") in ("0", ""):
+            problems.append(f"{module} is not in /etc/modules-load.d (gone after a reboot)")
+    return problems
+
+
+def _sysctls(values: dict[str, str], node: ExpectedNode, *_: Any) -> list[str]:
+    problems = []
+    for key in PREP_SYSCTLS:
+        now_value = values.get(f"sysctl_now.{key}", "?")
+        boot = values.get(f"sysctl_boot.{key}", "?")
+        if now_value != "1":
+            problems.append(f"{key} is {now_value} now")
+        if boot != "1":
+            problems.append(f"{key} is {boot} at boot (/etc/sysctl.d)")
+    return problems
+
+
+def _selinux(values: dict[str, str], node: ExpectedNode, *_: Any) -> list[str]:
+    problems = []
+    now_mode = values.get("selinux_now", "?")
+    boot = values.get("selinux_boot", "")
+    if now_mode not in ("permissive", "disabled", "absent"):
+        problems.append(f"SELinux is {now_mode} now")
+    if boot not in ("permissive", "disabled") and not (now_mode == "absent" and not boot):
+        problems.append(f"/etc/selinux/config starts SELinux {boot or 'unset'} at boot")
+    return problems
+
+
+def _port_range(port: str) -> tuple[int, int, str] | None:
+    number, _, protocol = port.partition("/")
+    low, _, high = number.partition("-")
+    if not low.isdigit() or (high and not high.isdigit()):
+        return None
+    return int(low), int(high or low), protocol
+
+
+def _covered(port: str, opened: list[str]) -> bool:
+    want = _port_range(port)
+    assert want is not None  # PREP_PORTS is ours
+    for spec in opened:
+        have = _port_range(spec)
+        if have and have[2] == want[2] and have[0] <= want[0] and want[1] <= have[1]:
+            return True
+    return False
+
+
+def _firewall(values: dict[str, str], node: ExpectedNode, *_: Any) -> list[str]:
+    if values.get("firewalld") != "active":
+        return []
+    opened = values.get("firewalld_ports", "").split()
+    closed = [p for p in PREP_PORTS[node.role] if not _covered(p, opened)]
+    return [f"firewalld runs and does not open {', '.join(closed)}"] if closed else []
+
+
+def _resolution(
+    values: dict[str, str], node: ExpectedNode, evidence: Evidence, expected: Expected
+) -> list[str]:
+    problems = []
+    for other in expected.nodes:
+        try:
+            name = node_prep(evidence, other).get("hostname", "")
+        except (MissingEvidence, BadEvidence):
+            continue  # that node's own row says why
+        if not name:
+            continue
+        got = [a for a in values.get(f"resolve.{name}", "").split(",") if a]
+        if not got:
+            problems.append(f"{name} does not resolve")
+        elif got[0] != other.private_ip:
+            problems.append(f"{name} resolves to {got[0]}, not its private IP {other.private_ip}")
+    return problems
+
+
+def _time(values: dict[str, str], node: ExpectedNode, *_: Any) -> list[str]:
+    synced = values.get("time_synchronized", "")
+    return [] if synced == "yes" else [f"the clock is not synchronised ({synced or 'unknown'})"]
+
+
+def _hostname(
+    values: dict[str, str], node: ExpectedNode, evidence: Evidence, expected: Expected
+) -> list[str]:
+    name = values.get("hostname", "")
+    if not expected.student_id:
+        return ["no student ID to look for (give --student ID)"]
+    if expected.student_id.lower() not in name.lower():
+        return [f"hostname {name or '(empty)'} does not carry {expected.student_id}"]
+    return []
+
+
+# --- exercise 2: the student's own nginx Deployment and NodePort Service -------------
+
+OWN_DEPLOYMENT_NAME = "nginx"  # the manual's: kubectl create deployment nginx
+OWN_MIN_REPLICAS = 2
+
+
+@dataclass(frozen=True)
+class OwnWorkload:
+    """The student's nginx as the cluster printed it: Deployment, its pods, its NodePort."""
+
+    deployment: dict[str, Any] | None
+    pods: list[dict[str, Any]]
+    service: dict[str, Any] | None
+
+
+def _labels(obj: dict[str, Any]) -> dict[str, str]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+def own_workload(deployments: Any, services: Any, pods: Any, expected: Expected) -> OwnWorkload:
+    """The Deployment named nginx outside verify's namespace ("default" first), the pods
+    its selector picks, and a NodePort Service in its namespace selecting them."""
+    found = [
+        d
+        for d in items(deployments, OWN_DEPLOYMENTS)
+        if _name(d) == OWN_DEPLOYMENT_NAME
+        and (d.get("metadata") or {}).get("namespace") != expected.namespace
+    ]
+    if not found:
+        return OwnWorkload(None, [], None)
+    found.sort(
+        key=lambda d: (d["metadata"].get("namespace") != "default", d["metadata"].get("namespace"))
+    )
+    deployment = found[0]
+    namespace = deployment["metadata"].get("namespace")
+    selector = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    own_pods = [
+        p
+        for p in items(pods, PODS)
+        if (p.get("metadata") or {}).get("namespace") == namespace
+        and selector
+        and all(_labels(p).get(k) == v for k, v in selector.items())
+    ]
+    service = None
+    for candidate in items(services, OWN_SERVICES):
+        spec = candidate.get("spec") or {}
+        chooses = spec.get("selector") or {}
+        if (
+            (candidate.get("metadata") or {}).get("namespace") == namespace
+            and spec.get("type") == "NodePort"
+            and chooses
+            and own_pods
+            and all(_labels(own_pods[0]).get(k) == v for k, v in chooses.items())
+        ):
+            service = candidate
+            break
+    return OwnWorkload(deployment, own_pods, service)
+
+
+def _own(evidence: Evidence, expected: Expected) -> OwnWorkload:
+    return own_workload(
+        evidence.json(OWN_DEPLOYMENTS),
+        evidence.json(OWN_SERVICES),
+        evidence.json(PODS),
+        expected,
+    )
+
+
+def _no_deployment() -> Verdict:
+    hints = Hints()
+    hints.add("own_deployment")
+    return Verdict(
+        False,
+        f"no Deployment named {OWN_DEPLOYMENT_NAME} (outside verify's namespace)",
+        hints.text(),
+    )
+
+
+def check_own_deployment(evidence: Evidence, expected: Expected) -> Verdict:
+    own = _own(evidence, expected)
+    if own.deployment is None:
+        return _no_deployment()
+    replicas = (own.deployment.get("spec") or {}).get("replicas") or 0
+    ready_on = {str((p.get("spec") or {}).get("nodeName")) for p in own.pods if pod_ready(p)}
+    master = expected.masters[0].k8s_name if expected.masters else "master"
+    workers = [n.k8s_name for n in expected.nodes if n.role != "master"]
+    on_worker = sorted(ready_on & set(workers))
+    parts = (
+        Part(
+            "replicas",
+            replicas >= OWN_MIN_REPLICAS,
+            f"{replicas} replicas, the manual asks {OWN_MIN_REPLICAS} or more",
+        ),
+        Part(master, master in ready_on, "no ready nginx pod on the master (is it tainted?)"),
+        Part("a node", bool(on_worker), f"no ready nginx pod on {', '.join(workers) or 'a node'}"),
+    )
+    namespace = own.deployment["metadata"].get("namespace")
+    return _parts_verdict(
+        parts,
+        f"{namespace}/{OWN_DEPLOYMENT_NAME}: {replicas} replicas, ready on {master} and "
+        f"{', '.join(on_worker)}",
+        "own_deployment",
+    )
+
+
+def _parts_verdict(parts: tuple[Part, ...], ok: str, hint_key: str) -> Verdict:
+    failing = [p for p in parts if not p.ok]
+    if failing:
+        hints = Hints()
+        hints.add(hint_key)
+        return Verdict(False, "; ".join(str(p) for p in failing), hints.text(), parts)
+    return Verdict(True, ok, "", parts)
+
+
+def own_pod_targets(own: OwnWorkload) -> list[tuple[str, str]]:
+    """(pod IP, pod name) of the student's nginx pods, in a stable order."""
+    return sorted(
+        (str(p["status"]["podIP"]), _name(p))
+        for p in own.pods
+        if (p.get("status") or {}).get("podIP")
+    )
+
+
+def check_own_pod_ips(evidence: Evidence, expected: Expected) -> Verdict:
+    own = _own(evidence, expected)
+    if own.deployment is None:
+        return _no_deployment()
+    targets = own_pod_targets(own)
+    parts = []
+    for ip, pod in targets:
+        failed = [
+            f"{source.name} [{why}]"
+            for source in expected.nodes
+            if (why := curl_problem(evidence, "own-pod-ips", source.name, ip, http_url(ip, 80)))
+        ]
+        parts.append(Part(f"{ip} ({pod})", not failed, f"failed from {', '.join(failed)}"))
+    if not parts:
+        parts.append(Part("pods", False, "no pod of your nginx has an IP"))
+    return _parts_verdict(
+        tuple(parts),
+        f"{len(targets)} pod IPs of your nginx answered from {len(expected.nodes)} nodes",
+        "pod_ip",
+    )
+
+
+def check_own_nodeport(evidence: Evidence, expected: Expected) -> Verdict:
+    own = _own(evidence, expected)
+    if own.deployment is None:
+        return _no_deployment()
+    if own.service is None:
+        hints = Hints()
+        hints.add("own_service")
+        return Verdict(False, "no NodePort Service selects your nginx pods", hints.text())
+    node_port = _service_port(own.service, "nodePort")
+    recorded = evidence.listdir("curl/own-nodeport")
+    parts = []
+    for node in expected.nodes:
+        suffix = curl_record_path("own-nodeport", "x", node.private_ip).rsplit("__", 1)[1]
+        sources = [n.split("__", 1)[0] for n in recorded if n.endswith(suffix) and "__" in n]
+        failed = [
+            f"{source} [{why}]"
+            for source in sources
+            if (
+                why := curl_problem(
+                    evidence,
+                    "own-nodeport",
+                    source,
+                    node.private_ip,
+                    http_url(node.private_ip, node_port),
+                )
+            )
+        ]
+        if not sources:
+            failed.append("no evidence: " + curl_record_path("own-nodeport", "*", node.private_ip))
+        parts.append(
+            Part(f"{node.k8s_name} {node.private_ip}:{node_port}", not failed, "; ".join(failed))
+        )
+    return _parts_verdict(
+        tuple(parts),
+        f"your NodePort {node_port} answered on all {len(expected.nodes)} nodes",
+        "nodeport",
+    )
 
 
 # --- the checks -------------------------------------------------------------------
@@ -675,13 +1102,71 @@ def check_cleanup(evidence: Evidence, expected: Expected) -> Verdict:
 
 
 CHECKS: tuple[Check, ...] = (
-    Check("api", "API server answers", check_api),
-    Check("nodes", "Nodes registered, Ready, pinned kubelet, private IP", check_nodes),
-    Check("system-pods", "kube-system healthy", check_system_pods),
+    Check(
+        "swap",
+        "Swap off, now and in /etc/fstab",
+        _per_node(_swap, "prep_swap", "no swap"),
+        phase=NODE_PREP,
+    ),
+    Check(
+        "kernel-modules",
+        "overlay and br_netfilter loaded, and loaded at boot",
+        _per_node(_modules, "prep_modules", "both loaded and listed for boot"),
+        phase=NODE_PREP,
+    ),
+    Check(
+        "sysctls",
+        "bridge-nf-call-iptables/ip6tables and ip_forward = 1, now and at boot",
+        _per_node(_sysctls, "prep_sysctls", "all 1 now and at boot"),
+        phase=NODE_PREP,
+    ),
+    Check(
+        "selinux",
+        "SELinux permissive, now and at boot",
+        _per_node(_selinux, "prep_selinux", "not enforcing"),
+        phase=NODE_PREP,
+    ),
+    Check(
+        "firewall",
+        "firewalld off, or the chapter's ports open",
+        _per_node(_firewall, "prep_firewall", "firewalld off or ports open"),
+        phase=NODE_PREP,
+    ),
+    Check(
+        "name-resolution",
+        "Every lab node resolves by name to its private IPv4",
+        _per_node(_resolution, "prep_resolution", "every hostname resolves to its private IP"),
+        phase=NODE_PREP,
+    ),
+    Check(
+        "time-sync",
+        "Clock synchronised",
+        _per_node(_time, "prep_time", "synchronised"),
+        phase=NODE_PREP,
+    ),
+    Check(
+        "hostname",
+        "Hostname carries the student ID",
+        _per_node(_hostname, "prep_hostname", "carries the student ID"),
+        phase=NODE_PREP,
+    ),
+    Check("api", "API server answers", check_api, phase=CLUSTER),
+    Check(
+        "nodes", "Nodes registered, Ready, pinned kubelet, private IP", check_nodes, phase=CLUSTER
+    ),
+    Check("system-pods", "kube-system healthy", check_system_pods, phase=CLUSTER),
     Check("nginx-rollout", "nginx on every schedulable node", check_nginx_rollout),
     Check("pod-ips", "Pod IPs answer from every node", check_pod_ips),
     Check("cluster-ip", "Service ClusterIP answers from every node", check_cluster_ip),
     Check("nodeport", "NodePort answers on every private IP", check_nodeport),
+    Check(
+        "own-deployment",
+        "Your nginx Deployment: 2+ replicas, on the master and a node",
+        check_own_deployment,
+        phase=OWN,
+    ),
+    Check("own-pod-ips", "Your nginx pod IPs answer from every node", check_own_pod_ips, phase=OWN),
+    Check("own-nodeport", "Your NodePort answers on every node", check_own_nodeport, phase=OWN),
     Check("dns", "Service name resolves in a pod", check_dns, only_if=lambda e: e.dns),
     Check("cleanup", "verify's namespace removed", check_cleanup),
 )
@@ -689,7 +1174,26 @@ CHECKS: tuple[Check, ...] = (
 CHECK_IDS = tuple(c.id for c in CHECKS)
 
 
+def checks_for(expected: Expected) -> list[Check]:
+    """The checks of the phases that were collected."""
+    return [c for c in CHECKS if c.phase in expected.phases and c.only_if(expected)]
+
+
+def identified(evidence: Evidence, expected: Expected) -> Expected:
+    """`expected` with its nodes found among the registered ones (when nodes.json is there)."""
+    if CLUSTER in expected.phases:
+        with contextlib.suppress(MissingEvidence, BadEvidence):  # the nodes check says why
+            return identify_nodes(evidence.json(NODES), expected)
+    return expected
+
+
 def evaluate(evidence_dir: Path | str, expected: Expected) -> list[CheckResult]:
-    """Every check over a saved evidence folder; contacts nothing."""
+    """Every check of the collected phases over a saved evidence folder; contacts nothing.
+
+    The lab's nodes are first found among the registered ones (`identify_nodes`), so a
+    node the student named `k8s-master-<ID>` is checked as the master.
+    """
     evidence = Evidence(evidence_dir)
-    return [check(evidence, expected) for check in CHECKS if check.only_if(expected)]
+    expected = identified(evidence, expected)
+    with language(expected.language):
+        return [check(evidence, expected) for check in checks_for(expected)]

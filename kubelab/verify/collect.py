@@ -1,9 +1,11 @@
 """Collect: run verify's commands on the lab over the transport and write the evidence.
 
-The order is a list you can read top to bottom: look at the cluster (version,
-nodes, pods), deploy verify's nginx and wait for its rollout, curl pod IPs,
-the ClusterIP and the NodePort from the nodes, resolve the Service name (with
---dns), and always delete verify's namespace, also on failure and Ctrl-C.
+The order is a list you can read top to bottom, each step in a phase that a run
+selects (`Expected.phases`; every command's record carries its phase): probe each
+VM's node preparation (node-prep, exercise 1); look at the cluster (version,
+nodes, pods); deploy verify's nginx and wait for its rollout, curl pod IPs, the
+ClusterIP and the NodePort from the nodes, resolve the Service name (with --dns),
+and always delete verify's namespace, also on failure and Ctrl-C (probe).
 Nothing here decides pass or fail: `checks.evaluate` does that over the folder.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -22,7 +25,7 @@ import jinja2
 
 from kubelab import REPO_ROOT, __version__
 from kubelab.errors import KubelabError
-from kubelab.verify.checks import pod_ready, schedulable_nodes
+from kubelab.verify.checks import own_pod_targets, own_workload, pod_ready, schedulable_nodes
 from kubelab.verify.evidence import (
     CLEANUP,
     DEPLOYMENT,
@@ -34,6 +37,8 @@ from kubelab.verify.evidence import (
     META,
     NGINX_PODS,
     NODES,
+    OWN_DEPLOYMENTS,
+    OWN_SERVICES,
     PODS,
     SERVICE,
     TIMEOUT_RC,
@@ -45,11 +50,16 @@ from kubelab.verify.evidence import (
     curl_record,
     curl_record_path,
     http_url,
+    node_prep_path,
     now,
 )
-from kubelab.verify.expect import Expected, ExpectedNode
+from kubelab.verify.expect import CLUSTER, NODE_PREP, OWN, PROBE, Expected, ExpectedNode
+from kubelab.verify.provenance import MARKERS_SCRIPT, markers_path
 
 MANIFEST_TEMPLATE = REPO_ROOT / "labs" / "manifests" / "verify-nginx.yaml.j2"
+NODE_PREP_PROBE = REPO_ROOT / "labs" / "probes" / "node-prep.sh"
+# A hostname as a VM reports it, before it is handed to the other VMs to resolve.
+_HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 NGINX_APP = "kubelab-verify-nginx"
 # admin.conf is root's; the transport logs in as the VM user, hence sudo.
 DEFAULT_KUBECTL: tuple[str, ...] = (
@@ -152,6 +162,7 @@ class _Collector:
         # Nodes whose connection failed, with the error: their later commands are
         # recorded as not run instead of each waiting for its own connect timeout.
         self.unreachable: dict[str, str] = {}
+        self.phase = CLUSTER  # the phase of the step running now: each record carries it
 
     # -- running one command -----------------------------------------------------
 
@@ -202,6 +213,7 @@ class _Collector:
             saves=saves,
             keep_on_failure=keep_on_failure,
             timeout=limit,
+            phase=self.phase,
         )
         return outcome
 
@@ -226,6 +238,36 @@ class _Collector:
 
     # -- the steps ----------------------------------------------------------------
 
+    def provenance(self) -> None:
+        """Each VM's stage markers: what kubelab applied there, when, and by what."""
+        for node in self.expected.nodes:
+            self.run(
+                "provenance",
+                node,
+                ["sudo", "sh", "-c", MARKERS_SCRIPT],
+                saves=markers_path(node.host),
+            )
+
+    def node_prep(self) -> None:
+        """Each VM's hostname, then the node-prep probe on each, resolving all of them."""
+        hostnames = []
+        for node in self.expected.nodes:
+            got = self.run("hostname", node, ["hostname"])
+            name = got.stdout.strip()
+            if got.rc == 0 and _HOSTNAME.match(name):
+                hostnames.append(name)
+        script = NODE_PREP_PROBE.read_text(encoding="utf-8")
+        for node in self.expected.nodes:
+            argv = ["sudo", "sh", "-c", script, "node-prep", *hostnames]
+            shown = ["sudo", "sh", "-c", f"<{NODE_PREP_PROBE.relative_to(REPO_ROOT)}>"]
+            self.run(
+                "node-prep",
+                node,
+                argv,
+                saves=node_prep_path(node.host),
+                shown=[*shown, "node-prep", *hostnames],
+            )
+
     def snapshot(self) -> None:
         self.kubectl("api", "get --raw /version", saves=VERSION)
         self.kubectl("nodes", "get nodes -o json", saves=NODES)
@@ -233,6 +275,29 @@ class _Collector:
         self.kubectl(
             "system-pods", "get namespace kube-system -o json", saves=KUBE_SYSTEM_NAMESPACE
         )
+
+    def own(self, nodeport_from: ExpectedNode) -> None:
+        """The student's own nginx (exercise 2): their Deployments and Services, then
+        curl its pod IPs from every node and its NodePort on every node."""
+        self.kubectl("own-deployment", "get deployments -A -o json", saves=OWN_DEPLOYMENTS)
+        self.kubectl("own-nodeport", "get services -A -o json", saves=OWN_SERVICES)
+        try:
+            own = own_workload(
+                self._load(OWN_DEPLOYMENTS),
+                self._load(OWN_SERVICES),
+                self._load(PODS),
+                self.expected,
+            )
+        except Exception:  # noqa: BLE001 - evidence missing or malformed: the checks say why
+            return
+        for source in self.expected.nodes:
+            for ip, _ in own_pod_targets(own):
+                self.curl("own-pod-ips", source, ip, http_url(ip, 80))
+        ports = ((own.service or {}).get("spec") or {}).get("ports") or [{}]
+        if ports[0].get("nodePort"):
+            for node in self.expected.nodes:
+                url = http_url(node.private_ip, int(ports[0]["nodePort"]))
+                self.curl("own-nodeport", nodeport_from, node.private_ip, url)
 
     def deploy(self, image: str) -> None:
         ns, deadlines = self.ns, self.deadlines
@@ -373,6 +438,7 @@ def collect(
     student_id: str | None = None,
     exercise: str | int | None = None,
     reporter: StepReporter | None = None,
+    restores: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
     """Run verify's commands and write the evidence folder; return its path.
 
@@ -410,24 +476,45 @@ def collect(
         "interrupted": False,
         "aborted": None,
         "cluster_identity": None,
+        # The lab's snapshot restores (`invoke lab --reset`), from the lab folder.
+        "restores": [dict(r) for r in restores],
     }
     # Written first too, so even a folder from a killed run says what it was.
     writer.write_json(META, meta)
     deadlines = expected.deadlines
     try:
-        with _step(reporter, "Cluster state: version, nodes, pods", deadlines.command * 4):
-            collector.snapshot()
-        with _step(
-            reporter,
-            f"Deploy nginx ({image}) and wait for the rollout",
-            deadlines.rollout + deadlines.cleanup + deadlines.command * 5,
-        ):
-            collector.deploy(image)
-        with _step(reporter, "curl pod IPs, ClusterIP and NodePort from the nodes"):
-            collector.curls(source)
-        if expected.dns:
-            with _step(reporter, "Resolve the Service name in a pod", deadlines.command):
-                collector.dns()
+        with _step(reporter, "What kubelab applied on each VM", deadlines.command):
+            collector.provenance()
+        if NODE_PREP in expected.phases:
+            collector.phase = NODE_PREP
+            nodes = len(expected.nodes)
+            with _step(
+                reporter,
+                "Node preparation: swap, modules, sysctls, SELinux, firewall, names, time",
+                deadlines.command * 2 * nodes,
+            ):
+                collector.node_prep()
+        if CLUSTER in expected.phases:
+            collector.phase = CLUSTER
+            with _step(reporter, "Cluster state: version, nodes, pods", deadlines.command * 4):
+                collector.snapshot()
+        if OWN in expected.phases:
+            collector.phase = OWN
+            with _step(reporter, "Your nginx: Deployment, Service, pod IPs, NodePort"):
+                collector.own(source)
+        if PROBE in expected.phases:
+            collector.phase = PROBE
+            with _step(
+                reporter,
+                f"Deploy nginx ({image}) and wait for the rollout",
+                deadlines.rollout + deadlines.cleanup + deadlines.command * 5,
+            ):
+                collector.deploy(image)
+            with _step(reporter, "curl pod IPs, ClusterIP and NodePort from the nodes"):
+                collector.curls(source)
+            if expected.dns:
+                with _step(reporter, "Resolve the Service name in a pod", deadlines.command):
+                    collector.dns()
     except KeyboardInterrupt:
         meta["interrupted"] = True
         raise
@@ -436,12 +523,14 @@ def collect(
         raise
     finally:
         try:
-            with _step(
-                reporter,
-                f"Delete namespace {expected.namespace}",
-                deadlines.cleanup + deadlines.command,
-            ):
-                collector.cleanup()
+            if PROBE in expected.phases:
+                collector.phase = PROBE
+                with _step(
+                    reporter,
+                    f"Delete namespace {expected.namespace}",
+                    deadlines.cleanup + deadlines.command,
+                ):
+                    collector.cleanup()
         finally:
             meta["finished"] = now()
             meta["cluster_identity"] = cluster_identity(Evidence(writer.root))

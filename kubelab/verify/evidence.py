@@ -18,6 +18,11 @@ A run of verify leaves one folder that a grader can re-check with no cluster:
     curl/<check>/<from>__<target>.json   one record per request (see curl_record)
     curl/<check>/<from>__<target>.out    curl's raw stdout: the body, then a status line
     dns.json                      only with --dns
+    own/deployments.json          exercise 2: kubectl get deployments -A -o json
+    own/services.json             exercise 2: kubectl get services -A -o json
+    node-prep/<node>.txt          exercise 1: labs/probes/node-prep.sh's key=value lines
+    provenance/<node>.txt         each VM's stage markers: what kubelab applied, when, by
+                                  what (verify/provenance.py; format 2 on)
     cleanup.json                  the namespace delete and the look that confirms it
     raw/NNN-<what>.stdout|.stderr output of commands that has no file of its own above
 
@@ -39,7 +44,8 @@ from typing import Any
 from kubelab import safeio
 from kubelab.errors import KubelabError
 
-FORMAT = 1
+# 2: commands carry their phase; node-prep/, provenance/, meta.json restores. 1 still loads.
+FORMAT = 2
 # The exit code of a command stopped at its deadline (coreutils timeout, the transport).
 TIMEOUT_RC = 124
 
@@ -56,6 +62,9 @@ SERVICE = "nginx/service.json"
 ENDPOINTS = "nginx/endpoints.json"
 DNS = "dns.json"
 CLEANUP = "cleanup.json"
+NODE_PREP_DIR = "node-prep"
+OWN_DEPLOYMENTS = "own/deployments.json"
+OWN_SERVICES = "own/services.json"
 RAW = "raw"
 CURL = "curl"
 
@@ -166,6 +175,11 @@ def is_welcome_page(body: bytes) -> bool:
 
 def http_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def node_prep_path(node: str) -> str:
+    """Where the node-prep probe's output of one VM (by machine name) is kept."""
+    return f"{NODE_PREP_DIR}/{_slug(node)}.txt"
 
 
 def curl_record_path(check: str, source: str, target: str) -> str:
@@ -442,6 +456,7 @@ class EvidenceWriter:
         saves: str | None = None,
         keep_on_failure: bool = False,
         timeout: float | None = None,
+        phase: str | None = None,
     ) -> dict[str, Any]:
         """Save one command's output and append its line to commands.jsonl.
 
@@ -463,6 +478,7 @@ class EvidenceWriter:
             self.write_text(stderr_rel, stderr)
         line = {
             "seq": self._seq,
+            "phase": phase,
             "check": check,
             "node": node,
             "argv": list(argv),

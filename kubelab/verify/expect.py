@@ -12,6 +12,15 @@ from typing import Any, NamedTuple
 
 ROLES = ("master", "node")
 
+# What verify collects, in groups a run selects; collect.py tags each command with its
+# phase and a check runs when its phase was collected: the node preparation of
+# exercise 1 (over SSH, no cluster needed), the cluster's own state, the student's own
+# nginx Deployment and NodePort Service (exercise 2), verify's nginx probe.
+NODE_PREP, CLUSTER, OWN, PROBE = "node-prep", "cluster", "own", "probe"
+PHASES = (NODE_PREP, CLUSTER, OWN, PROBE)
+# What a plain `invoke verify` and every evidence folder older than phases collected.
+DEFAULT_PHASES = (CLUSTER, PROBE)
+
 
 class ExpectedNode(NamedTuple):
     name: str  # the Kubernetes node name (the VM's hostname, with the student ID when set)
@@ -20,10 +29,18 @@ class ExpectedNode(NamedTuple):
     # The name the transport knows the VM by (the Vagrant machine name: master,
     # node1, ...); the Kubernetes name when they are the same.
     machine: str = ""
+    # The name the node registered under, when the student named it otherwise
+    # (k8s-master-<ID>, <ID>-node1): found in nodes.json by `identify_nodes`.
+    registered: str = ""
 
     @property
     def host(self) -> str:
         return self.machine or self.name
+
+    @property
+    def k8s_name(self) -> str:
+        """The name to look the node up by in the cluster's own output."""
+        return self.registered or self.name
 
 
 @dataclass(frozen=True)
@@ -51,6 +68,11 @@ class Expected:
     # picked eth0 instead of the lab network.
     management_cidr: str = "192.168.121.0/24"
     deadlines: Deadlines = field(default_factory=Deadlines)
+    # The student whose hostnames the nodes carry ("" when none was given).
+    student_id: str = ""
+    # What was collected (see PHASES): the checks of the other phases do not run.
+    phases: tuple[str, ...] = DEFAULT_PHASES
+    language: str = "en"  # of the hints: the exercise's (`invoke lab --lang`)
 
     def __post_init__(self) -> None:
         # Accept plain (name, role, private_ip[, machine]) tuples.
@@ -61,6 +83,11 @@ class Expected:
                     f"node {node.name}: role must be one of {ROLES}, not {node.role!r}"
                 )
         object.__setattr__(self, "nodes", nodes)
+        phases = tuple(self.phases)
+        unknown = [p for p in phases if p not in PHASES]
+        if unknown:
+            raise ValueError(f"unknown phases {unknown}: known are {PHASES}")
+        object.__setattr__(self, "phases", phases)
         object.__setattr__(self, "kubernetes_version", self.kubernetes_version.removeprefix("v"))
 
     @property
@@ -70,11 +97,12 @@ class Expected:
     def node(self, name: str) -> ExpectedNode:
         """A node by its Kubernetes or its machine name; KeyError when there is none."""
         for node in self.nodes:
-            if name in (node.name, node.machine):
+            if name in (node.name, node.machine, node.registered):
                 return node
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["nodes"] = [n._asdict() for n in self.nodes]
+        data["phases"] = list(self.phases)
         return data

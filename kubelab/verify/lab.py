@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import shutil
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kubelab.config import config_as_dict
 from kubelab.errors import KubelabError
@@ -15,10 +17,19 @@ from kubelab.transport import Transport, targets_from_ssh_config
 from kubelab.verify.checks import CheckResult, evaluate
 from kubelab.verify.collect import HOST, collect
 from kubelab.verify.evidence import Evidence
-from kubelab.verify.expect import Deadlines, Expected, ExpectedNode
+from kubelab.verify.expect import DEFAULT_PHASES, Deadlines, Expected, ExpectedNode
+
+if TYPE_CHECKING:
+    from kubelab.labs import LabState
 
 
-def expected_from_plan(plan: Plan, *, dns: bool = False) -> Expected:
+def expected_from_plan(
+    plan: Plan,
+    *,
+    dns: bool = False,
+    phases: tuple[str, ...] = DEFAULT_PHASES,
+    language: str = "en",
+) -> Expected:
     return Expected(
         nodes=tuple(
             ExpectedNode(name=n.hostname, role=n.role, private_ip=n.ip, machine=n.name)
@@ -29,6 +40,9 @@ def expected_from_plan(plan: Plan, *, dns: bool = False) -> Expected:
         dns=dns,
         cni=plan.kubernetes["cni"],
         deadlines=Deadlines(),
+        student_id=plan.config.student_id,
+        phases=phases,
+        language=language,
     )
 
 
@@ -44,14 +58,25 @@ def verify_lab(
     evidence_out: Path | None = None,
     exercise: int | None = None,
     ssh_config: Path | None = None,
+    state: LabState | None = None,
+    replace: bool = False,
 ) -> tuple[Path, list[CheckResult]]:
     """Collect evidence from the running lab, then evaluate that folder.
 
     The VMs are reached through `vagrant ssh-config`, or through `ssh_config`
-    (the same format) for machines Vagrant does not manage.
+    (the same format) for machines Vagrant does not manage. An exercise collects
+    what its checks need (exercise 1: the node preparation, no cluster); `state`
+    (the lab's exercise, from `invoke lab`) gives the hints' language and the
+    snapshot restores the evidence lists. `replace`: overwrite `evidence_out`.
     """
-    expected = expected_from_plan(plan, dns=dns)
+    from kubelab.labs import load_exercise
+
+    phases = load_exercise(exercise).phases if exercise else DEFAULT_PHASES
+    language = state.language if state else "en"
+    expected = expected_from_plan(plan, dns=dns, phases=phases or DEFAULT_PHASES, language=language)
     out = evidence_out or default_evidence_dir(plan)
+    if replace and out.is_dir():
+        shutil.rmtree(out)
     with _transport(plan, ssh_config) as transport:
         folder = collect(
             transport,
@@ -63,6 +88,7 @@ def verify_lab(
             exercise=exercise,
             reporter=reporter,
             nodeport_from=HOST if host_on_lab_network(plan) else None,
+            restores=state.restores if state else (),
         )
     return folder, evaluate(folder, expected)
 

@@ -29,6 +29,7 @@ MODULE_ORDER = (
     "test_provision_vms.py",
     "test_verify_vms.py",
     "test_lab_destroy.py",
+    "test_exercise_vms.py",
 )
 HERE = Path(__file__).resolve().parent
 

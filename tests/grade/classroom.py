@@ -30,6 +30,12 @@ from kubelab.grade.rubric import Rubric, points
 from kubelab.verify import Expected
 from kubelab.verify.collect import NGINX_APP
 from kubelab.verify.evidence import CURL_WRITE_OUT
+from kubelab.verify.expect import CLUSTER, OWN, PROBE
+from kubelab.verify.provenance import MARKERS_SCRIPT
+
+# What `invoke verify --exercise 2` collects (labs/exercises/2.yaml's checks).
+EXERCISE_2_PHASES = (CLUSTER, OWN, PROBE)
+OWN_REPLICAS = 2  # the manual's --replicas=2
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 
@@ -79,6 +85,9 @@ class Variant:
     nodeport_down: tuple[int, ...] = ()  # node indexes whose NodePort does not answer
     monitoring: bool = False  # a Weave Scope pod runs
     cluster_of: str | None = None  # hand in another student's cluster (shared identity)
+    # The student made their own nginx (Deployment "nginx" in default, 2 replicas, a
+    # NodePort Service), as the manual's step 10 asks; False: verify ran without it.
+    own: bool = True
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,8 @@ class Cluster:
             namespace=self.namespace,
             nodeport=self.nodeport,
             cni=self.cni,
+            student_id=self.student,
+            phases=EXERCISE_2_PHASES,
         )
 
     def answer(self, args: Sequence[str]) -> tuple[int, str, str]:
@@ -281,6 +292,36 @@ def derive_cluster(
     ]
     endpoints["subsets"][0]["ports"] = [{"port": 80, "protocol": "TCP"}]
 
+    # The student's own nginx (step 10): the same stand-in, in namespace default with the
+    # label `kubectl create deployment` gives, 2 replicas spread over the schedulable
+    # nodes (both on the node when the master keeps its taint), and its NodePort.
+    own_deployment = copy.deepcopy(deployment)
+    own_deployment["metadata"].update(namespace="default", labels={"app": "nginx"})
+    own_deployment["spec"]["selector"] = {"matchLabels": {"app": "nginx"}}
+    own_deployment["spec"]["replicas"] = OWN_REPLICAS
+    own_pods, own_ips = [], []
+    for n in range(OWN_REPLICAS):
+        i = schedulable[n % len(schedulable)]
+        pod = copy.deepcopy(coredns[n % len(coredns)])
+        ip = f"172.16.{2 * k + i}.{20 + n}"
+        own_ips.append(ip)
+        pod["metadata"].update(
+            name=f"nginx-5c8d7b9f6-{n}{k:03d}",
+            namespace="default",
+            labels={"app": "nginx"},
+            uid=_uid(owner, "own-nginx", str(n)),
+        )
+        pod["spec"]["nodeName"] = nodes[i].name
+        pod["status"].update(podIP=ip, podIPs=[{"ip": ip}], hostIP=nodes[i].ip)
+        own_pods.append(pod)
+    own_service = read_fixture(SERVICE)
+    own_service["metadata"].update(namespace="default", uid=_uid(owner, "own-service"))
+    own_service["spec"]["ports"][0]["nodePort"] = nodeport + 1
+    if variant.own:
+        pod_list["items"] = [*pod_list["items"], *own_pods]
+    deployments = {"apiVersion": "v1", "kind": "List", "items": [own_deployment] * variant.own}
+    services = {"apiVersion": "v1", "kind": "List", "items": [own_service] * variant.own}
+
     apiserver = next(
         p for p in dump["PodList"]["items"] if p["metadata"]["name"].startswith("kube-apiserver-")
     )
@@ -327,8 +368,14 @@ def derive_cluster(
         {"args": f"*-n {namespace} get pods -l *", "text": doc(nginx_pods)},
         {"args": f"*-n {namespace} get service nginx -o json", "text": doc(service)},
         {"args": f"*-n {namespace} get endpoints nginx -o json", "text": doc(endpoints)},
+        {"args": "*get deployments -A -o json", "text": doc(deployments)},
+        {"args": "*get services -A -o json", "text": doc(services)},
     ]
     answering = {(ip, 80) for ip in pod_ips[: len(pod_ips) - variant.pods_down]}
+    answering |= {(ip, 80) for ip in own_ips[: len(own_ips) - variant.pods_down]}
+    answering |= {
+        (n.ip, nodeport + 1) for i, n in enumerate(nodes) if i not in variant.nodeport_down
+    }
     answering.add((cluster_ip, 80))
     answering |= {(n.ip, nodeport) for i, n in enumerate(nodes) if i not in variant.nodeport_down}
     return Cluster(
@@ -385,6 +432,8 @@ class ReplayTransport:
             )
         if argv[0] == "hostname":
             return Result(0, next(n.name for n in self.cluster.nodes if n.machine == node) + "\n")
+        if argv[-1] == MARKERS_SCRIPT:
+            return Result(0, "")  # VMs kubelab never provisioned: no stage markers
         assert "kubectl" in argv, argv
         rc, out, err = self.cluster.answer(argv[argv.index("kubectl") + 1 :])
         return Result(rc, out, err)
@@ -394,14 +443,22 @@ class ReplayTransport:
 
 
 def item_fractions(variant: Variant, slots: int = 2) -> dict[str, float]:
-    """Each exercise-2 item's fraction for a variant, from the variant's definition."""
-    schedulable = slots - (1 if variant.master_tainted else 0)
+    """Each exercise-2 item's fraction for a variant, from the variant's definition.
+
+    The student's own nginx counts by its parts (own-deployment: replicas, master,
+    node; a part per pod IP and per node's NodePort); without it, nothing. verify's
+    probe is the network item, one part per check of it.
+    """
+    network_ok = [variant.pods_down == 0, True, not variant.nodeport_down]
+    # own-deployment's parts: 2+ replicas, a pod on the master, a pod on a node.
+    own_parts = [True, not variant.master_tainted, True]
+    own = float(variant.own)
     return {
         "cluster-ready": (slots - len(variant.not_ready)) / slots,
-        "hostnames": 1.0 if variant.named and not variant.cluster_of else 0.0,
-        "pods-everywhere": schedulable / slots,
-        "pod-ips": (schedulable - variant.pods_down) / schedulable,
-        "nodeport": (slots - len(variant.nodeport_down)) / slots,
+        "own-deployment": own * sum(own_parts) / len(own_parts),
+        "own-pod-ips": own * (OWN_REPLICAS - min(variant.pods_down, OWN_REPLICAS)) / OWN_REPLICAS,
+        "own-nodeport": own * (slots - len(variant.nodeport_down)) / slots,
+        "network": sum(network_ok) / len(network_ok),
         "monitoring-ui": 1.0 if variant.monitoring else 0.0,
     }
 

@@ -29,11 +29,14 @@ def test_every_shipped_rubric_loads(path: Path) -> None:
 
 
 def test_exercise_2_rubric_follows_the_manual(rubric: Rubric) -> None:
-    # The manual's graded tasks: two nodes, hostnames, pods on both, a monitoring UI.
+    # The manual's graded tasks: two nodes, pods on both, a monitoring UI (the
+    # student-ID hostnames are exercise 1's, whose solution is exercise 2's start).
     assert rubric.requires.nodes == 2 and rubric.requires.masters == 1
     credits = {i.id: i.credit for i in rubric.items}
-    assert credits["hostnames"] == "hostnames_carry_student_id"
-    assert credits["pods-everywhere"] == "nginx_on_every_node"
+    assert "hostnames" not in credits
+    # The student's own nginx, by the parts verify saw; verify's probe is the network.
+    assert credits["own-deployment"] == credits["own-nodeport"] == "parts"
+    assert set(rubric.item_ids) >= {"own-deployment", "own-pod-ips", "own-nodeport", "network"}
     assert [i.id for i in rubric.items if i.optional] == ["monitoring-ui"]
     assert rubric.max_points == sum(i.points for i in rubric.items if not i.optional)
 
@@ -68,6 +71,8 @@ VARIANTS = {
     "nodeport-down-on-master": Variant(nodeport_down=(0,)),
     "monitoring": Variant(monitoring=True),
     "unnamed-with-scope": Variant(named=False, monitoring=True),
+    "no-own-nginx": Variant(own=False),
+    "no-own-nginx-tainted": Variant(own=False, master_tainted=True),
 }
 
 
@@ -146,7 +151,8 @@ def test_the_score_table_shows_every_item(rubric: Rubric, tmp_path: Path) -> Non
     text = console.export_text()
     for item in rubric.items:
         assert item.id in text
-    assert "10/20" in text and "90/100" in text and "hint:" in text
+    # one of 2 own pod IPs down: 7.5/15; verify's pod-ips check fails: network 2/3 of 10.
+    assert "7.5/15" in text and "6.67/10" in text and "89.17/100" in text and "hint:" in text
 
 
 @pytest.mark.parametrize("student", ["", "../x", "a b", "x" * 33])

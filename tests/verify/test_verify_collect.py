@@ -39,6 +39,7 @@ from kubelab.verify.evidence import (
     VERSION,
 )
 from kubelab.verify.expect import Expected, ExpectedNode
+from kubelab.verify.provenance import MARKERS_SCRIPT
 from tests.verify.verify_captures import (
     NODES_READY,
     Folder,
@@ -86,6 +87,8 @@ class ReplayTransport:
 
     def answer(self, argv: list[str]) -> Result:
         ns = self.source.expected.namespace
+        if argv == ["sudo", "sh", "-c", MARKERS_SCRIPT]:
+            return Result(0, "")  # a VM kubelab never provisioned: no stage markers
         if argv[0] == "curl":
             url = argv[-1]
             host = url.split("//", 1)[1].rsplit(":", 1)[0]
@@ -274,8 +277,12 @@ def test_commands_issued_in_order(source: Folder, tmp_path: Path) -> None:
     )
     assert nodes_at < apply_at < rollout_at
     assert transport.calls[rollout_at].timeout > rollout
+    hosts = [n.host for n in expected.nodes]
     # kubectl runs on the master, by the transport's (Vagrant) name.
-    assert {c.host for c in transport.calls if c.argv[0] != "curl"} == {"master"}
+    assert {c.host for c in transport.calls if "kubectl" in c.argv} == {"master"}
+    # Before anything else, each VM's stage markers (what kubelab applied there).
+    markers = [c.host for c in transport.calls if c.argv[-1] == MARKERS_SCRIPT]
+    assert markers == hosts and transport.calls[0].argv[-1] == MARKERS_SCRIPT
     # The manifest: one replica per schedulable node (the captured master is tainted).
     manifest = [d for d in yaml.safe_load_all((out / MANIFEST).read_text()) if d]
     deployment = next(d for d in manifest if d["kind"] == "Deployment")
@@ -288,7 +295,6 @@ def test_commands_issued_in_order(source: Folder, tmp_path: Path) -> None:
     curls = [(c.host, c.argv[-1]) for c in transport.calls if c.argv[0] == "curl"]
     pod_ips = [p["status"]["podIP"] for p in json.loads((out / NGINX_PODS).read_text())["items"]]
     cluster_ip = json.loads((out / SERVICE).read_text())["spec"]["clusterIP"]
-    hosts = [n.host for n in expected.nodes]
     assert sorted(curls) == sorted(
         [(h, f"http://{ip}:80/") for h in hosts for ip in pod_ips]
         + [(h, f"http://{cluster_ip}:80/") for h in hosts]
@@ -430,11 +436,12 @@ def test_an_unreachable_master_is_tried_once_then_at_cleanup(
 
     transport = ReplayTransport(source, fail=refuse)
     out = collect(transport, source.expected, tmp_path / "out", image=IMAGE)
-    # The first command finds the master unreachable; the rest are recorded as not
-    # run, except the namespace delete, which is always tried.
-    assert len(transport.calls) == 2
-    assert transport.calls[0].argv[-3:] == ["get", "--raw", "/version"]
-    assert transport.kubectl_calls()[1].startswith("delete namespace")
+    # The first command on each VM (its stage markers) finds it unreachable; the rest
+    # are recorded as not run, except the namespace delete, which is always tried.
+    hosts = [n.host for n in source.expected.nodes]
+    assert [c.host for c in transport.calls] == [*hosts, "k8s-controller1"]
+    assert all(c.argv[-1] == MARKERS_SCRIPT for c in transport.calls[:-1])
+    assert transport.kubectl_calls()[0].startswith("delete namespace")
     results = evaluate(out, source.expected)
     assert [r.id for r in results if r.passed] == []
     nodes = next(r for r in results if r.id == "nodes")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kubelab.verify.checks import CHECK_IDS, evaluate
+from kubelab.verify.checks import checks_for, evaluate
 from kubelab.verify.evidence import (
     CLEANUP,
     DEPLOYMENT,
@@ -24,7 +24,8 @@ from tests.verify.verify_captures import Folder, build_folder
 
 def test_healthy_folder_passes_every_check(folder: Folder) -> None:
     results = evaluate(folder.root, folder.expected)
-    assert [r.id for r in results] == [i for i in CHECK_IDS if i != "dns"]
+    assert [r.id for r in results] == [c.id for c in checks_for(folder.expected)]
+    assert "dns" not in [r.id for r in results] and "swap" not in [r.id for r in results]
     assert [r.id for r in results if not r.passed] == []
     assert all(r.hint == "" for r in results)
 

@@ -8,7 +8,7 @@ import inspect
 import pytest
 
 from kubelab.verify import checks
-from kubelab.verify.hints import hint, load
+from kubelab.verify.hints import hint, language, load
 
 FIELDS = {
     "node": "node1",
@@ -17,6 +17,7 @@ FIELDS = {
     "pod_cidr": "10.244.0.0/16",
     "actual": "v1.31.1",
     "expected": "v1.31.13",
+    "student": "2023001",
 }
 
 
@@ -35,6 +36,8 @@ def keys_used_by_checks() -> set[str]:
             used.add(args[0].value)
         if name == "require" and len(args) == 4 and isinstance(args[3], ast.Constant):
             used.add(args[3].value)
+        if name == "_per_node" and len(args) >= 2 and isinstance(args[1], ast.Constant):
+            used.add(args[1].value)
     return used
 
 
@@ -58,3 +61,18 @@ def test_unknown_key_is_an_error() -> None:
 
 def test_missing_field_stays_visible() -> None:
     assert "{node}" in hint("node_missing")
+
+
+@pytest.mark.parametrize("key", sorted(k for k, texts in load().items() if "zh" in texts))
+def test_a_hint_comes_in_the_exercises_language(key: str) -> None:
+    english = hint(key, **FIELDS)
+    with language("zh"):
+        chinese = hint(key, **FIELDS)
+    assert chinese != english
+    assert "{" not in chinese and "\n" not in chinese
+    assert any("\u4e00" <= c <= "\u9fff" for c in chinese)
+
+
+def test_a_hint_without_the_language_falls_back_to_english() -> None:
+    with language("zh"):
+        assert hint("api_version") == load()["api_version"]["en"]
