@@ -126,17 +126,21 @@ def _problems(number: int, data: Any) -> list[str]:
             or not all(isinstance(t, str) and t.strip() for t in texts.values())
         ):
             problems.append(f"{key} needs non-empty text for exactly {', '.join(LANGUAGES)}")
-    order = [s["name"] for s in catalog()["stages"] if not s.get("optional")]
+    builds: dict[str, list[str]] = catalog()["builds"]
+    known = {name for order in builds.values() for name in order}
     for key in ("start", "solution"):
         stages = data[key]
-        if not isinstance(stages, list) or not all(s in order for s in stages):
-            problems.append(f"{key} must list stages of the build ({', '.join(order)})")
+        if not isinstance(stages, list) or not all(s in known for s in stages):
+            problems.append(f"{key} must list stages of a build ({', '.join(sorted(known))})")
     if not problems:
         applied = data["start"] + data["solution"]
         if len(set(applied)) != len(applied):
             problems.append("a stage is in both start and solution (or twice)")
-        elif applied != order[: len(applied)]:
-            problems.append("start then solution must be the build's first stages, in order")
+        elif not any(applied == order[: len(applied)] for order in builds.values()):
+            listed = "; ".join(f"{build}: {', '.join(order)}" for build, order in builds.items())
+            problems.append(
+                f"start then solution must be the first stages of one build, in order ({listed})"
+            )
     if not isinstance(data["checks"], list) or not set(data["checks"]) <= set(CHECK_IDS):
         problems.append(f"checks must be ids of `invoke verify` ({', '.join(CHECK_IDS)})")
     return problems
