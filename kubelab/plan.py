@@ -47,6 +47,8 @@ class Stage:
     template: str  # path under provision/
     after_nodes: bool = False
     needs_join_command: bool = False
+    # The host copies this VM's certificate bundle from the master before it runs.
+    ships_bundle: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Plan:
     guest: dict[str, Any]
     mirror: dict[str, str]
     network: dict[str, str] = field(default_factory=dict)
+    hardway: dict[str, Any] = field(default_factory=dict)  # the catalog's pinned hard-way parts
 
     @property
     def master(self) -> PlannedNode:
@@ -137,6 +140,7 @@ def resolve_stages(names: list[str] | None) -> tuple[Stage, ...]:
                 template=f"stages/{entry['name']}.sh.j2",
                 after_nodes=bool(entry.get("after_nodes", False)),
                 needs_join_command=bool(entry.get("needs_join_command", False)),
+                ships_bundle=bool(entry.get("ships_bundle", False)),
             )
         )
     return tuple(stages)
@@ -163,6 +167,8 @@ def make_plan(config: LabConfig, lab_dir: Path) -> Plan:
         **k8s_entry,
         "pod_cidr": config.kubernetes.pod_cidr,
         "service_cidr": config.kubernetes.service_cidr,
+        # The Service IP of the API server (kubernetes.default): the CIDR's first host.
+        "service_ip": str(next(ipaddress.IPv4Network(config.kubernetes.service_cidr).hosts())),
         "proxy_mode": config.kubernetes.proxy_mode,
         "firewall": config.kubernetes.firewall,
         "runtime": config.kubernetes.runtime,
@@ -199,6 +205,7 @@ def make_plan(config: LabConfig, lab_dir: Path) -> Plan:
             "netmask": str(lab_net.netmask),
             "host_ip": str(next(lab_net.hosts())),
         },
+        hardway=dict(cat.get("hardway") or {}),
     )
 
 

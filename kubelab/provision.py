@@ -13,6 +13,8 @@ changed script runs again. The state lives on the VM, not on the host.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import io
 import tarfile
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 MARKER_DIR = "/var/lib/kubelab/stages"
 REMOTE_SCRIPT_DIR = "/var/tmp/kubelab"
 LOCAL_REPO_DIR = "/var/lib/kubelab/local-repo"
+# Where the pki stage (provision/stages/pki.sh.j2) leaves one bundle per VM.
+PKI_BUNDLE_DIR = "/opt/kubelab/pki/bundles"
 KUBECONFIG_NAME = "kubeconfig"
 TAIL_LINES = 15
 
@@ -156,6 +160,8 @@ class StageRunner:
         env = []
         if stage.needs_join_command:
             env.append(f"KUBELAB_JOIN_COMMAND={self._join_command()}")
+        if stage.ships_bundle:
+            env.append(f"KUBELAB_PKI_BUNDLE={self._ship_bundle(node)}")
         argv = ["env", *env, "bash", remote] if env else ["bash", remote]
         started = time.monotonic()
         result = self.transport.run(node.name, *argv, sudo=True, timeout=float(stage.deadline))
@@ -202,6 +208,30 @@ class StageRunner:
                 hint="check the master with `invoke ssh master` and `sudo kubeadm token list`",
             )
         return command
+
+    def _ship_bundle(self, node: PlannedNode) -> str:
+        """Copy `node`'s certificate bundle (made by the pki stage) from the master.
+
+        It travels base64 over the transport and lands 0600 in the script folder;
+        the stage unpacks it and deletes it. Nothing of it is logged.
+        """
+        source = f"{PKI_BUNDLE_DIR}/{node.hostname}.tar"
+        result = self.transport.run(
+            self.plan.master.name, "base64", "-w", "0", source, sudo=True, timeout=60
+        )
+        try:
+            data = base64.b64decode(result.stdout.strip(), validate=True)
+        except binascii.Error:
+            data = b""
+        if result.rc != 0 or not data:
+            raise KubelabError(
+                f"could not copy {source} from {self.plan.master.name}: "
+                f"rc={result.rc} {result.stderr.strip()[-300:]}",
+                hint="run the pki stage on the master first (invoke lab --exercise 4)",
+            )
+        remote = f"{REMOTE_SCRIPT_DIR}/pki-bundle.tar"
+        self.transport.put(node.name, data, remote, 0o600)
+        return remote
 
     def _fetch_kubeconfig(self, master: PlannedNode) -> None:
         result = self.transport.run(
