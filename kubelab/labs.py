@@ -20,7 +20,7 @@ from kubelab import REPO_ROOT
 from kubelab.config import catalog
 from kubelab.errors import KubelabError
 from kubelab.plan import Plan
-from kubelab.verify.checks import CHECK_IDS  # the verify module owns the check ids
+from kubelab.verify.checks import ALL_CHECK_IDS  # the verify module owns the check ids
 
 EXERCISES_DIR = REPO_ROOT / "labs" / "exercises"
 LANGUAGES = ("zh", "en")
@@ -141,8 +141,8 @@ def _problems(number: int, data: Any) -> list[str]:
             problems.append(
                 f"start then solution must be the first stages of one build, in order ({listed})"
             )
-    if not isinstance(data["checks"], list) or not set(data["checks"]) <= set(CHECK_IDS):
-        problems.append(f"checks must be ids of `invoke verify` ({', '.join(CHECK_IDS)})")
+    if not isinstance(data["checks"], list) or not set(data["checks"]) <= set(ALL_CHECK_IDS):
+        problems.append(f"checks must be ids of `invoke verify` ({', '.join(ALL_CHECK_IDS)})")
     return problems
 
 
@@ -170,6 +170,15 @@ def manual_values(plan: Plan) -> dict[str, str]:
         "flannel_version": plan.cni.get("version", ""),
         "nginx_image": mirror["nginx_image"],
         "student_id": plan.config.student_id,
+        # The hard way's etcd cluster (exercise 4): one member per VM.
+        "etcd_members": "\n".join(f"   {n.hostname} {n.ip}" for n in plan.nodes),
+        "etcd_sans": ", ".join([*(n.ip for n in plan.nodes), *(n.hostname for n in plan.nodes)]),
+        "etcd_initial_cluster": ",".join(
+            f"{n.hostname}=https://{n.ip}:{plan.hardway['etcd_peer_port']}" for n in plan.nodes
+        ),
+        "etcd_endpoints": ",".join(
+            f"https://{n.ip}:{plan.hardway['etcd_client_port']}" for n in plan.nodes
+        ),
     }
 
 

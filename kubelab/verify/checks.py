@@ -686,10 +686,16 @@ CHECKS: tuple[Check, ...] = (
     Check("cleanup", "verify's namespace removed", check_cleanup),
 )
 
+# The hard way's checks (a lab without kubeadm) live in their own module.
+from kubelab.verify.checks_hardway import HARDWAY_CHECKS  # noqa: E402
+
 CHECK_IDS = tuple(c.id for c in CHECKS)
+# Every id an exercise or a rubric may name: the cluster's checks and the hard way's.
+ALL_CHECK_IDS = CHECK_IDS + tuple(c.id for c in HARDWAY_CHECKS)
 
 
 def evaluate(evidence_dir: Path | str, expected: Expected) -> list[CheckResult]:
     """Every check over a saved evidence folder; contacts nothing."""
     evidence = Evidence(evidence_dir)
-    return [check(evidence, expected) for check in CHECKS if check.only_if(expected)]
+    checks = HARDWAY_CHECKS if expected.hardway else CHECKS
+    return [check(evidence, expected) for check in checks if check.only_if(expected)]

@@ -51,6 +51,9 @@ class Expected:
     # picked eth0 instead of the lab network.
     management_cidr: str = "192.168.121.0/24"
     deadlines: Deadlines = field(default_factory=Deadlines)
+    # A lab built the hard way (etcd, no kubeadm): verify runs the checks of
+    # kubelab/verify/checks_hardway.py instead of the cluster's.
+    hardway: bool = False
 
     def __post_init__(self) -> None:
         # Accept plain (name, role, private_ip[, machine]) tuples.

@@ -13,12 +13,13 @@ from kubelab.plan import Plan
 from kubelab.progress import Reporter
 from kubelab.transport import Transport, targets_from_ssh_config
 from kubelab.verify.checks import CheckResult, evaluate
+from kubelab.verify.checks_hardway import collect_hardway
 from kubelab.verify.collect import HOST, collect
 from kubelab.verify.evidence import Evidence
 from kubelab.verify.expect import Deadlines, Expected, ExpectedNode
 
 
-def expected_from_plan(plan: Plan, *, dns: bool = False) -> Expected:
+def expected_from_plan(plan: Plan, *, dns: bool = False, hardway: bool | None = None) -> Expected:
     return Expected(
         nodes=tuple(
             ExpectedNode(name=n.hostname, role=n.role, private_ip=n.ip, machine=n.name)
@@ -29,7 +30,13 @@ def expected_from_plan(plan: Plan, *, dns: bool = False) -> Expected:
         dns=dns,
         cni=plan.kubernetes["cni"],
         deadlines=Deadlines(),
+        hardway=is_hardway([s.name for s in plan.stages]) if hardway is None else hardway,
     )
+
+
+def is_hardway(stages: list[str]) -> bool:
+    """Stages that build etcd by hand and no kubeadm cluster (exercise 4)."""
+    return "etcd" in stages and "init-master" not in stages
 
 
 def default_evidence_dir(plan: Plan) -> Path:
@@ -50,9 +57,25 @@ def verify_lab(
     The VMs are reached through `vagrant ssh-config`, or through `ssh_config`
     (the same format) for machines Vagrant does not manage.
     """
-    expected = expected_from_plan(plan, dns=dns)
+    hardway = None
+    if exercise is not None:  # the exercise says what is built, whatever the config lists
+        from kubelab.labs import load_exercise
+
+        chosen = load_exercise(exercise)
+        hardway = is_hardway([*chosen.start, *chosen.solution])
+    expected = expected_from_plan(plan, dns=dns, hardway=hardway)
     out = evidence_out or default_evidence_dir(plan)
     with _transport(plan, ssh_config) as transport:
+        if expected.hardway:
+            folder = collect_hardway(
+                transport,
+                expected,
+                out,
+                lab_config=config_as_dict(plan.config),
+                student_id=plan.config.student_id or None,
+                exercise=exercise,
+            )
+            return folder, evaluate(folder, expected)
         folder = collect(
             transport,
             expected,
