@@ -9,6 +9,7 @@ and etcdctl are the recording stubs; the real cluster forms on the VMs
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tarfile
@@ -41,19 +42,24 @@ def sans(cert: Path) -> set[str]:
     return {n.split(":", 1)[1] for n in names}
 
 
-def build(new_guest: Any, guest: str) -> tuple[Plan, dict[str, str], dict[str, Guest]]:
-    overrides: dict[str, Any] = {"provision.stages": HARDWAY}
+def build(
+    new_guest: Any, guest: str, stages: list[str] = HARDWAY, **overrides: Any
+) -> tuple[Plan, dict[str, str], dict[str, Guest]]:
+    """The master and one node through `stages`, in the runner's order, each stage twice."""
+    overrides = {"provision.stages": stages, **overrides}
     if guest != "centos7":
         overrides["box.guest"] = guest
     plan, files = render_lab(overrides)
     guests = {n.name: new_guest(guest, n) for n in plan.nodes[:2]}  # the master and one node
-    master = plan.master
-    for stage in ("prepare", "repos", "pki"):
-        run_twice(guests[master.name], plan, files, master, stage)
-    for node in plan.nodes[:2]:
-        run_twice(guests[node.name], plan, files, node, "prepare")
-        run_twice(guests[node.name], plan, files, node, "repos")
-        run_etcd_twice(plan, files, guests[master.name], guests[node.name], node)
+    master, worker = plan.master, plan.workers[0]
+    order = [(master, s) for s in plan.stages_for(master) if not s.after_nodes]
+    order += [(worker, s) for s in plan.stages_for(worker)]
+    order += [(master, s) for s in plan.stages_for(master) if s.after_nodes]
+    for node, stage in order:
+        if stage.ships_bundle:
+            run_etcd_twice(plan, files, guests[master.name], guests[node.name], node)
+        else:
+            run_twice(guests[node.name], plan, files, node, stage.name)
     return plan, files, guests
 
 
@@ -171,3 +177,38 @@ def test_etcd_refuses_to_run_without_its_bundle(new_guest: Any) -> None:
     result = guest.run(script_for(plan, files, plan.master, "etcd"))
     assert result.rc == 1
     assert "no certificate bundle (KUBELAB_PKI_BUNDLE)" in result.stderr
+
+
+@pytest.mark.parametrize("runtime", ["docker", "containerd"])
+def test_flannel_config_in_etcd_flanneld_on_eth1_and_dockers_bridge(
+    new_guest: Any, runtime: str
+) -> None:
+    stages = ["prepare", "repos", "pki", "etcd", "runtime", "flannel-etcd"]
+    plan, files, guests = build(new_guest, "centos7", stages, **{"kubernetes.runtime": runtime})
+    version = plan.cni["version"]
+    for node in plan.nodes[:2]:
+        g = guests[node.name]
+        kv = g.state / "etcd-kv" / "_coreos.com_network_config"
+        assert json.loads(kv.read_text()) == {
+            "Network": plan.kubernetes["pod_cidr"],
+            "Backend": {"Type": "vxlan"},
+        }
+        options = g.read("/opt/kubernetes/cfg/flanneld")
+        endpoints = ",".join(f"https://{n.ip}:2379" for n in plan.nodes)
+        assert f"--etcd-endpoints={endpoints}" in options and "--iface=eth1" in options
+        assert "-etcd-keyfile=/opt/etcd/ssl/server-key.pem" in options
+        unit = g.read("/etc/systemd/system/flanneld.service")
+        assert (
+            "ExecStartPost=/opt/kubernetes/bin/mk-docker-opts.sh -k DOCKER_NETWORK_OPTIONS" in unit
+        )
+        downloads = [c for r in g.runs for c in r.calls if c.name == "curl" and "flannel" in str(c)]
+        assert len(downloads) == 1, downloads  # once: the second run finds flanneld in place
+        url = f"{plan.mirror['flannel_release']}/{version}/flannel-{version}-linux-amd64.tar.gz"
+        assert url in downloads[0].args
+        assert (g.state / "active" / "flanneld").exists()
+        dropin = "/etc/systemd/system/docker.service.d/flannel.conf"
+        if runtime == "docker":
+            assert "ExecStart=/usr/bin/dockerd -H fd:// " in g.read(dropin)
+            assert "$DOCKER_NETWORK_OPTIONS" in g.read(dropin)
+        else:
+            assert not g.exists(dropin)
