@@ -64,6 +64,7 @@ def wait_healthy(lab: E2ELab, deadline: float = 300) -> None:
     assert result["master"].rc == 0, result["master"].tail()
 
 
+@pytest.mark.timeout(2700)  # run alone it boots the VMs too (7 min on a busy machine)
 def test_pki_and_etcd_stages_build_the_cluster(e2e_lab: E2ELab, hardway_config: Path) -> None:
     up = e2e_lab.up(hardway_config)
     assert up.rc == 0, up
@@ -136,6 +137,7 @@ def test_one_member_down_keeps_the_quorum_and_the_check_names_it(
     assert "down: node2" in str(cluster["detail"])
 
 
+@pytest.mark.timeout(1800)
 def test_two_members_down_fail_naming_both_then_they_heal(
     e2e_lab: E2ELab, hardway_config: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -154,6 +156,7 @@ def test_two_members_down_fail_naming_both_then_they_heal(
     assert results["etcd-cluster"]["passed"], results["etcd-cluster"]
 
 
+@pytest.mark.timeout(1800)
 def test_a_second_run_of_pki_and_etcd_changes_nothing(
     e2e_lab: E2ELab, hardway_config: Path
 ) -> None:
