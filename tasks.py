@@ -403,15 +403,23 @@ def box_remove(c, name, uri="qemu:///system", pool="default"):
         "distro": "what to build from (debian12)",
         "name": "name to add the box under",
         "force": "rebuild even if a box of the same recipe is cached",
+        "variant": "centos7-quirks: a Debian box that behaves like CentOS 7 where labs break "
+        "(sshd PATH without sbin, nss-myhostname, sudo secure_path, RSA-only authorized_keys)",
     },
 )
 @_user_errors
-def box_build(c, distro="debian12", name="kubelab/debian12", force=False):
+def box_build(c, distro="debian12", name="kubelab/debian12", force=False, variant=""):
     """Build a small libvirt box offline from Debian packages and add it (needs root)."""
     from kubelab import boxes
 
     built = boxes.build_box(
-        _box_backend(), distro, name, BOX_CACHE, BOX_CACHE / "build.log", force=force
+        _box_backend(),
+        distro,
+        name,
+        BOX_CACHE,
+        BOX_CACHE / "build.log",
+        force=force,
+        variant=variant,
     )
     ui.console.print(
         f"built {built} and added it as {name}; next: invoke up --box {name} "

@@ -35,6 +35,12 @@ def distros() -> list[str]:
     return sorted(d.name for d in RECIPES.iterdir() if (d / "build.sh").is_file())
 
 
+def variants(distro: str) -> list[str]:
+    """The variants of a distro's box: one file each in its recipe's variants/ folder."""
+    folder = _recipe(distro) / "variants"
+    return sorted(p.stem for p in folder.glob("*.sh")) if folder.is_dir() else []
+
+
 def list_boxes(driver: VagrantDriver) -> list[Box]:
     return driver.box_list()
 
@@ -101,19 +107,28 @@ def recipe_hash(distro: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def build_box_file(distro: str, cache_dir: Path, log_path: Path, force: bool = False) -> Path:
-    """Build the box of a distro into cache_dir (or reuse the one built from the same recipe).
+def build_box_file(
+    distro: str, cache_dir: Path, log_path: Path, force: bool = False, variant: str = ""
+) -> Path:
+    """Build the box of a distro (and variant) into cache_dir, or reuse the one built from
+    the same recipe.
 
     Needs root and the Debian mirror; takes about a minute. Output goes to log_path.
     """
     recipe = _recipe(distro)
-    box = Path(cache_dir) / f"kubelab-{distro}-{recipe_hash(distro)}.box"
+    if variant and variant not in variants(distro):
+        known = ", ".join(variants(distro)) or "none"
+        raise KubelabError(f"unknown {distro} box variant {variant!r}; valid: {known}", code=2)
+    flavour = f"{distro}-{variant}" if variant else distro
+    box = Path(cache_dir) / f"kubelab-{flavour}-{recipe_hash(distro)}.box"
     if box.is_file() and not force:
         return box
     _check_can_build()
     box.parent.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = ["bash", str(recipe / "build.sh"), str(box), str(Path(cache_dir) / "debs")]
+    if variant:
+        command.append(variant)
     # Two builds at once (two test runs, two terminals) would share the .deb cache;
     # the second waits and then finds the first one's box.
     with (Path(cache_dir) / ".lock").open("w") as lock, log_path.open("a") as log:
@@ -141,9 +156,10 @@ def build_box(
     cache_dir: Path,
     log_path: Path,
     force: bool = False,
+    variant: str = "",
 ) -> Path:
     """Build (or reuse) a distro's box and import it under name; return the .box file."""
-    box = build_box_file(distro, cache_dir, log_path, force=force)
+    box = build_box_file(distro, cache_dir, log_path, force=force, variant=variant)
     import_box(driver, box, name)
     return box
 

@@ -115,7 +115,7 @@ def check_memory(plan: Plan) -> Finding:
     if available >= needed:
         return Finding("memory", "ok", detail)
     return Finding(
-        "memory", "fail", detail, "close programs, or lower nodes[].memory (master >= 1700 MiB)"
+        "memory", "fail", detail, "close programs, or lower nodes[].memory (master >= 2048 MiB)"
     )
 
 

@@ -17,6 +17,7 @@ import base64
 import binascii
 import hashlib
 import io
+import os
 import tarfile
 import time
 from collections.abc import Callable
@@ -157,14 +158,16 @@ class StageRunner:
         )
         self.transport.put(node.name, text.encode(), remote, 0o755)
 
-        env = []
-        if stage.needs_join_command:
-            env.append(f"KUBELAB_JOIN_COMMAND={self._join_command()}")
-        if stage.ships_bundle:
-            env.append(f"KUBELAB_PKI_BUNDLE={self._ship_bundle(node)}")
-        argv = ["env", *env, "bash", remote] if env else ["bash", remote]
+        # The join command carries a bootstrap token: it goes on stdin, never into an
+        # argv or environment another user could read, or into a log.
+        stdin = self._join_command(node) + "\n" if stage.needs_join_command else None
+        argv = ["bash", remote]
+        if stage.ships_bundle:  # a path, not a secret: the bundle itself is a 0600 file
+            argv = ["env", f"KUBELAB_PKI_BUNDLE={self._ship_bundle(node)}", *argv]
         started = time.monotonic()
-        result = self.transport.run(node.name, *argv, sudo=True, timeout=float(stage.deadline))
+        result = self.transport.run(
+            node.name, *argv, sudo=True, timeout=float(stage.deadline), stdin=stdin
+        )
         duration = time.monotonic() - started
         log_path.write_text(
             f"# {rel} on {node.name}: rc={result.rc} in {duration:.1f} s\n"
@@ -189,8 +192,26 @@ class StageRunner:
         self.reporter.vm(node.name, state="done", step=f"{stage.name} ({duration:.0f} s)")
         return StageRun(node.name, stage.name, "done", duration, log_path)
 
-    def _join_command(self) -> str:
-        """A fresh join command from the master, fetched at join time."""
+    def _join_command(self, node: PlannedNode) -> str:
+        """A fresh join command from the master, fetched at join time.
+
+        The join stage runs only when it is not done, so a Node object the master
+        holds under this name is left from a join that stopped halfway: the master
+        forgets it first, and the node resets itself before joining again.
+        """
+        forget = self.transport.run(
+            self.plan.master.name,
+            "kubectl --kubeconfig /etc/kubernetes/admin.conf delete node --ignore-not-found",
+            node.hostname,
+            sudo=True,
+            timeout=60,
+        )
+        if not forget.ok:
+            raise KubelabError(
+                f"the master could not forget node {node.hostname} before it joins again: "
+                f"rc={forget.rc} {forget.tail(3)}",
+                hint="check the control plane: `invoke ssh master`, then `kubectl get nodes`",
+            )
         result = self.transport.run(
             self.plan.master.name,
             "kubeadm",
@@ -238,9 +259,13 @@ class StageRunner:
             master.name, "cat", "/etc/kubernetes/admin.conf", sudo=True, timeout=30
         )
         if result.rc == 0 and result.stdout:
+            # Created 0600: the admin credentials are never readable by others, not
+            # even for the moment between writing and a chmod.
             path = self.plan.lab_dir / KUBECONFIG_NAME
-            path.write_text(result.stdout)
-            path.chmod(0o600)
+            path.unlink(missing_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(result.stdout)
 
     def _ship_local_repo(self, nodes: list[PlannedNode]) -> None:
         """Copy mirror.local_repo into every VM, where the repos stage points at it."""

@@ -67,6 +67,11 @@ PUT_SCRIPT = (
 )
 PUT_MIN_TIMEOUT = 120.0
 PUT_MIN_RATE = 1_000_000  # bytes per second a lab network surely manages
+# CentOS 7's sshd gives a non-login command PATH=/usr/local/bin:/usr/bin, and ip,
+# sysctl, modprobe, ss, getenforce live in /usr/sbin there. Every command kubelab
+# runs gets the sbin folders in front of the PATH sshd gave, so none depends on the
+# box's sshd defaults (sudo sets its own secure_path, which has them too).
+SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin"
 # Inventory keys that would put a secret into the inventory file itself.
 SECRET_KEYS = ("key", "private_key", "password", "passphrase")
 INVENTORY_KEYS = ("host", "port", "user", "key_file", "key_env")
@@ -82,7 +87,10 @@ class SSHTarget:
 
     The private key comes from `key_file`, or from the environment variable named by
     `key_env` (for graders: secrets never sit in an inventory file). With neither, the
-    user's SSH agent and default keys are tried.
+    user's SSH agent and default keys are tried. `more_key_files` are the further
+    IdentityFile lines of `vagrant ssh-config`, offered in order after `key_file` the
+    way OpenSSH does: Vagrant 2.4 lists its ed25519 insecure key first, and boxes built
+    before it (centos/7) trust only the RSA one.
     """
 
     name: str
@@ -91,6 +99,11 @@ class SSHTarget:
     user: str = DEFAULT_USER
     key_file: Path | None = None
     key_env: str | None = None
+    more_key_files: tuple[Path, ...] = ()
+
+    @property
+    def key_files(self) -> tuple[Path, ...]:
+        return (self.key_file, *self.more_key_files) if self.key_file else self.more_key_files
 
     @property
     def address(self) -> str:
@@ -136,8 +149,8 @@ def remote_line(line: str, *, timeout: float, sudo: bool = False) -> str:
     if sudo:
         line = f"sudo -n -- sh -c {shlex.quote(line)}"
     return (
-        f'timeout -k {_seconds(KILL_AFTER)} {_seconds(timeout)} "${{SHELL:-/bin/sh}}" -c '
-        f"{shlex.quote(line)}"
+        f'PATH="{SBIN_PATH}:$PATH" timeout -k {_seconds(KILL_AFTER)} {_seconds(timeout)} '
+        f'"${{SHELL:-/bin/sh}}" -c {shlex.quote(line)}'
     )
 
 
@@ -160,13 +173,15 @@ def targets_from_ssh_config(text: str) -> dict[str, SSHTarget]:
                 f"ssh-config for {name}: Port {port!r} is not a number",
                 hint="run `vagrant ssh-config` and check its output",
             )
-        keys = entry.get("identityfile")  # a list: vagrant may print several
+        listed = entry.get("identityfile")  # a list: vagrant may print several
+        keys: list[Path] = [Path(k) for k in listed] if isinstance(listed, list) else []
         targets[name] = SSHTarget(
             name=name,
             host=entry.get("hostname", name),
             port=int(port),
             user=entry.get("user", DEFAULT_USER),
-            key_file=Path(keys[0]) if isinstance(keys, list) and keys else None,
+            key_file=keys[0] if keys else None,
+            more_key_files=tuple(keys[1:]),
         )
     if not targets:
         raise KubelabError(
@@ -375,7 +390,8 @@ class _ConnectionLost(Exception):
 
 
 def _connect(target: SSHTarget, timeout: float) -> paramiko.SSHClient:
-    pkey = _load_key(target)
+    keys = _load_keys(target)
+    pkey = keys[0] if keys else None
     try:
         sock = socket.create_connection((target.host, target.port), timeout=timeout)
     except OSError as exc:  # includes TimeoutError
@@ -410,13 +426,15 @@ def _connect(target: SSHTarget, timeout: float) -> paramiko.SSHClient:
             look_for_keys=pkey is None,
         )
     except paramiko.AuthenticationException as exc:
-        client.close()
-        raise _failure(
-            target,
-            f"login refused ({exc})",
-            "check the user and the key: `vagrant ssh-config` shows both, or "
-            "the inventory's key_file/key_env",
-        ) from exc
+        if not _offer_more_keys(client, target, keys[1:]):
+            client.close()
+            tried = f"{len(keys)} key{'s' if len(keys) > 1 else ''}" if keys else "agent keys"
+            raise _failure(
+                target,
+                f"login refused ({exc}; offered {tried})",
+                "check the user and the key: `vagrant ssh-config` shows both, or "
+                "the inventory's key_file/key_env",
+            ) from exc
     except (paramiko.SSHException, EOFError, OSError) as exc:
         client.close()
         sock.close()
@@ -452,7 +470,28 @@ def _describe_os_error(exc: BaseException, timeout: float) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
-def _load_key(target: SSHTarget) -> paramiko.PKey | None:
+def _offer_more_keys(
+    client: paramiko.SSHClient, target: SSHTarget, keys: list[paramiko.PKey]
+) -> bool:
+    """After the first key was refused, offer the others on the same connection."""
+    transport = client.get_transport()
+    if transport is None or not transport.is_active():
+        return False
+    for key in keys:
+        try:
+            transport.auth_publickey(target.user, key)
+        except paramiko.AuthenticationException:
+            continue
+        except (paramiko.SSHException, EOFError, OSError):
+            return False
+        if transport.is_authenticated():
+            return True
+    return False
+
+
+def _load_keys(target: SSHTarget) -> list[paramiko.PKey]:
+    """Every key to offer, in order. Like OpenSSH, an IdentityFile that does not exist is
+    passed over; it is an error only when no listed key exists at all."""
     if target.key_env:
         text = os.environ.get(target.key_env)
         if not text:
@@ -461,23 +500,27 @@ def _load_key(target: SSHTarget) -> paramiko.PKey | None:
                 f"environment variable {target.key_env} (the SSH key) is not set",
                 f"export {target.key_env} with the private key",
             )
-        return _key_from_text(target, text)
-    if target.key_file:
-        try:
-            return paramiko.PKey.from_path(target.key_file)
-        except OSError as exc:
-            raise _failure(
-                target,
-                f"cannot read SSH key {target.key_file} ({exc.strerror or exc})",
-                "check IdentityFile in `vagrant ssh-config`, or the inventory's key_file",
-            ) from exc
-        except (paramiko.SSHException, ValueError) as exc:
-            raise _failure(
-                target,
-                f"SSH key {target.key_file} is not a usable private key ({exc})",
-                "use an unencrypted OpenSSH or PEM key",
-            ) from exc
-    return None
+        return [_key_from_text(target, text)]
+    files = target.key_files
+    present = [path for path in files if path.exists()] or list(files[:1])
+    return [_key_from_file(target, path) for path in present]
+
+
+def _key_from_file(target: SSHTarget, path: Path) -> paramiko.PKey:
+    try:
+        return paramiko.PKey.from_path(path)
+    except OSError as exc:
+        raise _failure(
+            target,
+            f"cannot read SSH key {path} ({exc.strerror or exc})",
+            "check IdentityFile in `vagrant ssh-config`, or the inventory's key_file",
+        ) from exc
+    except (paramiko.SSHException, ValueError) as exc:
+        raise _failure(
+            target,
+            f"SSH key {path} is not a usable private key ({exc})",
+            "use an unencrypted OpenSSH or PEM key",
+        ) from exc
 
 
 def _key_from_text(target: SSHTarget, text: str) -> paramiko.PKey:

@@ -14,7 +14,7 @@ from kubelab import boxes
 from kubelab.backend.libvirt_inspect import LibvirtInspector
 from kubelab.backend.vagrant_driver import VagrantDriver
 from kubelab.errors import KubelabError
-from tests.support.libvirt_helpers import start_pool
+from tests.support.libvirt_helpers import TEST_VARIANT, start_pool
 from tests.support.libvirt_netns import NetnsLibvirt
 
 NAME = "classroom/debian12"
@@ -31,6 +31,49 @@ def test_unknown_distro_is_one_line_listing_the_valid_ones(tmp_path: Path) -> No
     assert all(distro in message for distro in boxes.distros())
     assert err.value.code == 2
     assert not any(tmp_path.iterdir())  # nothing built, nothing logged
+
+
+def test_unknown_variant_is_one_line_listing_the_valid_ones(tmp_path: Path) -> None:
+    with pytest.raises(KubelabError) as err:
+        boxes.build_box_file("debian12", tmp_path, tmp_path / "build.log", variant="rhel9")
+    assert "\n" not in str(err.value) and "centos7-quirks" in str(err.value)
+    assert err.value.code == 2
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.integration
+def test_quirks_box_behaves_like_centos7_on_disk(offline_box: Path, tmp_path: Path) -> None:
+    """Read the built image's files with debugfs (no mount): the centos7-quirks changes."""
+    if shutil.which("debugfs") is None:
+        pytest.skip("needs debugfs (e2fsprogs)")
+    with tarfile.open(offline_box) as box:
+        box.extract("box.img", tmp_path, filter="data")
+    raw = tmp_path / "root.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", tmp_path / "box.img", raw], check=True)
+
+    def cat(path: str) -> str:
+        done = subprocess.run(
+            ["debugfs", "-R", f"cat {path}", raw], capture_output=True, text=True, check=True
+        )
+        return done.stdout
+
+    def exists(path: str) -> bool:
+        done = subprocess.run(
+            ["debugfs", "-R", f"stat {path}", raw], capture_output=True, text=True
+        )
+        return "Inode:" in done.stdout
+
+    assert "SetEnv PATH=/usr/local/bin:/usr/bin" in cat(
+        "/etc/ssh/sshd_config.d/centos7-quirks.conf"
+    )
+    assert "secure_path = /sbin:/bin:/usr/sbin:/usr/bin" in cat("/etc/sudoers.d/centos7-quirks")
+    hosts = [line for line in cat("/etc/nsswitch.conf").splitlines() if line.startswith("hosts:")]
+    assert hosts and hosts[0].split()[1:] == ["files", "dns", "myhostname"]
+    assert exists("/usr/lib/x86_64-linux-gnu/libnss_myhostname.so.2")
+    for tool in ("ip", "ss"):
+        assert exists(f"/usr/sbin/{tool}") and not exists(f"/usr/bin/{tool}"), tool
+    keys = [line.split()[0] for line in cat("/home/vagrant/.ssh/authorized_keys").splitlines()]
+    assert keys and set(keys) == {"ssh-rsa"}
 
 
 def test_recipe_hash_follows_every_recipe_file(
@@ -51,7 +94,7 @@ def test_recipe_hash_follows_every_recipe_file(
 def test_build_script_passes_shellcheck() -> None:
     if shutil.which("shellcheck") is None:
         pytest.skip("needs shellcheck")
-    scripts = sorted(boxes.RECIPES.glob("*/build.sh"))
+    scripts = sorted(boxes.RECIPES.glob("*/build.sh")) + sorted(boxes.RECIPES.glob("*/variants/*"))
     assert scripts
     result = subprocess.run(["shellcheck", *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
@@ -73,7 +116,8 @@ def test_built_box_is_a_libvirt_box_with_its_kernel(offline_box: Path, tmp_path:
     # Built once per recipe: asking again returns the same file without building.
     mtime = offline_box.stat().st_mtime_ns
     log = tmp_path / "again.log"
-    assert boxes.build_box_file("debian12", offline_box.parent, log) == offline_box
+    again = boxes.build_box_file("debian12", offline_box.parent, log, variant=TEST_VARIANT)
+    assert again == offline_box
     assert offline_box.stat().st_mtime_ns == mtime
     assert not log.exists()
 

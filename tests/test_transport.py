@@ -105,6 +105,29 @@ def test_ssh_config_identity_file_with_spaces_is_unquoted() -> None:
     )
 
 
+def test_ssh_config_of_vagrant_2_4_keeps_every_key_in_order() -> None:
+    # insert_key = false: Vagrant 2.4 lists its ed25519 insecure key first.
+    targets = targets_from_ssh_config((DATA / "vagrant-2.4-ssh-config-insecure.txt").read_text())
+
+    keys = Path("/home/student/.vagrant.d/insecure_private_keys")
+    assert targets["master"].key_files == (keys / "vagrant.key.ed25519", keys / "vagrant.key.rsa")
+    assert targets["node2"].key_file == keys / "vagrant.key.ed25519"
+
+
+def test_every_command_gets_the_sbin_path_whatever_sshd_gives() -> None:
+    # CentOS 7's sshd: a non-login command gets PATH=/usr/local/bin:/usr/bin, and ip,
+    # sysctl and modprobe are in /usr/sbin there.
+    found = subprocess.run(
+        ["sh", "-c", remote_line("command -v sysctl ip", timeout=10)],
+        env={"PATH": "/usr/local/bin:/usr/bin", "SHELL": "/bin/sh"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert found.returncode == 0, found.stderr
+    assert all("/sbin/" in line or line.startswith("/usr/bin/") for line in found.stdout.split())
+
+
 def test_ssh_config_without_machines_is_an_error() -> None:
     with pytest.raises(KubelabError, match="no machine"):
         targets_from_ssh_config("")
@@ -487,6 +510,74 @@ def test_login_failures_and_unreachable_addresses_raise(
     assert outcome["env-key"] == "ok"
     assert "192.168.57.1" in outcome["no-route"] and "unreachable" in outcome["no-route"]
     assert "cannot read SSH key" in outcome["missing-key"]
+
+
+@netns_test
+def test_sbin_tools_run_under_the_path_sshd_gives_a_plain_command(lab: NetnsHosts) -> None:
+    # Debian's sshd, like CentOS 7's, gives /usr/local/bin:/usr/bin:/bin: no sbin.
+    def body() -> tuple[str, str]:
+        with transport_for(lab) as transport:
+            bare = transport.run("master", "printenv PATH")
+            sysctl = transport.run("master", "sysctl", "-n", "kernel.ostype")
+            return bare.stdout, sysctl.stdout
+
+    path, ostype = lab.call_in_ns(body)
+    assert "/usr/sbin" in path.split(":")
+    assert ostype.strip() == "Linux"
+
+
+@netns_test
+def test_a_refused_first_key_falls_through_to_the_next(lab: NetnsHosts) -> None:
+    # Vagrant 2.4 with insert_key = false offers its ed25519 insecure key first; the
+    # centos/7 box (2020) trusts only the RSA one. OpenSSH then tries the next key.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    rsa_file = lab.root / "vagrant.key.rsa"
+    rsa_file.write_bytes(
+        rsa_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    rsa_file.chmod(0o600)
+    ed25519_file = lab.root / "vagrant.key.ed25519"
+    write_key(ed25519_file)  # a key the host does not trust
+    authorized = lab.root / "authorized_keys"
+    trusted = authorized.read_text()
+    public = rsa_key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    authorized.write_text(public.decode() + "\n")
+    good = lab.targets()["master"]
+    both = SSHTarget(
+        "master", good.host, good.port, good.user, ed25519_file, more_key_files=(rsa_file,)
+    )
+    missing_first = SSHTarget(
+        "master",
+        good.host,
+        good.port,
+        good.user,
+        lab.root / "no-such-key",
+        more_key_files=(rsa_file,),
+    )
+    only_first = SSHTarget("master", good.host, good.port, good.user, ed25519_file)
+
+    def body(target: SSHTarget) -> str:
+        try:
+            with Transport({"master": target}, connect_timeout=5) as transport:
+                return transport.run("master", "echo", "in").stdout.strip()
+        except TransportError as exc:
+            return exc.message
+
+    try:
+        assert lab.call_in_ns(lambda: body(both)) == "in"
+        assert lab.call_in_ns(lambda: body(missing_first)) == "in"
+        assert "login refused" in lab.call_in_ns(lambda: body(only_first))
+    finally:
+        authorized.write_text(trusted)
 
 
 @netns_test

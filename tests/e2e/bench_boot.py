@@ -34,7 +34,7 @@ if str(REPO) not in sys.path:
 from kubelab.backend.libvirt_inspect import LibvirtInspector  # noqa: E402
 from kubelab.boxes import box_volume_prefix, build_box_file  # noqa: E402
 from tests.e2e.lab import BOX_NAME, E2E_DIR, NODES, E2ELab, standalone_lab  # noqa: E402
-from tests.support.libvirt_helpers import BOX_CACHE, TEST_DISTRO  # noqa: E402
+from tests.support.libvirt_helpers import BOX_CACHE, TEST_DISTRO, TEST_VARIANT  # noqa: E402
 
 
 def forget_box_image(lab: E2ELab, pool: str) -> None:
@@ -52,7 +52,7 @@ def main() -> int:
 
     started = time.monotonic()
     box = build_box_file(TEST_DISTRO, BOX_CACHE, E2E_DIR / "box-build" / "build.log",
-                         force=args.fresh_box)  # fmt: skip
+                         force=args.fresh_box, variant=TEST_VARIANT)  # fmt: skip
     how = "built" if args.fresh_box else "built or taken from the cache"
     figures["box"] = (
         f"{time.monotonic() - started:.1f} s ({how}: {box.name}, "

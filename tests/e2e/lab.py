@@ -38,7 +38,7 @@ from kubelab.boxes import build_box_file
 from kubelab.plan import Plan, load_plan
 from kubelab.transport import CommandResult, Transport
 from tests.e2e.local_repo import CACHE
-from tests.support.libvirt_helpers import BOX_CACHE, TEST_DISTRO, call_in_netns
+from tests.support.libvirt_helpers import BOX_CACHE, TEST_DISTRO, TEST_VARIANT, call_in_netns
 from tests.support.libvirt_netns import NetnsLibvirt, missing_requirements
 
 T = TypeVar("T")
@@ -155,7 +155,9 @@ class E2ELab:
         The build itself needs the Debian mirror, which the namespace cannot reach;
         the fixture builds it in the machine's own namespace first.
         """
-        return self.invoke("box.build", "--distro", TEST_DISTRO, "--name", BOX_NAME)
+        return self.invoke(
+            "box.build", "--distro", TEST_DISTRO, "--variant", TEST_VARIANT, "--name", BOX_NAME
+        )
 
     def vagrant(self, *args: str, timeout: float = 900) -> TaskRun:
         """`vagrant ARGS` in the lab folder, as a user would run it there."""
@@ -234,7 +236,9 @@ def standalone_lab(name: str) -> Iterator[tuple[E2ELab, Path]]:
     reason = missing_requirements()
     if reason:
         raise SystemExit(f"{name}: cannot run here: {reason}")
-    box = build_box_file(TEST_DISTRO, BOX_CACHE, E2E_DIR / "box-build" / "build.log")
+    box = build_box_file(
+        TEST_DISTRO, BOX_CACHE, E2E_DIR / "box-build" / "build.log", variant=TEST_VARIANT
+    )
     with NetnsLibvirt() as netns:
         lab = E2ELab(netns)
         try:

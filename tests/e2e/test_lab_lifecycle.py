@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from kubelab.errors import KubelabError
 from kubelab.plan import Plan
 from kubelab.transport import Transport
 from tests.e2e.lab import FIGURES, NODES, E2ELab, TaskRun
+from tests.support.libvirt_helpers import call_in_netns
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.incremental]
 
@@ -87,6 +89,47 @@ def test_up_boots_three_vms_and_status_shows_them_running(e2e_lab: E2ELab) -> No
     assert status_rows(status) == expected_rows(plan, "running"), status.output
     domains = e2e_lab.domains(plan)
     assert {node: state for node, (_, state) in domains.items()} == dict.fromkeys(NODES, "running")
+
+
+def test_the_box_behaves_like_centos7_where_labs_break(e2e_lab: E2ELab) -> None:
+    """The centos7-quirks box is what the lifecycle above met: prove each quirk is real."""
+    from tests.support.netns_hosts import write_key
+
+    config_text = e2e_lab.ssh_config(["master"])
+    config = e2e_lab.netns.state / "ssh-config-master"
+    config.write_text(config_text)
+    # A plain, non-login command over OpenSSH, as `ssh host cmd` runs it on CentOS 7.
+    raw = e2e_lab.netns.run(
+        ["ssh", "-F", str(config), "master", 'echo "$PATH"; command -v ip || echo no-ip'],
+        check=False,
+        timeout=120,
+    )
+    assert raw.stdout.split() == ["/usr/local/bin:/usr/bin", "no-ip"], raw.stdout + raw.stderr
+
+    hosts = e2e_lab.run_on(["master"], "sh", "-c", 'getent hosts "$(hostname)"; cat /etc/hosts')
+    first_answer = hosts["master"].stdout.split()[0]
+    assert ":" in first_answer, hosts["master"].stdout  # nss-myhostname's IPv6, first
+    assert re.search(r"^127\.0\.[0-9.]+\s.*\bmaster\b", hosts["master"].stdout, re.M)
+
+    # Vagrant 2.4's order with insert_key = false: the ed25519 insecure key first.
+    ed25519 = e2e_lab.netns.state / "vagrant.key.ed25519"
+    write_key(ed25519)
+    rsa_line = next(line for line in config_text.splitlines() if "IdentityFile" in line)
+    shaped = config_text.replace(rsa_line, f"  IdentityFile {ed25519}\n{rsa_line}")
+    only_ed25519 = config_text.replace(rsa_line, f"  IdentityFile {ed25519}")
+
+    def login(text: str) -> str:
+        def inside() -> str:
+            try:
+                with Transport.from_ssh_config(text) as transport:
+                    return transport.run("master", "echo", "in").stdout.strip()
+            except KubelabError as exc:
+                return exc.message
+
+        return call_in_netns(e2e_lab.netns.name, inside)
+
+    assert login(shaped) == "in"
+    assert "login refused" in login(only_ed25519)
 
 
 def test_each_vm_has_its_hostname_and_address_and_the_master_reaches_the_nodes(

@@ -56,6 +56,7 @@ def new_guest(tmp_path: Path, base: Path, harness_layer: Path) -> GuestFactory:
         node: PlannedNode,
         hostname_before: str | None = None,
         extra_files: Mapping[str, str] | None = None,
+        cluster: Path | None = None,
     ) -> Guest:
         before = hostname_before or node.hostname
         seed = build_seed(tmp_path / f"seed-{node.name}", guest, before)
@@ -72,6 +73,8 @@ def new_guest(tmp_path: Path, base: Path, harness_layer: Path) -> GuestFactory:
             harness_layer=harness_layer,
             workdir=tmp_path / f"vm-{node.name}",
             hostname=before,
+            cluster=cluster,
+            address=node.ip,
         )
 
     return factory

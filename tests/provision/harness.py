@@ -57,7 +57,10 @@ DEBIAN_MIRROR = os.environ.get("KUBELAB_DEBIAN_MIRROR", "http://deb.debian.org/d
 SUITE = "bookworm"
 # containerd: its real `config default`; the rest of minbase gives bash,
 # coreutils, sed, grep, mawk, diffutils, findutils, tar, gzip, util-linux, passwd.
-BASE_PACKAGES = ("containerd",)
+# libnss-myhostname: Debian's postinst then puts `myhostname` in nsswitch's hosts line,
+# and the centos7 seed ships CentOS 7's own nsswitch.conf (`files dns myhostname`), so
+# name lookups in the stages meet the module that answers a VM's own name.
+BASE_PACKAGES = ("containerd", "libnss-myhostname")
 BASE_LAYOUT_VERSION = "1"  # bump to rebuild cached roots after changing build_base_root
 
 # Every name the stub answers to. Anything else the scripts call is real.
@@ -91,6 +94,13 @@ REAL_TOOLS = ("cfssl", "cfssljson")
 
 CTL_IN_ROOT = "/opt/kubelab-test/ctl"
 STUB_DIR_IN_ROOT = "/opt/kubelab-test/bin"
+# The PATH a stage script has: the transport runs it with `sudo`, which sets its
+# secure_path. CentOS 7's sudoers has no /usr/local in it: a stage must call what it
+# installs there by its full path.
+SUDO_PATH = {
+    "rhel": "/sbin:/bin:/usr/sbin:/usr/bin",
+    "debian": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+}
 SCRIPT_IN_ROOT = f"{CTL_IN_ROOT}/script.sh"
 
 
@@ -262,6 +272,15 @@ class Guest:
     harness_layer: Path
     workdir: Path
     hostname: str
+    # The stub cluster (state/kube) shared with other guests of one lab: what the API
+    # server knows, mounted into each root that talks to it. None: the guest's own.
+    cluster: Path | None = None
+    # The VM's private address, on an eth1 (a bridge: no dummy module here) in the
+    # run's own network namespace:
+    # getaddrinfo (getent ahostsv4, kubeadm) answers IPv4 only where an interface
+    # holds IPv4 (AI_ADDRCONFIG), and nss-myhostname answers with the interfaces'
+    # addresses, IPv6 link-local first, as on a CentOS 7 VM.
+    address: str | None = None
     runs: list[RunResult] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -289,10 +308,17 @@ class Guest:
         return self.ctl / "calls.log"
 
     def run(
-        self, script: str, env: Mapping[str, str] | None = None, timeout: float = 120
+        self,
+        script: str,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 120,
+        stdin: str | bytes | None = None,
     ) -> RunResult:
-        """Run a script's text with bash inside the root, as root."""
+        """Run a script's text with bash inside the root, as root, fed `stdin`."""
         (self.ctl / "script.sh").write_text(script)
+        (self.ctl / "stdin").write_bytes(stdin.encode() if isinstance(stdin, str) else stdin or b"")
+        if self.cluster is not None:
+            (self.state / "kube").mkdir(parents=True, exist_ok=True)
         before = self._call_count()
         lower = ":".join(str(p) for p in (self.harness_layer, self.seed / "rootfs", self.base))
         merged = self.workdir / "merged"
@@ -300,7 +326,7 @@ class Guest:
         inner = [
             "env",
             "-i",
-            f"PATH={STUB_DIR_IN_ROOT}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            f"PATH={STUB_DIR_IN_ROOT}:{SUDO_PATH[self.family]}",
             "HOME=/root",
             "LANG=C.UTF-8",
             "TERM=dumb",
@@ -319,9 +345,24 @@ class Guest:
                 f"mount -t tmpfs tmpfs {merged}/run",
                 f"mount -t tmpfs tmpfs {merged}/tmp",
                 f"mount --bind {self.ctl} {merged}{CTL_IN_ROOT}",
+                *(
+                    [f"mount --bind {self.cluster} {merged}{CTL_IN_ROOT}/state/kube"]
+                    if self.cluster is not None
+                    else []
+                ),
+                "ip link set lo up",
+                *(
+                    [
+                        "ip link add eth1 type bridge",
+                        f"ip addr add {self.address}/32 dev eth1",
+                        "ip link set eth1 up",
+                    ]
+                    if self.address
+                    else []
+                ),
                 # The UTS namespace is new each run: restore the hostname the VM had.
                 f'hostname "$(cat {self.state}/hostname)"',
-                f"exec chroot {merged} {shlex.join(inner)}",
+                f"exec chroot {merged} {shlex.join(inner)} <{self.ctl / 'stdin'}",
             ]
         )
         proc = subprocess.run(

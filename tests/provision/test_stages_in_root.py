@@ -54,15 +54,15 @@ def run_twice(
     files: dict[str, str],
     node: PlannedNode,
     stage: str,
-    env: dict[str, str] | None = None,
+    stdin: str | None = None,
 ) -> None:
     """Run a stage, then again: the second run must succeed and change nothing."""
     script = script_for(plan, files, node, stage)
-    first = guest.run(script, env)
+    first = guest.run(script, stdin=stdin)
     assert first.rc == 0, f"{stage} on {node.name} failed:\n{first.output[-4000:]}"
     assert f"[{node.name}/{stage}] step:" in first.stdout  # each step is logged
     digest = guest.tree_digest()
-    second = guest.run(script, env)
+    second = guest.run(script, stdin=stdin)
     assert second.rc == 0, f"{stage} on {node.name} failed on the second run:\n{second.output}"
     assert guest.tree_digest() == digest, (
         f"{stage} on {node.name}: the second run changed files:\n{second.stdout}"
@@ -112,8 +112,8 @@ def build_cluster(
         if not stage.after_nodes:
             run_twice(master, plan, files, plan.master, stage.name)
     for stage in plan.stages_for(worker):
-        env = {"KUBELAB_JOIN_COMMAND": join_command(plan)} if stage.needs_join_command else None
-        run_twice(node, plan, files, worker, stage.name, env)
+        stdin = join_command(plan) + "\n" if stage.needs_join_command else None
+        run_twice(node, plan, files, worker, stage.name, stdin)
     # What the API server would know by now: every node joined (the stub cluster
     # lives in the master's state; the nodes ran in their own roots).
     nodes_file = master.state / "kube" / "nodes"
@@ -412,16 +412,25 @@ def check_master(cluster: Cluster) -> None:
 def check_join(cluster: Cluster) -> None:
     guest, plan, worker = cluster.node, cluster.plan, cluster.worker
     joins = calls_named(guest.calls(), "kubeadm", "join")
-    assert len(joins) == 1  # the second run finds /etc/kubernetes/kubelet.conf
-    args = joins[0].args
-    assert args[1] == f"{plan.master.ip}:6443"
-    assert args[args.index("--token") + 1] == JOIN_TOKEN
-    assert args[args.index("--discovery-token-ca-cert-hash") + 1] == JOIN_CA_HASH
-    assert args[args.index("--node-name") + 1] == worker.hostname
-    assert args[args.index("--cri-socket") + 1] == plan.runtime["socket"]
-    assert ("--ignore-preflight-errors=SystemVerification" in args) == bool(
+    assert len(joins) == 1  # the second run finds the node known to the API server
+    assert joins[0].args == ["join", "--config", "/etc/kubernetes/kubeadm-join.yaml"]
+    given = yaml.safe_load((guest.ctl / "join-config.yaml").read_text())
+    assert given["kind"] == "JoinConfiguration"
+    assert given["discovery"]["bootstrapToken"] == {
+        "apiServerEndpoint": f"{plan.master.ip}:6443",
+        "token": JOIN_TOKEN,
+        "caCertHashes": [JOIN_CA_HASH],
+    }
+    registration = given["nodeRegistration"]
+    assert registration["name"] == worker.hostname
+    assert registration["criSocket"] == plan.runtime["socket"]
+    assert ("SystemVerification" in registration.get("ignorePreflightErrors", [])) == bool(
         plan.kubernetes["ignore_system_verification"]
     )
+    # The token never sat in an argv (the calls log holds every stub's argv), and
+    # the 0600 file that carried it is gone.
+    assert JOIN_TOKEN not in guest.calls_log.read_text()
+    assert not guest.exists("/etc/kubernetes/kubeadm-join.yaml")
     assert not calls_named(guest.calls(), "kubeadm", "init")
     assert not guest.exists("/etc/kubernetes/kubeadm-config.yaml")
 
@@ -528,7 +537,7 @@ def test_join_refuses_a_missing_or_malformed_join_command(bad: str, new_guest: A
     plan, files = render_lab({})
     worker = plan.workers[0]
     guest = new_guest("centos7", worker)
-    result = guest.run(script_for(plan, files, worker, "join"), {"KUBELAB_JOIN_COMMAND": bad})
+    result = guest.run(script_for(plan, files, worker, "join"), stdin=bad + "\n")
     assert result.rc != 0
     assert "error:" in result.stderr
     assert not calls_named(guest.calls(), "kubeadm")

@@ -44,6 +44,11 @@ CAPS_IN_STATE = Path("cache", "qemu", "capabilities")
 # each copy over its host folder inside the private mount namespace.
 COPIED = [("/etc/libvirt", "etc"), ("/var/lib/libvirt", "lib"), ("/var/cache/libvirt", "cache")]
 URI = "qemu:///system"
+SOCKET_IN_NS = "/run/libvirt/libvirt-sock"
+# A cold first start on a loaded 2-core machine probes QEMU for minutes; a start that
+# took longer than this is a broken libvirtd, not a slow one.
+READY_DEADLINE = 600.0
+PROBE_DEADLINE = 120.0
 # vagrant-libvirt names a box's image in the pool `<box>_vagrant_box_image_<version>_...`.
 BOX_VOLUME_MARK = "_vagrant_box_image_"
 REQUIRED_TOOLS = ["ip", "nsenter", "unshare", "libvirtd", "virtlogd", "virsh", "vagrant"]
@@ -117,7 +122,7 @@ class NetnsLibvirt:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self, timeout: float = 60) -> None:
+    def start(self, timeout: float = READY_DEADLINE) -> None:
         """Make the namespace and start the daemons; a failed start leaves nothing behind."""
         reap_orphans(self.state.parent)
         try:
@@ -141,20 +146,44 @@ class NetnsLibvirt:
         _check([*in_netns, "ip", "link", "set", "lo", "up"])
         private_mounts = ["unshare", "-m", "--propagation", "private"]
         _check([*in_netns, *private_mounts, "bash", str(START_SCRIPT), str(self.state)])
-        deadline = time.monotonic() + timeout
-        while True:
-            if (self.state / "run" / "libvirtd.pid").exists():
-                probe = self.run(["virsh", "-c", URI, "version"], check=False, timeout=10)
-                if probe.returncode == 0:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"libvirtd in netns {self.name} did not answer in {timeout}s; "
-                    f"see {self.state / 'log' / 'libvirtd.log'}"
-                )
-            time.sleep(0.2)
+        self._wait_until_ready(timeout)
         self._write_wrappers()
         self._save_capabilities()
+
+    def _wait_until_ready(self, timeout: float) -> None:
+        """Wait for libvirtd by what it says, not by a fixed pause.
+
+        First its pid file, then its socket, then `virsh version` answering. On a
+        cold, busy machine the first start probes QEMU's capabilities for minutes,
+        and virsh blocks meanwhile: each probe gets a long deadline of its own, and a
+        probe that times out is simply asked again until the overall deadline.
+        """
+        deadline = time.monotonic() + timeout
+        pid_file = self.state / "run" / "libvirtd.pid"
+        waited_for = "its pid file"
+        while time.monotonic() < deadline:
+            if not pid_file.exists():
+                time.sleep(0.5)
+                continue
+            if not Path(f"/proc/{self.pid}/root{SOCKET_IN_NS}").exists():
+                waited_for = "its socket"
+                time.sleep(0.5)
+                continue
+            waited_for = "`virsh version`"
+            left = max(deadline - time.monotonic(), 1.0)
+            try:
+                probe = self.run(
+                    ["virsh", "-c", URI, "version"], check=False, timeout=min(PROBE_DEADLINE, left)
+                )
+            except subprocess.TimeoutExpired:
+                continue
+            if probe.returncode == 0:
+                return
+            time.sleep(0.5)
+        raise RuntimeError(
+            f"libvirtd in netns {self.name} did not answer in {timeout:.0f}s (waiting for "
+            f"{waited_for}); see {self.state / 'log' / 'libvirtd.log'}"
+        )
 
     def _prepare_state(self) -> None:
         for source, copy in COPIED:

@@ -86,7 +86,8 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # The stock welcome page of Debian's nginx packages (upstream's page, byte for byte).
 WELCOME_ROOT = Path("/usr/share/nginx/html")
 BEHAVIORS = ("ok", "hang", "refuse", "drop", "garbage", "stall")
-START_TIMEOUT = 30.0
+# Generous: 100 sshds starting on a cold, busy 2-core machine take their time.
+START_TIMEOUT = 180.0
 CLONE_NEWNET = 0x40000000
 REQUIRED = ["ip", "unshare", "useradd", "userdel", "timeout", SSHD, "/usr/bin/python3"]
 
@@ -571,12 +572,12 @@ class NetnsHosts:
             "--user-group",
             self.user,
         ]
-        for attempt in range(50):  # another harness may hold the passwd lock for a moment
+        for attempt in range(300):  # another harness may hold the passwd lock for a moment
             result = _run(argv, check=False)
             if result.returncode == 0:
                 self._user_created = True
                 return
-            if b"lock" not in result.stderr or attempt == 49:
+            if b"lock" not in result.stderr or attempt == 299:
                 raise RuntimeError(f"useradd {self.user}: {result.stderr.decode().strip()}")
             time.sleep(0.2)
 
@@ -681,7 +682,7 @@ def _remove_user(user: str) -> bool:
     for pid in _user_pids(uid):  # sessions outlive their sshd for a moment
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    for _ in range(50):
+    for _ in range(300):  # up to a minute: a busy machine ends the sessions slowly
         result = _run(["userdel", user], check=False)
         if result.returncode == 0:
             return True

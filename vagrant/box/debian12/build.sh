@@ -4,22 +4,30 @@
 # ext4 image without mounting anything, and boot it with the kernel shipped
 # beside the image (direct kernel boot, so no boot loader).
 #
-# usage: build.sh OUT.box [DEB_CACHE_DIR]
+# usage: build.sh OUT.box [DEB_CACHE_DIR [VARIANT]]
 #   OUT.box        the box file to write (replaced only when the build succeeds)
 #   DEB_CACHE_DIR  keep downloaded .deb files here to make rebuilds faster
+#   VARIANT        a file in variants/ that changes the box (centos7-quirks: behave
+#                  like CentOS 7 where labs break; see that file)
 # environment: KUBELAB_DEBIAN_MIRROR (default http://deb.debian.org/debian)
 # Needs root (debootstrap, chroot), debootstrap, mke2fs, qemu-img and Debian's
 # vagrant package (for Vagrant's insecure public key).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-out=${1:?usage: build.sh OUT.box [DEB_CACHE_DIR]}
+out=${1:?usage: build.sh OUT.box [DEB_CACHE_DIR [VARIANT]]}
 deb_cache=${2:-}
+variant=${3:-}
 mirror=${KUBELAB_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 suite=bookworm
 # kmod, procps and curl are used by the provisioning stages run on the VMs.
 packages=systemd-sysv,udev,dbus,openssh-server,linux-image-cloud-amd64,sudo,iproute2
 packages+=,iputils-ping,netbase,rsync,zstd,kmod,procps,curl,ca-certificates
+if [[ -n $variant ]]; then
+  [[ -f $here/variants/$variant.sh ]] || { echo "build.sh: no variant $variant in $here/variants" >&2; exit 1; }
+  # shellcheck source=/dev/null
+  source "$here/variants/$variant.sh"
+fi
 # Fixed file system ids make two builds of the same packages alike.
 fs_uuid=6b75be6c-ab00-4b1d-9d3e-000000000001
 
@@ -70,6 +78,10 @@ rm -f "$rootfs/etc/resolv.conf"
 chroot "$rootfs" useradd --create-home --uid 1000 --user-group --shell /bin/bash vagrant
 install -d -m 0700 -o 1000 -g 1000 "$rootfs/home/vagrant/.ssh"
 install -m 0600 -o 1000 -g 1000 "$vagrant_key" "$rootfs/home/vagrant/.ssh/authorized_keys"
+
+if [[ -n $variant ]]; then
+  variant_configure "$rootfs"
+fi
 
 systemctl --root="$rootfs" enable systemd-networkd.service ssh-hostkey-ed25519.service
 # Each of these adds tens of seconds to a boot under emulation, for nothing a

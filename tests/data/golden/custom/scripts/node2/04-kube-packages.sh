@@ -50,19 +50,37 @@ put_dir() {
   fi
 }
 
-# wait_until SECONDS WHAT COMMAND...: retry COMMAND every 5 s until it succeeds;
-# give up with an error naming WHAT after SECONDS.
+# poll_until SECONDS COMMAND...: retry COMMAND every 5 s until it succeeds;
+# rc 1 when SECONDS pass first.
+poll_until() {
+  local limit=$1 started=$SECONDS
+  shift
+  until "$@" >/dev/null 2>&1; do
+    (( SECONDS - started >= limit )) && return 1
+    sleep 5
+  done
+}
+
+# wait_until SECONDS WHAT COMMAND...: poll_until, or an error naming WHAT.
 wait_until() {
   local limit=$1 what=$2 started=$SECONDS
   shift 2
   log "waiting up to ${limit}s for $what"
-  until "$@" >/dev/null 2>&1; do
-    if (( SECONDS - started >= limit )); then
-      die "timed out after ${limit}s waiting for $what"
-    fi
-    sleep 5
-  done
+  poll_until "$limit" "$@" || die "timed out after ${limit}s waiting for $what"
   log "ready after $((SECONDS - started))s: $what"
+}
+
+# retry TIMES WHAT COMMAND...: run COMMAND up to TIMES times, 10 s apart: a
+# registry or CDN that drops one download does not fail the stage.
+retry() {
+  local times=$1 what=$2 attempt=1
+  shift 2
+  until "$@"; do
+    (( attempt >= times )) && die "$what failed $times times"
+    log "$what failed (attempt $attempt of $times); again in 10s"
+    sleep 10
+    attempt=$((attempt + 1))
+  done
 }
 
 # This node's hostname, as the lab plan and kubeadm name it.

@@ -50,19 +50,37 @@ put_dir() {
   fi
 }
 
-# wait_until SECONDS WHAT COMMAND...: retry COMMAND every 5 s until it succeeds;
-# give up with an error naming WHAT after SECONDS.
+# poll_until SECONDS COMMAND...: retry COMMAND every 5 s until it succeeds;
+# rc 1 when SECONDS pass first.
+poll_until() {
+  local limit=$1 started=$SECONDS
+  shift
+  until "$@" >/dev/null 2>&1; do
+    (( SECONDS - started >= limit )) && return 1
+    sleep 5
+  done
+}
+
+# wait_until SECONDS WHAT COMMAND...: poll_until, or an error naming WHAT.
 wait_until() {
   local limit=$1 what=$2 started=$SECONDS
   shift 2
   log "waiting up to ${limit}s for $what"
-  until "$@" >/dev/null 2>&1; do
-    if (( SECONDS - started >= limit )); then
-      die "timed out after ${limit}s waiting for $what"
-    fi
-    sleep 5
-  done
+  poll_until "$limit" "$@" || die "timed out after ${limit}s waiting for $what"
   log "ready after $((SECONDS - started))s: $what"
+}
+
+# retry TIMES WHAT COMMAND...: run COMMAND up to TIMES times, 10 s apart: a
+# registry or CDN that drops one download does not fail the stage.
+retry() {
+  local times=$1 what=$2 attempt=1
+  shift 2
+  until "$@"; do
+    (( attempt >= times )) && die "$what failed $times times"
+    log "$what failed (attempt $attempt of $times); again in 10s"
+    sleep 10
+    attempt=$((attempt + 1))
+  done
 }
 
 # This node's hostname, as the lab plan and kubeadm name it.
@@ -87,6 +105,17 @@ service_off() {
   else
     log "already off: $1"
   fi
+}
+# kubeadm_reset: undo a kubeadm init or join that stopped halfway, plus what
+# `kubeadm reset` leaves behind by design (it says so): the CNI configuration
+# and the copies of the admin kubeconfig.
+kubeadm_reset() {
+  kubeadm reset -f --cri-socket unix:///run/containerd/containerd.sock
+  if [[ -d /etc/cni/net.d ]]; then
+    find /etc/cni/net.d -mindepth 1 -delete
+  fi
+  rm -f /root/.kube/config /home/vagrant/.kube/config
+  log "reset: kubeadm's state, /etc/cni/net.d and the kubeconfig copies are gone"
 }
 export KUBECONFIG=/etc/kubernetes/admin.conf
 kubernetes_version=v1.30.14
@@ -135,10 +164,27 @@ kind: KubeProxyConfiguration
 mode: "iptables"
 KUBELAB_EOF
 
+# Done is what a working control plane has, not a file: kubeadm writes
+# admin.conf in its kubeconfig phase, long before the API server is up and the
+# upload-config, bootstrap-token and addon phases run.
+init_complete() {
+  [[ -f /etc/kubernetes/admin.conf && -f /etc/kubernetes/manifests/kube-apiserver.yaml ]] || return 1
+  # After a reboot the API server takes a while to come back.
+  poll_until 180 kubectl get --raw /readyz || return 1
+  kubectl -n kube-public get configmap cluster-info &&
+    kubectl -n kube-system get configmap kubeadm-config &&
+    kubectl -n kube-system get daemonset kube-proxy &&
+    kubectl -n kube-system get deployment coredns
+}
+
 step "kubeadm init (Kubernetes $kubernetes_version, advertise $master_ip, pods $pod_cidr)"
-if [[ -f /etc/kubernetes/admin.conf ]]; then
-  log "already initialised (/etc/kubernetes/admin.conf exists); kubeadm reset -f to start over"
+if init_complete >/dev/null 2>&1; then
+  log "already initialised: the API server answers and has cluster-info, kubeadm-config, kube-proxy and CoreDNS"
 else
+  if [[ -e /etc/kubernetes/admin.conf || -e /etc/kubernetes/manifests/kube-apiserver.yaml || -e /etc/kubernetes/pki/ca.crt ]]; then
+    log "an earlier kubeadm init stopped halfway (files, but no working control plane): resetting"
+    kubeadm_reset
+  fi
   kubeadm init --config /etc/kubernetes/kubeadm-config.yaml
 fi
 

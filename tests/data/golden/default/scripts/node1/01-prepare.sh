@@ -50,19 +50,37 @@ put_dir() {
   fi
 }
 
-# wait_until SECONDS WHAT COMMAND...: retry COMMAND every 5 s until it succeeds;
-# give up with an error naming WHAT after SECONDS.
+# poll_until SECONDS COMMAND...: retry COMMAND every 5 s until it succeeds;
+# rc 1 when SECONDS pass first.
+poll_until() {
+  local limit=$1 started=$SECONDS
+  shift
+  until "$@" >/dev/null 2>&1; do
+    (( SECONDS - started >= limit )) && return 1
+    sleep 5
+  done
+}
+
+# wait_until SECONDS WHAT COMMAND...: poll_until, or an error naming WHAT.
 wait_until() {
   local limit=$1 what=$2 started=$SECONDS
   shift 2
   log "waiting up to ${limit}s for $what"
-  until "$@" >/dev/null 2>&1; do
-    if (( SECONDS - started >= limit )); then
-      die "timed out after ${limit}s waiting for $what"
-    fi
-    sleep 5
-  done
+  poll_until "$limit" "$@" || die "timed out after ${limit}s waiting for $what"
   log "ready after $((SECONDS - started))s: $what"
+}
+
+# retry TIMES WHAT COMMAND...: run COMMAND up to TIMES times, 10 s apart: a
+# registry or CDN that drops one download does not fail the stage.
+retry() {
+  local times=$1 what=$2 attempt=1
+  shift 2
+  until "$@"; do
+    (( attempt >= times )) && die "$what failed $times times"
+    log "$what failed (attempt $attempt of $times); again in 10s"
+    sleep 10
+    attempt=$((attempt + 1))
+  done
 }
 
 # This node's hostname, as the lab plan and kubeadm name it.
@@ -155,6 +173,11 @@ gpgcheck=1
 gpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-CentOS-7
 enabled=1
 KUBELAB_EOF
+# The centos/7 2004.01 box is CentOS 7.8.2003 with a CA bundle from 2020: TLS to
+# today's registries and CDNs (pkgs.k8s.io, download.docker.com, ghcr.io) fails
+# to validate until ca-certificates comes from the vault, so it comes first.
+step "ca-certificates from the vault, before anything is fetched over https"
+yum update -y ca-certificates
 
 step "hostname $KUBELAB_HOSTNAME"
 if [[ $(hostname) == "$KUBELAB_HOSTNAME" ]]; then
@@ -246,20 +269,37 @@ net.bridge.bridge-nf-call-iptables  = 1
 net.bridge.bridge-nf-call-ip6tables = 1
 net.ipv4.ip_forward                 = 1
 KUBELAB_EOF
+# RHEL 7's kernel alone has fs.may_detach_mounts (0 by default): without it a
+# container's mounts pin the pod and it stays Terminating (kubespray sets it too).
+# Written only where the key exists: elsewhere `sysctl --system` would fail on it.
+if sysctl -n fs.may_detach_mounts >/dev/null 2>&1; then
+  put_file /etc/sysctl.d/k8s-may-detach-mounts.conf 0644 <<'KUBELAB_EOF'
+# Written by kubelab on kernels that have the key (RHEL/CentOS 7): lets a mount
+# that a container still holds be detached, so a pod can end (not stay Terminating).
+fs.may_detach_mounts = 1
+KUBELAB_EOF
+fi
 sysctl --system >/dev/null
 
 step "check: hostname, name resolution of every node, sysctls"
 [[ $(hostname) == "$KUBELAB_HOSTNAME" ]] || die "hostname is $(hostname), expected $KUBELAB_HOSTNAME"
-resolved=$(getent hosts master | awk '{ print $1; exit }')
+# IPv4, as kubelet and kubeadm resolve: `getent hosts` asks for IPv6 first, and
+# CentOS 7's nss-myhostname (hosts: files dns myhostname) answers the VM's own
+# name with an IPv6 address before /etc/hosts' IPv4 line is ever consulted.
+resolved=$(getent ahostsv4 master | awk '{ print $1; exit }')
 [[ $resolved == 192.168.56.10 ]] ||
   die master "resolves to '${resolved:-nothing}', expected" 192.168.56.10
-resolved=$(getent hosts node1 | awk '{ print $1; exit }')
+resolved=$(getent ahostsv4 node1 | awk '{ print $1; exit }')
 [[ $resolved == 192.168.56.11 ]] ||
   die node1 "resolves to '${resolved:-nothing}', expected" 192.168.56.11
-resolved=$(getent hosts node2 | awk '{ print $1; exit }')
+resolved=$(getent ahostsv4 node2 | awk '{ print $1; exit }')
 [[ $resolved == 192.168.56.12 ]] ||
   die node2 "resolves to '${resolved:-nothing}', expected" 192.168.56.12
 for key in net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables net.ipv4.ip_forward; do
   [[ $(sysctl -n "$key") == 1 ]] || die "sysctl $key is $(sysctl -n "$key"), expected 1"
 done
+if [[ -f /etc/sysctl.d/k8s-may-detach-mounts.conf ]]; then
+  [[ $(sysctl -n fs.may_detach_mounts) == 1 ]] ||
+    die "sysctl fs.may_detach_mounts is $(sysctl -n fs.may_detach_mounts), expected 1"
+fi
 log "node preparation done"

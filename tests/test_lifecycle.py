@@ -1,0 +1,195 @@
+"""lifecycle.up's resume logic, against a fake Vagrant and a fake VM transport.
+
+What `invoke up` does on a lab in each state, without a VM: the fake driver says
+which VMs run and records boots; the fake transport keeps each VM's stage markers
+and runs nothing but records which stage scripts ran. The real stage scripts run in
+tests/provision/test_stage_runner_resume.py; the real VMs in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from kubelab import lifecycle
+from kubelab.config import load_config
+from kubelab.errors import KubelabError
+from kubelab.plan import Plan, make_plan
+from kubelab.progress import Reporter
+from kubelab.provision import MARKER_DIR
+from kubelab.transport import CommandResult, command_line
+
+JOIN = (
+    "kubeadm join 192.168.56.10:6443 --token abcdef.0123456789abcdef "
+    "--discovery-token-ca-cert-hash sha256:" + "0" * 64
+)
+_MARKER_WRITE = re.compile(rf"echo ([0-9a-f]{{64}}) > {re.escape(MARKER_DIR)}/(\S+)\.sha256")
+
+
+class FakeDriver:
+    def __init__(self, plan: Plan, running: set[str]) -> None:
+        self.plan = plan
+        self.running = set(running)
+        self.booted: list[list[str]] = []
+
+    def status(self) -> dict[str, str]:
+        return {n.name: "running" if n.name in self.running else "shutoff" for n in self.plan.nodes}
+
+    def up(self, vm_names: list[str] | None = None, provision: bool = False) -> None:
+        names = list(vm_names or [n.name for n in self.plan.nodes])
+        self.booted.append(names)
+        self.running |= set(names)
+
+
+class FakeVMs:
+    """run()/put() as the Transport has them; each VM keeps its markers in a dict."""
+
+    def __init__(self, plan: Plan, failing: tuple[str, str] | None = None) -> None:
+        self.plan = plan
+        self.markers: dict[str, dict[str, str]] = {n.name: {} for n in plan.nodes}
+        self.scripts: dict[tuple[str, str], bytes] = {}
+        self.ran: list[tuple[str, str]] = []  # (node, script file name)
+        self.stdin: dict[tuple[str, str], str] = {}
+        self.failing = failing  # (node, script name) that exits 1 once
+
+    def run(
+        self,
+        node: str,
+        cmd: str,
+        *args: object,
+        timeout: float = 60.0,
+        sudo: bool = False,
+        stdin: bytes | str | None = None,
+    ) -> CommandResult:
+        line = command_line(cmd, *args)
+        out, rc = "", 0
+        if line.startswith("ip -4 -o addr show"):
+            out = f"3: eth1    inet {self.plan.node(node).ip}/24 brd . scope global eth1\n"
+        elif "*.sha256" in line:
+            out = "".join(f"{MARKER_DIR}/{s}.sha256 {d}\n" for s, d in self.markers[node].items())
+        elif found := _MARKER_WRITE.search(line):
+            self.markers[node][found.group(2)] = found.group(1)
+        elif line.startswith("bash /var/tmp/kubelab/"):
+            script = line.split("/")[-1]
+            self.ran.append((node, script))
+            if stdin is not None:
+                self.stdin[(node, script)] = stdin if isinstance(stdin, str) else stdin.decode()
+            if self.failing == (node, script):
+                self.failing, rc = None, 1
+        elif "token create" in line:
+            out = JOIN + "\n"
+        elif line.startswith("cat /etc/kubernetes/admin.conf"):
+            out = "apiVersion: v1\nkind: Config\n"
+        return CommandResult(node, line, rc, out, "", 0.0)
+
+    def put(self, node: str, data: bytes, remote_path: str, mode: int = 0o644, **_: Any) -> None:
+        self.scripts[(node, remote_path)] = data
+
+    def __enter__(self) -> FakeVMs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@pytest.fixture
+def plan(tmp_path: Path) -> Plan:
+    return make_plan(load_config(None, {}), tmp_path / "lab")
+
+
+def up(
+    plan: Plan, monkeypatch: pytest.MonkeyPatch, driver: FakeDriver, vms: FakeVMs
+) -> lifecycle.UpResult:
+    monkeypatch.setattr(lifecycle, "driver_for", lambda _plan: driver)
+    monkeypatch.setattr(lifecycle, "connect", lambda _plan, _driver: vms)
+    return lifecycle.up(plan, Reporter(Console(file=open("/dev/null", "w"))))  # noqa: SIM115
+
+
+def every_script(plan: Plan) -> list[tuple[str, str]]:
+    return [
+        (n.name, f"{i:02d}-{s.name}.sh")
+        for n in plan.nodes
+        for i, s in enumerate(plan.stages_for(n), start=1)
+    ]
+
+
+def test_a_lab_from_nothing_boots_every_vm_and_runs_every_stage(
+    plan: Plan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver, vms = FakeDriver(plan, set()), FakeVMs(plan)
+
+    result = up(plan, monkeypatch, driver, vms)
+
+    assert result.changed
+    assert driver.booted == [[n.name for n in plan.nodes]]
+    assert sorted(vms.ran) == sorted(every_script(plan))
+    # The join command reached each node on stdin, never in a command line.
+    joins = {node: text for (node, script), text in vms.stdin.items() if "join" in script}
+    assert set(joins) == {n.name for n in plan.workers} and set(joins.values()) == {JOIN + "\n"}
+    assert not any("abcdef.0123456789abcdef" in c for c in map(str, vms.scripts))
+
+
+def test_a_finished_lab_is_left_alone(plan: Plan, monkeypatch: pytest.MonkeyPatch) -> None:
+    driver, vms = FakeDriver(plan, set()), FakeVMs(plan)
+    up(plan, monkeypatch, driver, vms)
+    vms.ran.clear()
+
+    again = up(plan, monkeypatch, driver, vms)
+
+    assert not again.changed
+    assert driver.booted == [[n.name for n in plan.nodes]]  # only the first up booted
+    assert vms.ran == []
+
+
+def test_a_failed_stage_stops_up_and_the_next_up_resumes_there(
+    plan: Plan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver = FakeDriver(plan, set())
+    vms = FakeVMs(plan, failing=("master", "05-init-master.sh"))
+    with pytest.raises(KubelabError, match="init-master"):
+        up(plan, monkeypatch, driver, vms)
+    ran_first = list(vms.ran)
+    assert ran_first[-1] == ("master", "05-init-master.sh")
+    assert not any(node != "master" for node, _ in ran_first)  # nodes wait for the master
+    vms.ran.clear()
+
+    up(plan, monkeypatch, driver, vms)
+
+    assert vms.ran[0] == ("master", "05-init-master.sh")
+    assert ("master", "01-prepare.sh") not in vms.ran
+    assert sorted(vms.ran) == sorted(set(every_script(plan)) - set(ran_first[:-1]))
+
+
+def test_a_vm_that_went_down_is_booted_alone(plan: Plan, monkeypatch: pytest.MonkeyPatch) -> None:
+    driver, vms = FakeDriver(plan, set()), FakeVMs(plan)
+    up(plan, monkeypatch, driver, vms)
+    driver.running.discard("node2")
+    vms.ran.clear()
+
+    result = up(plan, monkeypatch, driver, vms)
+
+    assert driver.booted[-1] == ["node2"]
+    assert vms.ran == []  # its stages are done (the markers live on the VM)
+    assert result.changed
+
+
+def test_a_vm_without_its_private_address_stops_up_before_any_stage(
+    plan: Plan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vms = FakeVMs(plan)
+    real_run = vms.run
+
+    def no_eth1(node: str, cmd: str, *args: object, **kwargs: Any) -> CommandResult:
+        result = real_run(node, cmd, *args, **kwargs)
+        if node == "node1" and cmd == "ip":
+            return CommandResult(node, result.command, 0, "2: eth0 inet 192.168.121.5/24\n", "", 0)
+        return result
+
+    monkeypatch.setattr(vms, "run", no_eth1)
+    with pytest.raises(KubelabError, match="node1 does not hold its private address"):
+        up(plan, monkeypatch, FakeDriver(plan, set()), vms)
+    assert vms.ran == []
