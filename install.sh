@@ -15,7 +15,7 @@ with_tests=false
 run_packages=(vagrant vagrant-libvirt libvirt-daemon-system libvirt-dev pkg-config
   qemu-system-x86 qemu-utils gcc python3-venv python3-dev iproute2 rsync curl)
 test_packages=(shellcheck openssh-server openssh-client nginx-light debootstrap
-  chromium containerd ruby dpkg-dev strace e2fsprogs)
+  chromium containerd ruby dpkg-dev strace e2fsprogs etcd-server etcd-client golang-cfssl)
 fedora_packages=(vagrant vagrant-libvirt libvirt-daemon-kvm libvirt-devel pkgconf-pkg-config
   qemu-kvm qemu-img gcc python3-devel iproute rsync curl)
 fedora_test_packages=(ShellCheck openssh-server openssh-clients nginx debootstrap

@@ -24,7 +24,7 @@ from kubelab import REPO_ROOT
 from kubelab.config import catalog
 from kubelab.errors import KubelabError
 from kubelab.plan import Plan
-from kubelab.verify.checks import CHECK_IDS, CHECKS  # the verify module owns the check ids
+from kubelab.verify.checks import ALL_CHECK_IDS, CHECKS  # the verify module owns the ids
 from kubelab.verify.expect import PHASES
 from kubelab.verify.provenance import SOLVE, start_label
 
@@ -148,19 +148,23 @@ def _problems(number: int, data: Any) -> list[str]:
             or not all(isinstance(t, str) and t.strip() for t in texts.values())
         ):
             problems.append(f"{key} needs non-empty text for exactly {', '.join(LANGUAGES)}")
-    order = [s["name"] for s in catalog()["stages"] if not s.get("optional")]
+    builds: dict[str, list[str]] = catalog()["builds"]
+    known = {name for order in builds.values() for name in order}
     for key in ("start", "solution"):
         stages = data[key]
-        if not isinstance(stages, list) or not all(s in order for s in stages):
-            problems.append(f"{key} must list stages of the build ({', '.join(order)})")
+        if not isinstance(stages, list) or not all(s in known for s in stages):
+            problems.append(f"{key} must list stages of a build ({', '.join(sorted(known))})")
     if not problems:
         applied = data["start"] + data["solution"]
         if len(set(applied)) != len(applied):
             problems.append("a stage is in both start and solution (or twice)")
-        elif applied != order[: len(applied)]:
-            problems.append("start then solution must be the build's first stages, in order")
-    if not isinstance(data["checks"], list) or not set(data["checks"]) <= set(CHECK_IDS):
-        problems.append(f"checks must be ids of `invoke verify` ({', '.join(CHECK_IDS)})")
+        elif not any(applied == order[: len(applied)] for order in builds.values()):
+            listed = "; ".join(f"{build}: {', '.join(order)}" for build, order in builds.items())
+            problems.append(
+                f"start then solution must be the first stages of one build, in order ({listed})"
+            )
+    if not isinstance(data["checks"], list) or not set(data["checks"]) <= set(ALL_CHECK_IDS):
+        problems.append(f"checks must be ids of `invoke verify` ({', '.join(ALL_CHECK_IDS)})")
     steps = data.get("steps") or {}
     if not isinstance(steps, dict) or not all(
         k in (data["checks"] or []) and isinstance(v, int) and not isinstance(v, bool)
@@ -199,6 +203,15 @@ def manual_values(plan: Plan) -> dict[str, str]:
         "flannel_url": (
             "https://github.com/flannel-io/flannel/releases/download/"
             f"{plan.cni.get('version', '')}/kube-flannel.yml"
+        ),
+        # The hard way's etcd cluster (exercise 4): one member per VM.
+        "etcd_members": "\n".join(f"   {n.hostname} {n.ip}" for n in plan.nodes),
+        "etcd_sans": ", ".join([*(n.ip for n in plan.nodes), *(n.hostname for n in plan.nodes)]),
+        "etcd_initial_cluster": ",".join(
+            f"{n.hostname}=https://{n.ip}:{plan.hardway['etcd_peer_port']}" for n in plan.nodes
+        ),
+        "etcd_endpoints": ",".join(
+            f"https://{n.ip}:{plan.hardway['etcd_client_port']}" for n in plan.nodes
         ),
     }
 

@@ -47,6 +47,8 @@ class Stage:
     template: str  # path under provision/
     after_nodes: bool = False
     needs_join_command: bool = False
+    # The host copies this VM's certificate bundle from the master before it runs.
+    ships_bundle: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Plan:
     # The exercise the lab was started for (`invoke lab`), or None. In an exercise lab
     # Vagrant sets plain hostnames: carrying the student ID is the student's step.
     exercise: int | None = None
+    hardway: dict[str, Any] = field(default_factory=dict)  # the catalog's pinned hard-way parts
 
     @property
     def master(self) -> PlannedNode:
@@ -140,6 +143,7 @@ def resolve_stages(names: list[str] | None) -> tuple[Stage, ...]:
                 template=f"stages/{entry['name']}.sh.j2",
                 after_nodes=bool(entry.get("after_nodes", False)),
                 needs_join_command=bool(entry.get("needs_join_command", False)),
+                ships_bundle=bool(entry.get("ships_bundle", False)),
             )
         )
     return tuple(stages)
@@ -166,6 +170,8 @@ def make_plan(config: LabConfig, lab_dir: Path, exercise: int | None = None) -> 
         **k8s_entry,
         "pod_cidr": config.kubernetes.pod_cidr,
         "service_cidr": config.kubernetes.service_cidr,
+        # The Service IP of the API server (kubernetes.default): the CIDR's first host.
+        "service_ip": str(next(ipaddress.IPv4Network(config.kubernetes.service_cidr).hosts())),
         "proxy_mode": config.kubernetes.proxy_mode,
         "firewall": config.kubernetes.firewall,
         "runtime": config.kubernetes.runtime,
@@ -203,6 +209,7 @@ def make_plan(config: LabConfig, lab_dir: Path, exercise: int | None = None) -> 
             "host_ip": str(next(lab_net.hosts())),
         },
         exercise=exercise,
+        hardway=dict(cat.get("hardway") or {}),
     )
 
 

@@ -17,6 +17,8 @@ grade can say which work kubelab did (kubelab/grade/rubric.py voids on it).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import io
 import json
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
 MARKER_DIR = "/var/lib/kubelab/stages"
 REMOTE_SCRIPT_DIR = "/var/tmp/kubelab"
 LOCAL_REPO_DIR = "/var/lib/kubelab/local-repo"
+# Where the pki stage (provision/stages/pki.sh.j2) leaves one bundle per VM.
+PKI_BUNDLE_DIR = "/opt/kubelab/pki/bundles"
 KUBECONFIG_NAME = "kubeconfig"
 TAIL_LINES = 15
 APPLIED_BY_UP = "up"  # what applied a stage when the caller does not say
@@ -170,9 +174,12 @@ class StageRunner:
         # The join command carries a bootstrap token: it goes on stdin, never into an
         # argv or environment another user could read, or into a log.
         stdin = self._join_command(node) + "\n" if stage.needs_join_command else None
+        argv = ["bash", remote]
+        if stage.ships_bundle:  # a path, not a secret: the bundle itself is a 0600 file
+            argv = ["env", f"KUBELAB_PKI_BUNDLE={self._ship_bundle(node)}", *argv]
         started = time.monotonic()
         result = self.transport.run(
-            node.name, "bash", remote, sudo=True, timeout=float(stage.deadline), stdin=stdin
+            node.name, *argv, sudo=True, timeout=float(stage.deadline), stdin=stdin
         )
         duration = time.monotonic() - started
         log_path.write_text(
@@ -246,6 +253,30 @@ class StageRunner:
                 hint="check the master with `invoke ssh master` and `sudo kubeadm token list`",
             )
         return command
+
+    def _ship_bundle(self, node: PlannedNode) -> str:
+        """Copy `node`'s certificate bundle (made by the pki stage) from the master.
+
+        It travels base64 over the transport and lands 0600 in the script folder;
+        the stage unpacks it and deletes it. Nothing of it is logged.
+        """
+        source = f"{PKI_BUNDLE_DIR}/{node.hostname}.tar"
+        result = self.transport.run(
+            self.plan.master.name, "base64", "-w", "0", source, sudo=True, timeout=60
+        )
+        try:
+            data = base64.b64decode(result.stdout.strip(), validate=True)
+        except binascii.Error:
+            data = b""
+        if result.rc != 0 or not data:
+            raise KubelabError(
+                f"could not copy {source} from {self.plan.master.name}: "
+                f"rc={result.rc} {result.stderr.strip()[-300:]}",
+                hint="run the pki stage on the master first (invoke lab --exercise 4)",
+            )
+        remote = f"{REMOTE_SCRIPT_DIR}/pki-bundle.tar"
+        self.transport.put(node.name, data, remote, 0o600)
+        return remote
 
     def _fetch_kubeconfig(self, master: PlannedNode) -> None:
         result = self.transport.run(

@@ -15,6 +15,7 @@ from kubelab.plan import make_plan
 from kubelab.verify import CHECK_IDS
 
 BUILD = [s["name"] for s in catalog()["stages"] if not s.get("optional")]
+BUILDS: dict[str, list[str]] = catalog()["builds"]
 FILES = sorted(labs.EXERCISES_DIR.glob("*.yaml"))
 
 
@@ -24,9 +25,8 @@ def test_list_exercises_gives_every_file_in_number_order() -> None:
     assert len(exercises) >= 2
     for exercise in exercises:
         assert set(exercise.title) == set(labs.LANGUAGES)
-        assert exercise.start + exercise.solution == tuple(
-            BUILD[: len(exercise.start) + len(exercise.solution)]
-        )
+        applied = exercise.start + exercise.solution
+        assert any(applied == tuple(order[: len(applied)]) for order in BUILDS.values())
 
 
 def test_exercise_1_is_node_preparation_from_bare_vms() -> None:
@@ -44,7 +44,7 @@ def test_exercise_2_starts_prepared_and_solves_the_rest_of_the_build() -> None:
     assert set(exercise.checks) <= set(CHECK_IDS)
 
 
-@pytest.mark.parametrize("number", [0, 3, 99, "x", "", None])
+@pytest.mark.parametrize("number", [0, 99, "x", "", None])
 def test_unknown_exercise_names_the_valid_ones_in_one_line(number: Any) -> None:
     with pytest.raises(KubelabError) as caught:
         labs.load_exercise(number)
@@ -91,7 +91,7 @@ def _write_variant(tmp_path: Path, change: dict[str, Any], name: str = "2.yaml")
     [
         ({"solution": ["repos", "no-such-stage"]}, "solution must list stages"),
         ({"start": ["prepare", "repos"]}, "in both start and solution"),
-        ({"start": [], "solution": BUILD[1:]}, "first stages, in order"),
+        ({"start": [], "solution": BUILD[1:]}, "first stages of one build, in order"),
         ({"checks": ["nodes", "telepathy"]}, "checks must be ids"),
         ({"title": {"en": "only English"}}, "title needs non-empty text"),
         ({"number": 7}, "number is 7"),

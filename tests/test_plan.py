@@ -153,6 +153,15 @@ def test_stage_fields_come_from_the_catalog() -> None:
         assert stage.deadline == entry["deadline"]
         assert stage.after_nodes == entry.get("after_nodes", False)
         assert stage.needs_join_command == entry.get("needs_join_command", False)
+        assert stage.ships_bundle == entry.get("ships_bundle", False)
+
+
+@pytest.mark.parametrize(
+    ("cidr", "first"), [("10.96.0.0/12", "10.96.0.1"), ("172.20.128.0/17", "172.20.128.1")]
+)
+def test_the_api_servers_service_ip_is_the_service_cidrs_first_host(cidr: str, first: str) -> None:
+    plan = make_plan(validate_config({"kubernetes": {"service_cidr": cidr}}), LAB_DIR)
+    assert plan.kubernetes["service_ip"] == first
 
 
 @pytest.mark.parametrize("version", sorted(catalog()["kubernetes"]))

@@ -31,8 +31,8 @@ import yaml
 from kubelab import REPO_ROOT
 from kubelab.config import catalog
 from kubelab.errors import ConfigError, KubelabError
-from kubelab.verify import CHECK_IDS, CheckResult, Evidence, Expected
-from kubelab.verify.checks import CHECKS, Part, curl_problem, pod_ready
+from kubelab.verify import CheckResult, Evidence, Expected
+from kubelab.verify.checks import ALL_CHECK_IDS, CHECKS, Part, curl_problem, pod_ready
 from kubelab.verify.evidence import (
     NGINX_PODS,
     NODES,
@@ -187,9 +187,9 @@ def parse_rubric(data: Any, source: str = "rubric") -> Rubric:
             problems.append(f"{where}: checks must be a list of check ids")
             checks = []
         for check in checks:
-            if check not in CHECK_IDS:
+            if check not in ALL_CHECK_IDS:
                 problems.append(
-                    f"{where}: no verify check {check!r} (known: {', '.join(CHECK_IDS)})"
+                    f"{where}: no verify check {check!r} (known: {', '.join(ALL_CHECK_IDS)})"
                 )
         credit = raw.get("credit", "checks")
         if credit not in EVALUATORS:

@@ -1171,17 +1171,25 @@ CHECKS: tuple[Check, ...] = (
     Check("cleanup", "verify's namespace removed", check_cleanup),
 )
 
+# The hard way's checks (a lab without kubeadm) live in their own module.
+from kubelab.verify.checks_hardway import HARDWAY_CHECKS  # noqa: E402
+
 CHECK_IDS = tuple(c.id for c in CHECKS)
+# Every id an exercise or a rubric may name: the cluster's checks and the hard way's.
+ALL_CHECK_IDS = CHECK_IDS + tuple(c.id for c in HARDWAY_CHECKS)
 
 
 def checks_for(expected: Expected) -> list[Check]:
-    """The checks of the phases that were collected."""
+    """The checks of the phases that were collected; a lab built the hard way (no
+    kubeadm) has its own checks (kubelab/verify/checks_hardway.py)."""
+    if expected.hardway:
+        return [c for c in HARDWAY_CHECKS if c.only_if(expected)]
     return [c for c in CHECKS if c.phase in expected.phases and c.only_if(expected)]
 
 
 def identified(evidence: Evidence, expected: Expected) -> Expected:
     """`expected` with its nodes found among the registered ones (when nodes.json is there)."""
-    if CLUSTER in expected.phases:
+    if CLUSTER in expected.phases and not expected.hardway:
         with contextlib.suppress(MissingEvidence, BadEvidence):  # the nodes check says why
             return identify_nodes(evidence.json(NODES), expected)
     return expected

@@ -73,6 +73,9 @@ class Expected:
     # What was collected (see PHASES): the checks of the other phases do not run.
     phases: tuple[str, ...] = DEFAULT_PHASES
     language: str = "en"  # of the hints: the exercise's (`invoke lab --lang`)
+    # A lab built the hard way (etcd, no kubeadm): verify runs the checks of
+    # kubelab/verify/checks_hardway.py instead of the cluster's.
+    hardway: bool = False
 
     def __post_init__(self) -> None:
         # Accept plain (name, role, private_ip[, machine]) tuples.

@@ -15,6 +15,7 @@ from kubelab.plan import Plan
 from kubelab.progress import Reporter
 from kubelab.transport import Transport, targets_from_ssh_config
 from kubelab.verify.checks import CheckResult, evaluate
+from kubelab.verify.checks_hardway import collect_hardway
 from kubelab.verify.collect import HOST, collect
 from kubelab.verify.evidence import Evidence
 from kubelab.verify.expect import DEFAULT_PHASES, Deadlines, Expected, ExpectedNode
@@ -29,6 +30,7 @@ def expected_from_plan(
     dns: bool = False,
     phases: tuple[str, ...] = DEFAULT_PHASES,
     language: str = "en",
+    hardway: bool | None = None,
 ) -> Expected:
     return Expected(
         nodes=tuple(
@@ -43,7 +45,13 @@ def expected_from_plan(
         student_id=plan.config.student_id,
         phases=phases,
         language=language,
+        hardway=is_hardway([s.name for s in plan.stages]) if hardway is None else hardway,
     )
+
+
+def is_hardway(stages: list[str]) -> bool:
+    """Stages that build etcd by hand and no kubeadm cluster (exercise 4)."""
+    return "etcd" in stages and "init-master" not in stages
 
 
 def default_evidence_dir(plan: Plan) -> Path:
@@ -73,11 +81,27 @@ def verify_lab(
 
     phases = load_exercise(exercise).phases if exercise else DEFAULT_PHASES
     language = state.language if state else "en"
-    expected = expected_from_plan(plan, dns=dns, phases=phases or DEFAULT_PHASES, language=language)
+    hardway = None
+    if exercise is not None:  # the exercise says what is built, whatever the config lists
+        chosen = load_exercise(exercise)
+        hardway = is_hardway([*chosen.start, *chosen.solution])
+    expected = expected_from_plan(
+        plan, dns=dns, phases=phases or DEFAULT_PHASES, language=language, hardway=hardway
+    )
     out = evidence_out or default_evidence_dir(plan)
     if replace and out.is_dir():
         shutil.rmtree(out)
     with _transport(plan, ssh_config) as transport:
+        if expected.hardway:
+            folder = collect_hardway(
+                transport,
+                expected,
+                out,
+                lab_config=config_as_dict(plan.config),
+                student_id=plan.config.student_id or None,
+                exercise=exercise,
+            )
+            return folder, evaluate(folder, expected)
         folder = collect(
             transport,
             expected,

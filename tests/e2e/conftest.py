@@ -28,6 +28,7 @@ MODULE_ORDER = (
     "test_lab_lifecycle.py",
     "test_provision_vms.py",
     "test_verify_vms.py",
+    "test_hardway_vms.py",
     "test_lab_destroy.py",
     "test_exercise_vms.py",
 )

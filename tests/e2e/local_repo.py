@@ -3,8 +3,9 @@
 kubelab ships `mirror.local_repo` into every VM and points apt at it (the prepare
 and repos stages). This module makes such a folder on the host: exactly the
 packages the stages and the tests install (chrony for stage 1, containerd and runc
-for stage 3, nginx-light for verify) plus whatever of their dependencies the test
-box lacks, as a flat apt repository (a Packages index beside the .deb files).
+for stage 3, nginx-light for verify, golang-cfssl and etcd for the hard way) plus
+whatever of their dependencies the test box lacks, as a flat apt repository (a
+Packages index beside the .deb files).
 
 Which packages the box lacks is apt's own answer: `apt-get --simulate install`
 against the box's dpkg status, read out of the box image with debugfs, and this
@@ -28,8 +29,10 @@ import tempfile
 from pathlib import Path
 
 CACHE = Path(os.environ.get("KUBELAB_E2E_DIR", "/var/tmp/kubelab-e2e")) / "debs"
-# What the tests install: stage 1, stage 3, and verify's web server.
-PACKAGES = ("chrony", "containerd", "runc", "nginx-light")
+# What the tests install: stage 1, stage 3, verify's web server, and the hard way's
+# cfssl (pki stage) and etcd (etcd stage).
+PACKAGES = ("chrony", "containerd", "runc", "nginx-light", "golang-cfssl", "etcd-server",
+            "etcd-client")  # fmt: skip
 TOOLS = {"apt-get": "apt", "dpkg-scanpackages": "dpkg-dev", "debugfs": "e2fsprogs",
          "qemu-img": "qemu-utils"}  # fmt: skip
 DPKG_STATUS = "/var/lib/dpkg/status"

@@ -14,7 +14,8 @@ from kubelab.errors import ConfigError, KubelabError
 from kubelab.grade.archive import make_handin
 from kubelab.grade.grading import grade_evidence, score_table
 from kubelab.grade.rubric import RUBRICS_DIR, Rubric, load_rubric, parse_rubric
-from kubelab.verify import CHECK_IDS, evaluate
+from kubelab.verify import evaluate
+from kubelab.verify.checks import ALL_CHECK_IDS
 from tests.grade.classroom import Variant, derive_cluster, expected_scores
 from tests.grade.handin_class import collect_evidence
 
@@ -25,7 +26,7 @@ def test_every_shipped_rubric_loads(path: Path) -> None:
     assert rubric.exercise == int(path.stem)
     assert rubric.max_points > 0
     for item in rubric.items:
-        assert set(item.checks) <= set(CHECK_IDS)
+        assert set(item.checks) <= set(ALL_CHECK_IDS)
 
 
 def test_exercise_2_rubric_follows_the_manual(rubric: Rubric) -> None:

@@ -86,7 +86,11 @@ STUBBED = (
     "containerd",
     "docker",
     "curl",
+    "etcdctl",
 )
+# Real tools from this machine, put into the root when installed here (Debian's
+# golang-cfssl: the pki stage makes its certificates with the real cfssl).
+REAL_TOOLS = ("cfssl", "cfssljson")
 
 CTL_IN_ROOT = "/opt/kubelab-test/ctl"
 STUB_DIR_IN_ROOT = "/opt/kubelab-test/bin"
@@ -203,7 +207,28 @@ def make_harness_layer(dest: Path) -> Path:
     (bin_dir / "kubelab-stub").chmod(0o755)
     for name in STUBBED:
         (bin_dir / name).symlink_to("kubelab-stub")
+    for name in REAL_TOOLS:
+        found = shutil.which(name)
+        if found:
+            shutil.copy2(found, bin_dir / name)
+            _copy_libraries(found, dest)
     return dest
+
+
+def _copy_libraries(binary: str, dest: Path) -> None:
+    """The shared libraries `binary` needs beyond glibc (minbase lacks libsqlite3)."""
+    listing = subprocess.run(["ldd", binary], capture_output=True, text=True).stdout
+    for line in listing.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] == "=>" and parts[2].startswith("/"):
+            if parts[0].startswith(("libc.so", "libm.so", "libpthread", "libdl", "ld-linux")):
+                continue
+            # Through the real folder: /lib is a symlink to usr/lib on merged-/usr Debian,
+            # and a real lib/ folder in this layer would hide it.
+            real_dir = os.path.realpath(os.path.dirname(parts[2]))
+            target = dest / real_dir.lstrip("/") / parts[0]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(os.path.realpath(parts[2]), target)
 
 
 @dataclass

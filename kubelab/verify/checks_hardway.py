@@ -1,0 +1,422 @@
+"""The hard way's checks (manuals 004 + 001): the etcd cluster over TLS and its PKI.
+
+Like kubelab/verify/checks.py: `collect_hardway` runs the commands on the VMs and
+writes the evidence folder; the checks read only that folder and what was
+expected, so `invoke verify --evidence DIR` reaches the same verdicts with no
+cluster. Evidence under hardway/:
+
+    etcd/member-list.json          my_etcdctl member list -w json (from the master)
+    etcd/status.json               my_etcdctl endpoint status -w json (every member)
+    etcd/health/<node>.json        {node, endpoint, rc, stdout, stderr}: endpoint health
+                                   of that node's member, over TLS
+    etcd/no-cert/<node>.json       {node, url, rc, http_status, body, error}: curl with
+                                   the CA but no client certificate
+    etcd/plain-http/<node>.json    the same record, plain http:// to the client port
+    etcd/loopback/<node>.json      the same, http://127.0.0.1:2379 on the node itself
+                                   (manual 004's extra plain listener)
+    pki/<node>/<cert>.pem          the certificates (public) as each VM holds them
+    pki/<node>/keys.txt            `stat -c '%n %a %U:%G'` of the private keys: their
+                                   modes, never their content
+
+Private keys never leave the VMs.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from kubelab import __version__
+from kubelab.config import catalog
+from kubelab.verify.checks import Check, Verdict, _fail, _ok
+from kubelab.verify.evidence import (
+    CURL_WRITE_OUT,
+    FORMAT,
+    META,
+    BadEvidence,
+    Evidence,
+    EvidenceWriter,
+    now,
+    parse_curl_stdout,
+)
+from kubelab.verify.expect import Expected, ExpectedNode
+from kubelab.verify.hints import Hints
+
+ETCDCTL = "/opt/etcd/bin/my_etcdctl"  # the stage's wrapper: CA, client cert, every member
+ETCD_SSL = "/opt/etcd/ssl"
+PKI_DIR = "/opt/kubelab/pki"  # the master's CA folder (provision/stages/pki.sh.j2)
+CLIENT_PORT = int(catalog()["hardway"]["etcd_client_port"])
+ETCD_CERTS = ("ca.pem", "server.pem", "peer.pem")
+ETCD_KEYS = ("server-key.pem", "peer-key.pem")
+# The master's Kubernetes certificates and the CA that signs them.
+KUBE_CA = "kube-ca.pem"
+KUBE_CERTS = ("apiserver.pem", "admin.pem", "kube-proxy.pem", "apiserver-kubelet-client.pem")
+# A certificate that expires within this long of the collection fails.
+EXPIRY_MARGIN = timedelta(days=30)
+_MAX_TEXT = 64 * 1024  # a record's stdout/stderr kept in evidence
+
+MEMBER_LIST = "hardway/etcd/member-list.json"
+STATUS = "hardway/etcd/status.json"
+
+
+def health_path(node: str) -> str:
+    return f"hardway/etcd/health/{node}.json"
+
+
+def probe_path(kind: str, node: str) -> str:
+    return f"hardway/etcd/{kind}/{node}.json"
+
+
+def cert_path(node: str, name: str) -> str:
+    return f"hardway/pki/{node}/{name}"
+
+
+def keys_path(node: str) -> str:
+    return f"hardway/pki/{node}/keys.txt"
+
+
+# --- collecting ---------------------------------------------------------------------
+
+
+class _Runner:
+    """One command on one VM, recorded in commands.jsonl; never raises."""
+
+    def __init__(self, transport: Any, writer: EvidenceWriter, timeout: float) -> None:
+        self.transport, self.writer, self.timeout = transport, writer, timeout
+
+    def run(
+        self,
+        check: str,
+        node: ExpectedNode,
+        argv: Sequence[str],
+        *,
+        saves: str | None = None,
+        keep_on_failure: bool = False,
+    ) -> tuple[int | None, str, str, str]:
+        started, clock = now(), time.monotonic()
+        rc: int | None = None
+        stdout = stderr = error = ""
+        try:
+            result = self.transport.run(node.host, argv[0], *argv[1:], timeout=self.timeout)
+            rc, stdout, stderr = result.rc, result.stdout, result.stderr
+        except Exception as exc:  # a dropped connection is evidence like an exit code
+            error = f"{type(exc).__name__}: {exc}"
+        self.writer.record(
+            check=check,
+            node=node.name,
+            argv=list(argv),
+            rc=rc,
+            stdout=stdout[:_MAX_TEXT],
+            stderr=stderr[:_MAX_TEXT],
+            error=error,
+            started=started,
+            finished=now(),
+            duration=time.monotonic() - clock,
+            saves=saves,
+            keep_on_failure=keep_on_failure,
+            timeout=self.timeout,
+        )
+        return rc, stdout, stderr, error
+
+
+def _curl_record(node: str, url: str, out: tuple[int | None, str, str, str]) -> dict[str, Any]:
+    rc, stdout, stderr, error = out
+    body, status = parse_curl_stdout(stdout)
+    return {
+        "node": node,
+        "url": url,
+        "rc": rc,
+        "http_status": status,
+        "body": body.decode(errors="replace")[:2000],
+        "error": error or stderr.strip()[-300:] or None,
+    }
+
+
+def collect_hardway(
+    transport: Any,
+    expected: Expected,
+    out_dir: Path | str,
+    *,
+    lab_config: Mapping[str, Any] | None = None,
+    student_id: str | None = None,
+    exercise: str | int | None = None,
+    timeout: float = 30.0,
+) -> Path:
+    """Run the hard way's commands on the VMs and write the evidence folder; return it."""
+    writer = EvidenceWriter(out_dir)
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "kubelab_version": __version__,
+        "student_id": student_id,
+        "exercise": exercise,
+        "lab_config": dict(lab_config or {}),
+        "expected": expected.to_dict(),
+        "started": now(),
+        "finished": None,
+    }
+    writer.write_json(META, meta)  # first too: a killed run's folder says what it was
+    try:
+        _collect(_Runner(transport, writer, timeout), expected, writer)
+    finally:
+        meta["finished"] = now()
+        writer.write_json(META, meta)
+    return writer.root
+
+
+def _collect(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> None:
+    master = expected.masters[0]
+    sudo_ctl = ["sudo", ETCDCTL]
+    runner.run(
+        "etcd-cluster", master, [*sudo_ctl, "member", "list", "-w", "json"], saves=MEMBER_LIST
+    )
+    runner.run(
+        "etcd-cluster",
+        master,
+        [*sudo_ctl, "endpoint", "status", "-w", "json"],
+        saves=STATUS,
+        keep_on_failure=True,  # with a member down it prints the others and exits 1
+    )
+    for node in expected.nodes:
+        endpoint = f"https://{node.private_ip}:{CLIENT_PORT}"
+        rc, stdout, stderr, error = runner.run(
+            "etcd-cluster", node, [*sudo_ctl, f"--endpoints={endpoint}", "endpoint", "health"]
+        )
+        writer.write_json(
+            health_path(node.name),
+            {
+                "node": node.name,
+                "endpoint": endpoint,
+                "rc": rc,
+                "stdout": stdout[:_MAX_TEXT],
+                "stderr": stderr[:_MAX_TEXT],
+                "error": error or None,
+            },
+        )
+        curl = ["curl", "-sS", "--noproxy", "*", "--max-time", "5", "-w", CURL_WRITE_OUT]
+        probes = {
+            "no-cert": ["sudo", *curl, "--cacert", f"{ETCD_SSL}/ca.pem", f"{endpoint}/health"],
+            "plain-http": [*curl, f"http://{node.private_ip}:{CLIENT_PORT}/health"],
+            "loopback": [*curl, f"http://127.0.0.1:{CLIENT_PORT}/health"],
+        }
+        for kind, argv in probes.items():
+            out = runner.run("etcd-cluster", node, argv)
+            writer.write_json(probe_path(kind, node.name), _curl_record(node.name, argv[-1], out))
+        for name in ETCD_CERTS:
+            runner.run(
+                "pki", node, ["sudo", "cat", f"{ETCD_SSL}/{name}"], saves=cert_path(node.name, name)
+            )
+        keys = [f"{ETCD_SSL}/{k}" for k in ETCD_KEYS]
+        if node is master:
+            keys.append(f"{PKI_DIR}/*-key.pem")
+        # sh: the master's key list is a glob; %n %a %U:%G are modes and owners only.
+        runner.run(
+            "pki",
+            node,
+            ["sudo", "sh", "-c", "stat -c '%n %a %U:%G' " + " ".join(keys)],
+            saves=keys_path(node.name),
+        )
+    for name in (KUBE_CA, *KUBE_CERTS):
+        runner.run(
+            "pki", master, ["sudo", "cat", f"{PKI_DIR}/{name}"], saves=cert_path(master.name, name)
+        )
+
+
+# --- the etcd-cluster check -----------------------------------------------------------
+
+_HEALTHY = re.compile(r"^(\S+) is healthy: ", re.MULTILINE)
+_UNHEALTHY = re.compile(r"^(\S+) is unhealthy: (.*)$", re.MULTILINE)
+
+
+def _member_health(record: dict[str, Any]) -> tuple[bool, str]:
+    """(healthy, why) from one `endpoint health` record, as etcdctl 3.3/3.4 print it."""
+    if record.get("error"):
+        return False, str(record["error"])
+    # etcdctl 3.4 prints the verdict line on stderr, next to its JSON warnings.
+    output = f"{record.get('stdout') or ''}\n{record.get('stderr') or ''}"
+    if record.get("rc") == 0 and _HEALTHY.search(output):
+        return True, "healthy"
+    found = _UNHEALTHY.search(output)
+    if found:
+        return False, found.group(2).strip()
+    tail = [line for line in str(record.get("stderr") or "").splitlines() if line.strip()]
+    return False, (tail[-1] if tail else f"etcdctl exited {record.get('rc')}")[:200]
+
+
+def _answers_health(record: dict[str, Any]) -> bool:
+    """Whether a curl record got etcd's health document (HTTP 200, a "health" key)."""
+    return record.get("http_status") == 200 and '"health"' in str(record.get("body") or "")
+
+
+def check_etcd_cluster(evidence: Evidence, expected: Expected) -> Verdict:
+    problems: list[str] = []
+    hints = Hints()
+    members = evidence.json(MEMBER_LIST).get("members") or []
+    names = {str(m.get("name")) for m in members}
+    want = [n.name for n in expected.nodes]
+    missing = [n for n in want if n not in names]
+    extra = sorted(names - set(want))
+    if missing:
+        problems.append(f"not members: {', '.join(missing)}")
+        hints.add("etcd_member_missing", node=", ".join(missing))
+    if extra:
+        problems.append(f"members the lab does not list: {', '.join(extra)}")
+
+    down: list[str] = []
+    for node in expected.nodes:
+        healthy, why = _member_health(evidence.json(health_path(node.name)))
+        if not healthy:
+            down.append(f"{node.name} ({why})")
+    quorum = len(expected.nodes) // 2 + 1
+    up = len(expected.nodes) - len(down)
+
+    leaders = set()
+    status = evidence.json(STATUS) if evidence.has(STATUS) else []
+    for entry in status if isinstance(status, list) else []:
+        leader = (entry.get("Status") or {}).get("leader")
+        if leader:
+            leaders.add(leader)
+    member_ids = {m.get("ID") for m in members}
+
+    for node in expected.nodes:
+        if _answers_health(evidence.json(probe_path("no-cert", node.name))):
+            problems.append(f"{node.name} answers a client without a certificate")
+            hints.add("etcd_client_cert_auth", node=node.name)
+        for kind in ("plain-http", "loopback"):
+            record = evidence.json(probe_path(kind, node.name))
+            if _answers_health(record):
+                problems.append(f"{node.name} answers plain HTTP at {record.get('url')}")
+                hints.add("etcd_plain_http", node=node.name)
+
+    if up < quorum:
+        problems.insert(
+            0, f"no quorum: {up} of {len(expected.nodes)} members healthy, down: {', '.join(down)}"
+        )
+        hints.add("etcd_down", node=", ".join(d.split(" ")[0] for d in down))
+    elif len(leaders) != 1 or not leaders <= member_ids:
+        problems.append("no single leader among the members (endpoint status)")
+        hints.add("etcd_down", node="the cluster")
+    if problems:
+        return _fail(problems, hints)
+    detail = f"{up} of {len(expected.nodes)} members healthy over TLS (quorum {quorum}), one leader"
+    if down:
+        detail += f"; down: {', '.join(down)}"
+    return _ok(detail + "; no answer without a client certificate or over plain HTTP")
+
+
+# --- the pki check ----------------------------------------------------------------------
+
+
+def _load_cert(evidence: Evidence, rel: str) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(evidence.text(rel).encode())
+    except ValueError as exc:
+        raise BadEvidence(rel, f"not a PEM certificate ({exc})") from None
+
+
+def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    key = ca.public_key()
+    if cert.issuer != ca.subject or not isinstance(key, rsa.RSAPublicKey):
+        return False
+    algorithm = cert.signature_hash_algorithm
+    if algorithm is None:
+        return False
+    try:
+        key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), algorithm)
+    except Exception:  # InvalidSignature: the chain is broken
+        return False
+    return True
+
+
+def _sans(cert: x509.Certificate) -> set[str]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {str(v) for v in ext.get_values_for_type(x509.IPAddress)} | set(
+        ext.get_values_for_type(x509.DNSName)
+    )
+
+
+def _usages(cert: x509.Certificate) -> set[str]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return set()
+    names = {
+        ExtendedKeyUsageOID.SERVER_AUTH: "server auth",
+        ExtendedKeyUsageOID.CLIENT_AUTH: "client auth",
+    }
+    return {names[u] for u in ext if u in names}
+
+
+def _cert_problems(
+    evidence: Evidence, node: str, name: str, ca: x509.Certificate, at: datetime
+) -> list[str]:
+    cert = _load_cert(evidence, cert_path(node, name))
+    problems = []
+    if not _signed_by(cert, ca):
+        problems.append(f"{node}:{name} is not signed by its CA")
+    if cert.not_valid_after_utc - at < EXPIRY_MARGIN:
+        problems.append(f"{node}:{name} expires {cert.not_valid_after_utc:%Y-%m-%d}")
+    if cert.not_valid_before_utc > at + timedelta(minutes=5):
+        problems.append(f"{node}:{name} is not valid before {cert.not_valid_before_utc:%Y-%m-%d}")
+    return problems
+
+
+def check_pki(evidence: Evidence, expected: Expected) -> Verdict:
+    problems: list[str] = []
+    hints = Hints()
+    members = {n.private_ip for n in expected.nodes} | {n.name for n in expected.nodes}
+    for node in expected.nodes:
+        at = evidence.observed_at(cert_path(node.name, "ca.pem")) or datetime.now(UTC)
+        ca = _load_cert(evidence, cert_path(node.name, "ca.pem"))
+        for name in ("server.pem", "peer.pem"):
+            problems += _cert_problems(evidence, node.name, name, ca, at)
+            cert = _load_cert(evidence, cert_path(node.name, name))
+            sans = _sans(cert)
+            if sans != members:
+                wrong = sorted(sans - members)
+                lacking = sorted(members - sans)
+                problems.append(
+                    f"{node.name}:{name} SANs"
+                    + (f" lack {', '.join(lacking)}" if lacking else "")
+                    + (f" add {', '.join(wrong)}" if wrong else "")
+                )
+                hints.add("pki_sans", node=node.name)
+            if _usages(cert) != {"server auth", "client auth"}:
+                problems.append(f"{node.name}:{name} lacks server and client auth usage")
+        for line in evidence.text(keys_path(node.name)).splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[1] != "600":
+                problems.append(f"{node.name}:{parts[0]} has mode {parts[1]}, not 600")
+                hints.add("pki_key_mode", node=node.name)
+    master = expected.masters[0]
+    at = evidence.observed_at(cert_path(master.name, KUBE_CA)) or datetime.now(UTC)
+    kube_ca = _load_cert(evidence, cert_path(master.name, KUBE_CA))
+    for name in KUBE_CERTS:
+        problems += _cert_problems(evidence, master.name, name, kube_ca, at)
+    if problems:
+        return _fail(problems, hints)
+    return _ok(
+        f"etcd server and peer certificates on {len(expected.nodes)} VMs: SANs = the members, "
+        f"chained to the CA, server+client auth; {len(KUBE_CERTS)} Kubernetes certificates "
+        "chained to theirs; private keys 600"
+    )
+
+
+HARDWAY_CHECKS: tuple[Check, ...] = (
+    Check(
+        "etcd-cluster",
+        "etcd members healthy over TLS, one leader, no plain HTTP",
+        check_etcd_cluster,
+    ),
+    Check("pki", "Certificates: SANs, chain, expiry, key modes", check_pki),
+)

@@ -1,0 +1,214 @@
+"""The hard way's PKI and etcd stages, run for real in the isolated root.
+
+cfssl and cfssljson are the real Debian binaries (golang-cfssl, when installed
+on this machine); the certificates they make are checked with the real
+openssl. etcd cannot form a cluster in a root without a network, so systemctl
+and etcdctl are the recording stubs; the real cluster forms on the VMs
+(tests/e2e/test_hardway_vms.py).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import Guest, render_lab, script_for
+from test_stages_in_root import run_twice
+
+from kubelab.plan import Plan, PlannedNode
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not shutil.which("cfssl"), reason="golang-cfssl is not installed here"),
+]
+
+HARDWAY = ["prepare", "repos", "pki", "etcd"]
+BUNDLE_FILES = ["ca.pem", "server.pem", "server-key.pem", "peer.pem", "peer-key.pem"]
+
+
+def openssl(*args: str) -> str:
+    done = subprocess.run(["openssl", *args], capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def sans(cert: Path) -> set[str]:
+    text = openssl("x509", "-in", str(cert), "-noout", "-ext", "subjectAltName")
+    names = text.splitlines()[1].strip().split(", ")
+    return {n.split(":", 1)[1] for n in names}
+
+
+def build(
+    new_guest: Any, guest: str, stages: list[str] = HARDWAY, **overrides: Any
+) -> tuple[Plan, dict[str, str], dict[str, Guest]]:
+    """The master and one node through `stages`, in the runner's order, each stage twice."""
+    overrides = {"provision.stages": stages, **overrides}
+    if guest != "centos7":
+        overrides["box.guest"] = guest
+    plan, files = render_lab(overrides)
+    guests = {n.name: new_guest(guest, n) for n in plan.nodes[:2]}  # the master and one node
+    master, worker = plan.master, plan.workers[0]
+    order = [(master, s) for s in plan.stages_for(master) if not s.after_nodes]
+    order += [(worker, s) for s in plan.stages_for(worker)]
+    order += [(master, s) for s in plan.stages_for(master) if s.after_nodes]
+    for node, stage in order:
+        if stage.ships_bundle:
+            run_etcd_twice(plan, files, guests[master.name], guests[node.name], node)
+        else:
+            run_twice(guests[node.name], plan, files, node, stage.name)
+    return plan, files, guests
+
+
+def run_etcd_twice(
+    plan: Plan, files: dict[str, str], master: Guest, guest: Guest, node: PlannedNode
+) -> None:
+    """The etcd stage as the host runs it, twice: the bundle shipped before each run."""
+    script = script_for(plan, files, node, "etcd")
+    env = {"KUBELAB_PKI_BUNDLE": ship_bundle(master, guest, node)}
+    first = guest.run(script, env)
+    assert first.rc == 0, f"etcd on {node.name} failed:\n{first.output[-4000:]}"
+    digest = guest.tree_digest()
+    env = {"KUBELAB_PKI_BUNDLE": ship_bundle(master, guest, node)}
+    second = guest.run(script, env)
+    assert second.rc == 0, f"etcd on {node.name} failed on the second run:\n{second.output}"
+    assert guest.tree_digest() == digest, f"the second run changed files:\n{second.stdout}"
+    assert "wrote:" not in second.stdout
+    assert not [c for c in second.calls if c.args[:1] in (["restart"], ["install"])]
+
+
+def ship_bundle(master: Guest, guest: Guest, node: PlannedNode) -> str:
+    """What the host does before the etcd stage: the master's bundle for `node`, 0600."""
+    source = master.path(f"/opt/kubelab/pki/bundles/{node.hostname}.tar")
+    assert source is not None, f"the pki stage made no bundle for {node.hostname}"
+    target = guest.ctl / "pki-bundle.tar"
+    target.write_bytes(source.read_bytes())
+    target.chmod(0o600)
+    return "/opt/kubelab-test/ctl/pki-bundle.tar"
+
+
+@pytest.mark.parametrize("guest", ["centos7", "debian12"])
+def test_pki_makes_the_manuals_certificates_and_etcd_gets_its_member(
+    new_guest: Any, guest: str, tmp_path: Path
+) -> None:
+    plan, files, guests = build(new_guest, guest)
+    master = guests[plan.master.name]
+    pki = master.upper / "opt/kubelab/pki"
+    members = {n.ip for n in plan.nodes} | {n.hostname for n in plan.nodes}
+
+    # SANs: exactly the members' private IPs and hostnames (no loopback listener).
+    assert sans(pki / "server.pem") == members
+    assert sans(pki / "peer.pem") == members
+    api_sans = sans(pki / "apiserver.pem")
+    assert {plan.kubernetes["service_ip"], plan.master.ip, "kubernetes.default.svc"} <= api_sans
+    # The chain: each certificate is signed by its CA.
+    for ca, names in {
+        "ca": ["server", "peer"],
+        "kube-ca": ["apiserver", "admin", "kube-proxy", "apiserver-kubelet-client"],
+    }.items():
+        for name in names:
+            out = openssl("verify", "-CAfile", str(pki / f"{ca}.pem"), str(pki / f"{name}.pem"))
+            assert out.strip().endswith(": OK"), out
+    # The manual's www profile: server and client auth; 87600h = 10 years.
+    usage = openssl("x509", "-in", str(pki / "server.pem"), "-noout", "-ext", "extendedKeyUsage")
+    assert "TLS Web Server Authentication" in usage and "TLS Web Client Authentication" in usage
+    client_usage = openssl(
+        "x509", "-in", str(pki / "admin.pem"), "-noout", "-ext", "extendedKeyUsage"
+    )
+    assert "TLS Web Server Authentication" not in client_usage
+    assert "O = system:masters" in openssl(
+        "x509", "-in", str(pki / "admin.pem"), "-noout", "-subject"
+    )
+    assert (
+        subprocess.run(  # valid for 9.9 years from now: the 87600h expiry
+            [
+                "openssl",
+                "x509",
+                "-in",
+                str(pki / "server.pem"),
+                "-noout",
+                "-checkend",
+                str(9 * 365 * 86400),
+            ],
+            capture_output=True,
+        ).returncode
+        == 0
+    )
+    # Private keys 0600, never printed.
+    for key in pki.glob("*-key.pem"):
+        assert key.stat().st_mode & 0o777 == 0o600, key
+    for g in guests.values():
+        for run in g.runs:
+            assert "PRIVATE KEY" not in run.output
+
+    for node in plan.nodes[:2]:
+        g = guests[node.name]
+        bundle = master.upper / f"opt/kubelab/pki/bundles/{node.hostname}.tar"
+        assert bundle.stat().st_mode & 0o777 == 0o600
+        with tarfile.open(bundle) as tar:
+            assert tar.getnames() == BUNDLE_FILES
+        for name in ("server-key.pem", "peer-key.pem"):
+            key = g.upper / "opt/etcd/ssl" / name
+            assert key.stat().st_mode & 0o777 == 0o600
+        assert not (g.ctl / "pki-bundle.tar").exists()  # the stage deletes what was shipped
+        env = g.read("/opt/etcd/cfg/etcd")
+        cluster = ",".join(f"{n.hostname}=https://{n.ip}:2380" for n in plan.nodes)
+        assert f'ETCD_INITIAL_CLUSTER="{cluster}"' in env
+        assert f'ETCD_LISTEN_CLIENT_URLS="https://{node.ip}:2379"' in env
+        assert 'ETCD_CLIENT_CERT_AUTH="true"' in env
+        assert not [v for v in env.splitlines() if "http://" in v and not v.startswith("#")]
+        unit = g.read("/etc/systemd/system/etcd.service")
+        assert "EnvironmentFile=/opt/etcd/cfg/etcd" in unit and "User=etcd" in unit
+        starts = [c for c in g.runs[-2].calls if c.name == "systemctl" and "--no-block" in c.args]
+        assert starts, "etcd starts without waiting for the quorum"
+        waited = [c for r in g.runs for c in r.calls if c.name == "etcdctl"]
+        if node.is_master:
+            assert not waited  # the master's member cannot be healthy before the nodes'
+        else:
+            assert any(f"--endpoints=https://{node.ip}:2379" in c.args for c in waited)
+
+
+def test_etcd_refuses_to_run_without_its_bundle(new_guest: Any) -> None:
+    plan, files = render_lab({"provision.stages": HARDWAY})
+    guest = new_guest("centos7", plan.master)
+    result = guest.run(script_for(plan, files, plan.master, "etcd"))
+    assert result.rc == 1
+    assert "no certificate bundle (KUBELAB_PKI_BUNDLE)" in result.stderr
+
+
+@pytest.mark.parametrize("runtime", ["docker", "containerd"])
+def test_flannel_config_in_etcd_flanneld_on_eth1_and_dockers_bridge(
+    new_guest: Any, runtime: str
+) -> None:
+    stages = ["prepare", "repos", "pki", "etcd", "runtime", "flannel-etcd"]
+    plan, files, guests = build(new_guest, "centos7", stages, **{"kubernetes.runtime": runtime})
+    version = plan.cni["version"]
+    for node in plan.nodes[:2]:
+        g = guests[node.name]
+        kv = g.state / "etcd-kv" / "_coreos.com_network_config"
+        assert json.loads(kv.read_text()) == {
+            "Network": plan.kubernetes["pod_cidr"],
+            "Backend": {"Type": "vxlan"},
+        }
+        options = g.read("/opt/kubernetes/cfg/flanneld")
+        endpoints = ",".join(f"https://{n.ip}:2379" for n in plan.nodes)
+        assert f"--etcd-endpoints={endpoints}" in options and "--iface=eth1" in options
+        assert "-etcd-keyfile=/opt/etcd/ssl/server-key.pem" in options
+        unit = g.read("/etc/systemd/system/flanneld.service")
+        assert (
+            "ExecStartPost=/opt/kubernetes/bin/mk-docker-opts.sh -k DOCKER_NETWORK_OPTIONS" in unit
+        )
+        downloads = [c for r in g.runs for c in r.calls if c.name == "curl" and "flannel" in str(c)]
+        assert len(downloads) == 1, downloads  # once: the second run finds flanneld in place
+        url = f"{plan.mirror['flannel_release']}/{version}/flannel-{version}-linux-amd64.tar.gz"
+        assert url in downloads[0].args
+        assert (g.state / "active" / "flanneld").exists()
+        dropin = "/etc/systemd/system/docker.service.d/flannel.conf"
+        if runtime == "docker":
+            assert "ExecStart=/usr/bin/dockerd -H fd:// " in g.read(dropin)
+            assert "$DOCKER_NETWORK_OPTIONS" in g.read(dropin)
+        else:
+            assert not g.exists(dropin)
