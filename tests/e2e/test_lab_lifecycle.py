@@ -273,7 +273,9 @@ def test_a_node_that_cannot_boot_fails_up_by_name_and_up_resumes_after(
 
 @pytest.mark.timeout(1800)
 @pytest.mark.xfail(
-    strict=True,
+    # Not strict: on a machine busy enough that the guest's sshd takes over 5 s after its
+    # DHCP lease, Vagrant's own SSH wait does time out, and the test passes.
+    strict=False,
     reason="libvirt.boot_timeout bounds only Vagrant's SSH wait, which starts once "
     "vagrant-libvirt has the VM's DHCP lease (it waits up to 600 s for that on its own), "
     "so a 5 s deadline lets a VM that boots in a minute through; kubelab.lifecycle.up "
