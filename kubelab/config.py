@@ -104,6 +104,13 @@ class MirrorConfig(_Strict):
     local_repo: str = ""
 
 
+class SSHSettings(_Strict):
+    # false: every VM keeps Vagrant's well-known insecure key (fast under emulation).
+    # true: Vagrant swaps in a key of this lab's own at first boot (about 25 s a VM
+    # under emulation), for hosts that others can log in to.
+    insert_key: bool = False
+
+
 class ProvisionConfig(_Strict):
     # Not given: the catalog's default build (every non-optional stage);
     # an empty list: boot the VMs and run no stage.
@@ -127,6 +134,7 @@ class LabConfig(_Strict):
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
     mirror: MirrorConfig = Field(default_factory=MirrorConfig)
     provision: ProvisionConfig = Field(default_factory=ProvisionConfig)
+    ssh: SSHSettings = Field(default_factory=SSHSettings)
     nodes: list[NodeConfig] = Field(default_factory=_default_nodes)
 
     @property
