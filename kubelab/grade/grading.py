@@ -31,15 +31,13 @@ from kubelab.grade.rubric import (
 )
 from kubelab.verify import (
     CheckResult,
-    Deadlines,
     Evidence,
     Expected,
-    ExpectedNode,
     cluster_identity,
     evaluate,
     provenance,
 )
-from kubelab.verify.checks import identified
+from kubelab.verify.checks import Part, identified
 from kubelab.verify.evidence import META, BadEvidence, MissingEvidence, now
 
 GRADED = "graded"
@@ -148,6 +146,7 @@ def cleaned(grade: StudentGrade) -> StudentGrade:
             i,
             detail=safeio.shown(i.detail, DETAIL_CHARS, lines=True),
             hint=safeio.shown(i.hint, DETAIL_CHARS, lines=True),
+            voided=safeio.shown(i.voided, ERROR_CHARS),
         )
         for i in grade.items
     ]
@@ -156,6 +155,10 @@ def cleaned(grade: StudentGrade) -> StudentGrade:
             c,
             detail=safeio.shown(c.detail, DETAIL_CHARS, lines=True),
             hint=safeio.shown(c.hint, DETAIL_CHARS, lines=True),
+            parts=tuple(
+                Part(safeio.shown(p.subject), p.ok, safeio.shown(p.why, DETAIL_CHARS))
+                for p in c.parts
+            ),
         )
         for c in grade.checks
     ]
@@ -166,58 +169,14 @@ def cleaned(grade: StudentGrade) -> StudentGrade:
 
 def expected_from_meta(meta: Mapping[str, Any]) -> Expected:
     """What verify expected, as the evidence's meta.json recorded it (types checked)."""
-    data = meta.get("expected")
-    if not isinstance(data, dict):
+    if not isinstance(meta.get("expected"), dict):
         raise EvidenceProblem(f"{META} does not say what was expected (no 'expected')")
     try:
-        nodes = data["nodes"]
-        if not isinstance(nodes, list) or not all(
-            isinstance(n, dict) and all(isinstance(n.get(k), str) for k in _NODE_TEXT)
-            for n in nodes
-        ):
-            raise TypeError("nodes must be a list of {name, role, private_ip} texts")
-        deadline_fields = {f.name for f in fields(Deadlines)}
-        raw_deadlines = data.get("deadlines") or {}
-        if not isinstance(raw_deadlines, dict):
-            raise TypeError("deadlines must be a mapping")
-        deadlines = {k: v for k, v in raw_deadlines.items() if k in deadline_fields}
-        if not all(_is_number(v) for v in deadlines.values()):
-            raise TypeError("deadlines must be numbers")
-        known = {f.name for f in fields(Expected)} - {"nodes", "deadlines"}
-        rest = {k: v for k, v in data.items() if k in known}
-        for key, value in rest.items():
-            if not isinstance(value, _EXPECTED_TYPES[key]) or (
-                isinstance(value, bool) and _EXPECTED_TYPES[key] is not bool
-            ):
-                raise TypeError(f"{key} is {type(value).__name__}")
-        return Expected(
-            nodes=tuple(
-                ExpectedNode(n["name"], n["role"], n["private_ip"], str(n.get("machine") or ""))
-                for n in nodes
-            ),
-            deadlines=Deadlines(**deadlines),
-            **rest,
-        )
+        return Expected.from_dict(meta["expected"])
     except (KeyError, TypeError, ValueError) as exc:
         raise EvidenceProblem(
             f"{META}: 'expected' is not usable ({safeio.shown(exc, 120)})"
         ) from None
-
-
-_NODE_TEXT = ("name", "role", "private_ip")
-_EXPECTED_TYPES: dict[str, type] = {
-    "kubernetes_version": str,
-    "pod_cidr": str,
-    "namespace": str,
-    "nodeport": int,
-    "dns": bool,
-    "cni": str,
-    "management_cidr": str,
-}
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def read_meta(evidence: Evidence) -> dict[str, Any]:

@@ -1190,7 +1190,9 @@ def checks_for(expected: Expected) -> list[Check]:
 def identified(evidence: Evidence, expected: Expected) -> Expected:
     """`expected` with its nodes found among the registered ones (when nodes.json is there)."""
     if CLUSTER in expected.phases and not expected.hardway:
-        with contextlib.suppress(MissingEvidence, BadEvidence):  # the nodes check says why
+        # Evidence is hostile: a nodes.json of the wrong shape leaves the nodes as
+        # expected, and the nodes check says what is wrong with it.
+        with contextlib.suppress(MissingEvidence, BadEvidence, TypeError, AttributeError):
             return identify_nodes(evidence.json(NODES), expected)
     return expected
 

@@ -7,7 +7,7 @@ own claims about itself.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
 ROLES = ("master", "node")
@@ -109,3 +109,73 @@ class Expected:
         data["nodes"] = [n._asdict() for n in self.nodes]
         data["phases"] = list(self.phases)
         return data
+
+    @classmethod
+    def from_dict(cls, data: object) -> Expected:
+        """The inverse of to_dict, for meta.json read back by `verify --evidence`, grading
+        and live grading alike. Evidence is hostile: every type is checked, unknown keys
+        (from a newer kubelab) are passed over; ValueError says what is wrong."""
+        if not isinstance(data, dict):
+            raise ValueError("'expected' is not a mapping")
+        nodes = data.get("nodes")
+        if not isinstance(nodes, list) or not all(
+            isinstance(n, dict) and all(isinstance(n.get(k), str) for k in _NODE_TEXT)
+            for n in nodes
+        ):
+            raise ValueError("nodes must be a list of {name, role, private_ip} texts")
+        raw_deadlines = data.get("deadlines") or {}
+        if not isinstance(raw_deadlines, dict):
+            raise ValueError("deadlines must be a mapping")
+        deadline_fields = {f.name for f in fields(Deadlines)}
+        deadlines = {k: v for k, v in raw_deadlines.items() if k in deadline_fields}
+        if not all(_is_number(v) for v in deadlines.values()):
+            raise ValueError("deadlines must be numbers")
+        rest: dict[str, Any] = {}
+        for key, kind in _FIELD_TYPES.items():
+            if key not in data:
+                continue
+            value = data[key]
+            if kind is tuple:
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise ValueError(f"{key} must be a list of texts")
+                value = tuple(value)
+            elif not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+                raise ValueError(f"{key} is {type(value).__name__}, not {kind.__name__}")
+            rest[key] = value
+        if "kubernetes_version" not in rest or "pod_cidr" not in rest:
+            raise ValueError("kubernetes_version and pod_cidr are required")
+        return cls(
+            nodes=tuple(
+                ExpectedNode(
+                    n["name"],
+                    n["role"],
+                    n["private_ip"],
+                    n["machine"] if isinstance(n.get("machine"), str) else "",
+                    n["registered"] if isinstance(n.get("registered"), str) else "",
+                )
+                for n in nodes
+            ),
+            deadlines=Deadlines(**deadlines),
+            **rest,
+        )
+
+
+_NODE_TEXT = ("name", "role", "private_ip")
+# The type of each plain field of Expected as meta.json holds it (tuple: a list of texts).
+_FIELD_TYPES: dict[str, type] = {
+    "kubernetes_version": str,
+    "pod_cidr": str,
+    "namespace": str,
+    "nodeport": int,
+    "dns": bool,
+    "cni": str,
+    "management_cidr": str,
+    "student_id": str,
+    "phases": tuple,
+    "language": str,
+    "hardway": bool,
+}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

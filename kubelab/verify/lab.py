@@ -162,10 +162,7 @@ def reevaluate(folder: Path) -> tuple[Expected, list[CheckResult]]:
     except Exception as exc:  # noqa: BLE001 - unreadable or not JSON: one line either way
         raise KubelabError(f"{folder}/meta.json is unreadable: {exc}", code=2) from None
     try:
-        data = dict(raw["expected"])
-        data["nodes"] = tuple(ExpectedNode(**n) for n in data["nodes"])
-        data["deadlines"] = Deadlines(**data.get("deadlines", {}))
-        expected = Expected(**data)
+        expected = Expected.from_dict(raw["expected"])
     except (KeyError, TypeError, ValueError) as exc:
         raise KubelabError(
             f"{folder}/meta.json has no usable 'expected' section: {exc}",
