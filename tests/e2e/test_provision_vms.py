@@ -107,13 +107,17 @@ def test_after_prepare_the_nodes_resolve_each_other_by_name(
     plan: Plan = e2e_lab.plan(prepare_config)
     names = [n.hostname for n in plan.nodes]
 
+    # IPv4 first, as kubelet and etcd resolve: on this box (like CentOS 7) `getent
+    # hosts` answers the VM's own name with nss-myhostname's IPv6 address.
+    script = 'for name in "$@"; do getent ahostsv4 "$name" | awk -v n="$name" \'{ print n, $1; exit }\'; done'
+
     def look(t: Transport) -> dict[str, tuple[CommandResult, CommandResult]]:
-        return {n: (t.run(n, "getent", "hosts", *names), t.run(n, "cat", "/etc/hosts"))
+        return {n: (t.run(n, "sh -c", script, "resolve", *names), t.run(n, "cat", "/etc/hosts"))
                 for n in NODES}  # fmt: skip
 
     for node, (getent, hosts) in e2e_lab.on_vms(look).items():
         assert getent.rc == 0, (node, getent)
-        resolved = {line.split()[1]: line.split()[0] for line in getent.stdout.splitlines()}
+        resolved = dict(line.split() for line in getent.stdout.splitlines())
         assert resolved == {n.hostname: n.ip for n in plan.nodes}, (node, getent.stdout)
         # Vagrant's 127.0.x.1 line for the VM's own name is gone (kubelet would use it).
         hostname = plan.node(node).hostname
