@@ -109,7 +109,10 @@ def test_after_prepare_the_nodes_resolve_each_other_by_name(
 
     # IPv4 first, as kubelet and etcd resolve: on this box (like CentOS 7) `getent
     # hosts` answers the VM's own name with nss-myhostname's IPv6 address.
-    script = 'for name in "$@"; do getent ahostsv4 "$name" | awk -v n="$name" \'{ print n, $1; exit }\'; done'
+    script = (
+        'for name in "$@"; do getent ahostsv4 "$name" | '
+        "awk -v n=\"$name\" '{ print n, $1; exit }'; done"
+    )
 
     def look(t: Transport) -> dict[str, tuple[CommandResult, CommandResult]]:
         return {n: (t.run(n, "sh -c", script, "resolve", *names), t.run(n, "cat", "/etc/hosts"))
