@@ -90,7 +90,18 @@ def write_results(grade: StudentGrade, out_dir: Path) -> Path:
 TEMPLATES = REPO_ROOT / "labs" / "templates" / "gradescope"
 # What grading imports, installed in Gradescope's image at the versions graded here.
 REQUIREMENTS = ("jinja2", "pyyaml", "rich", "pydantic", "paramiko", "invoke")
-BUNDLED = ("kubelab", "labs/rubrics", "labs/templates", "labs/hints.yaml", "labs/exercises")
+# What grading reads at run time: the package, the rubrics, exercises and hints, and
+# the catalog the exercises' builds are checked against.
+BUNDLED = (
+    "kubelab",
+    "labs/rubrics",
+    "labs/templates",
+    "labs/hints.yaml",
+    "labs/exercises",
+    "labs/probes",
+    "provision/catalog.yaml",
+    "provision/mirrors.yaml",
+)
 
 
 def requirements() -> list[str]:

@@ -142,9 +142,12 @@ def test_a_failing_submission(bundle: Path, arriving_class: ArrivingClass, tmp_p
     # 2021009: one nginx pod IP does not answer; no monitoring UI (extra credit).
     results = autograder_run(bundle, tmp_path, [arriving_class.files[arriving.LATE]])
     check_spec(results)
-    assert results["score"] == 90
+    # Rubric 2 (issue 10): one of 3 of verify's pod IPs and one of 2 of the student's own
+    # pods fail: network 10 x 2/3 and own-pod-ips 15 x 1/2.
+    assert results["score"] == pytest.approx(89.17)
     by_tag = {t["tags"][0]: t for t in results["tests"]}
-    assert by_tag["pod-ips"]["status"] == "failed" and by_tag["pod-ips"]["score"] == 10
+    assert by_tag["network"]["status"] == "failed" and by_tag["network"]["score"] == 6.67
+    assert by_tag["own-pod-ips"]["status"] == "failed" and by_tag["own-pod-ips"]["score"] == 7.5
     extra = by_tag["monitoring-ui"]
     assert extra["status"] == "passed" and extra["score"] == 0 and extra["max_score"] == 0
     assert extra["output"].startswith("Extra credit, not earned")
