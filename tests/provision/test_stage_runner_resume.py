@@ -144,3 +144,19 @@ def test_a_completed_lab_is_left_alone(lab: Lab) -> None:
     assert not lab.transport.ran("master", "token create")
     assert not lab.transport.ran("master", "delete node")
     assert {name: len(guest.calls()) for name, guest in lab.guests.items()} == before
+
+
+def test_no_file_holds_the_join_token_after_a_full_run(lab: Lab) -> None:
+    """The bootstrap token reaches the node on stdin only: not in the lab folder, its
+    logs, any file a VM kept, or an argv any stub saw."""
+    lab.up()
+    assert all_done(lab)
+    token = b"abcdef.0123456789abcdef"  # what the kubeadm double's `token create` prints
+    assert lab.transport.ran("master", "token create")
+    places = [p for p in lab.plan.lab_dir.rglob("*") if p.is_file()]
+    for guest in lab.guests.values():
+        places += [p for p in guest.upper.rglob("*") if p.is_file() and not p.is_symlink()]
+        places.append(guest.calls_log)
+    assert places
+    holding = [str(p) for p in places if token in p.read_bytes()]
+    assert holding == []
