@@ -83,7 +83,13 @@ class MultiHost:
 
     def teacher_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "LIBVIRT_DEFAULT_URI"}
-        return {**env, "VAGRANT_HOME": str(self.vagrant_home), **(extra or {})}
+        return {
+            **env,
+            "VAGRANT_HOME": str(self.vagrant_home),
+            "VAGRANT_CHECKPOINT_DISABLE": "1",  # no network beyond the namespaces
+            "COLUMNS": "200",  # tables whole in the captured output
+            **(extra or {}),
+        }
 
     # -- start and stop -------------------------------------------------------
 
