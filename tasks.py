@@ -540,10 +540,13 @@ def class_hosts(c, hosts, class_dir=None, config=None):
         roster="CSV or list of student IDs (first column)",
         exercise="exercise number: every lab starts at it (its stages)",
         parallel="labs brought up at once (default 8)",
+        plan_only="print the hosts and the placement, then stop (nothing is saved or booted)",
     ),
 )
 @_user_errors
-def class_up(c, roster, hosts, exercise=None, config=None, class_dir=None, parallel=8):
+def class_up(
+    c, roster, hosts, exercise=None, config=None, class_dir=None, parallel=8, plan_only=False
+):
     """Place each student's whole lab on a host by capacity, print the plan, bring all up."""
     from kubelab import labs
     from kubelab.classroom import run, tables
@@ -564,6 +567,8 @@ def class_up(c, roster, hosts, exercise=None, config=None, class_dir=None, paral
     configs = run.student_configs(base, seats, students, hosts_by_name, boot, stages)
     networks = {s: cfg.network.cidr for s, cfg in configs.items()}
     ui.console.print(tables.placement_table(placement, seats, networks))
+    if plan_only:
+        return
     save_seats(paths, seats)  # before any boot: class.down finds every lab even after a crash
     outcomes, uploads = run.class_up(
         paths, hosts_by_name, checks, configs, seats, boot, Reporter(ui.console), int(parallel)

@@ -56,3 +56,82 @@ def test_hosts_are_pinned_checked_and_a_dead_or_changed_host_is_named() -> None:
         assert changed.returncode == 1
         assert "CHANGED" in changed.stdout
         assert "not usable: a, b" in changed.stdout + changed.stderr
+
+
+def test_the_plan_is_printed_and_a_class_that_does_not_fit_is_refused(tmp_path: Path) -> None:
+    reason = missing_requirements()
+    if reason:
+        pytest.skip(reason)
+    roster = tmp_path / "roster.csv"
+    with MultiHost(["a", "b"], tag="mhp") as mh:
+        hosts_yaml = mh.teacher_dir / "hosts.yaml"
+        hosts_yaml.write_text(
+            "hosts:\n"
+            + "".join(
+                f"  - {{name: {h.name}, address: {h.address}, key_file: {mh.key}, "
+                "reserve_vcpus: 0}\n"
+                for h in mh.hosts.values()
+            )
+        )
+        args = [
+            sys.executable, "-m", "invoke", "class.up", "--plan-only", "--hosts", str(hosts_yaml),
+            "--class-dir", str(mh.teacher_dir / "class"), "--config", str(CONFIG),
+            "--roster", str(roster),
+        ]  # fmt: skip
+        # Each host has 2 vCPUs here and a lab takes 2: two students fit, a third does not.
+        roster.write_text("S001\nS002\n")
+        fits = mh.run_teacher(args, cwd=REPO, timeout=300)
+        print(fits.stdout)
+        assert fits.returncode == 0, fits.stdout + fits.stderr
+        assert "S001 (192.168.56.0/24)" in fits.stdout and "S002 (192.168.56.0/24)" in fits.stdout
+        assert not (mh.teacher_dir / "class" / "class.json").exists()  # a plan saves nothing
+
+        roster.write_text("S001\nS002\nS003\n")
+        refused = mh.run_teacher(args, cwd=REPO, timeout=300)
+        print(refused.stdout, refused.stderr)
+        assert refused.returncode == 1
+        assert "the class does not fit: no host has room for S003" in refused.stderr
+
+
+def test_boot_files_go_up_through_libvirt_and_come_off_again(tmp_path: Path) -> None:
+    reason = missing_requirements()
+    if reason:
+        pytest.skip(reason)
+    from kubelab.backend import libvirt_hosts
+    from kubelab.classroom.hostkeys import check_or_pin, offered_key
+    from kubelab.classroom.hosts import HostSpec
+    from kubelab.classroom.seating import class_host
+    from kubelab.classroom.state import ClassPaths, prepare
+
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(bytes(range(256)) * 40_000)  # 10 MB: several stream chunks
+    boot = {libvirt_hosts.boot_volume_name("vmlinuz", kernel): kernel}
+    (name,) = boot
+    with MultiHost(["a"], tag="mhb") as mh:
+        paths = ClassPaths(mh.teacher_dir / "class")
+        prepare(paths)
+        address = mh.hosts["a"].address
+        host = class_host(
+            HostSpec(name="a", address=address, key_file=str(mh.key)), tmp_path, paths
+        )
+
+        def body() -> tuple[dict[str, str], dict[str, list[str]], list[str], dict[str, list[str]]]:
+            check_or_pin(paths.known_hosts, address, offered_key(address, 22, 10))
+            placed = libvirt_hosts.stage_boot_files(host.uri, boot)
+            again = libvirt_hosts.stage_boot_files(host.uri, boot)  # already there: kept
+            assert again == placed
+            during = libvirt_hosts.everything(host.uri)
+            # What libvirtd wrote, seen on the host's own disk (its mount namespace).
+            on_host = Path(f"/proc/{mh.hosts['a'].libvirt.pid}/root{placed[name]}")
+            assert on_host.read_bytes() == kernel.read_bytes()
+            removed = libvirt_hosts.remove_boot_files(host.uri)
+            return placed, during, removed, libvirt_hosts.everything(host.uri)
+
+        placed, during, removed, after = mh.call_teacher(body)
+        assert placed == {name: f"{libvirt_hosts.BOOT_POOL_DIR}/{name}"}
+        assert f"{libvirt_hosts.BOOT_POOL}/{name}" in during["volumes"]
+        assert removed == [
+            f"volume {libvirt_hosts.BOOT_POOL}/{name}",
+            f"pool {libvirt_hosts.BOOT_POOL}",
+        ]
+        assert libvirt_hosts.BOOT_POOL not in after["pools"]
