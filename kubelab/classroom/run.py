@@ -23,6 +23,7 @@ from rich.console import Console
 from kubelab import lifecycle
 from kubelab.backend import libvirt_hosts
 from kubelab.backend.libvirt_inspect import LibvirtInspector
+from kubelab.backend.vagrant_driver import VagrantDriver
 from kubelab.classroom.hostkeys import KeyCheck, check_or_pin, offered_key
 from kubelab.classroom.placement import HostCapacity, Placement, place
 from kubelab.classroom.seating import (
@@ -286,29 +287,34 @@ def up_lab(plan: Plan, host: ClassHost, reporter: Reporter, student: str) -> Lab
     log = plan.log_dir / "class.log"
     try:
         files = lifecycle.render_lab(plan)
-        own = Reporter(Console(file=log.open("a"), highlight=False, force_terminal=False))
-        driver = lifecycle.driver_for(plan)
-        states = driver.status()
-        down = [n.name for n in plan.nodes if states.get(n.name) != lifecycle.RUNNING]
-        if down:
-            reporter.info(f"{student} on {host.name}: boot {', '.join(down)}")
-            driver.up(vm_names=down, provision=False)
-            timings["boot"] = time.monotonic() - started
-        reporter.info(f"{student} on {host.name}: provision through the host")
-        with lab_transport(plan, driver, host) as transport:
-            lifecycle.confirm_addresses(plan, transport)
-            provision_started = time.monotonic()
-            StageRunner(plan, files, transport, own).run()
-            timings["provision"] = time.monotonic() - provision_started
+        with log.open("a") as out:
+            # The stage-by-stage lines of this lab go to its own log; the terminal
+            # gets one line per student and step.
+            own = Reporter(Console(file=out, highlight=False, force_terminal=False))
+            driver = lifecycle.driver_for(plan)
+            states = driver.status()
+            down = [n.name for n in plan.nodes if states.get(n.name) != lifecycle.RUNNING]
+            if down:
+                reporter.info(f"{student} on {host.name}: boot {', '.join(down)}")
+                driver.up(vm_names=down, provision=False)
+                timings["boot"] = time.monotonic() - started
+            reporter.info(f"{student} on {host.name}: provision through the host")
+            with lab_transport(plan, driver, host) as transport:
+                lifecycle.confirm_addresses(plan, transport)
+                provision_started = time.monotonic()
+                StageRunner(plan, files, transport, own).run()
+                timings["provision"] = time.monotonic() - provision_started
         timings["total"] = time.monotonic() - started
     except KubelabError as exc:
         reporter.info(f"{student} on {host.name}: FAILED {exc.message.splitlines()[0]}")
         return LabOutcome(student, host.name, False, _one_line(exc.message), timings)
-    reporter.info(f"{student} on {host.name}: up in {timings['total']:.0f} s")
+    # The first lab on a host also waits for vagrant-libvirt to upload the box image there.
+    boot = f" (boot {timings['boot']:.0f} s)" if "boot" in timings else ""
+    reporter.info(f"{student} on {host.name}: up in {timings['total']:.0f} s{boot}")
     return LabOutcome(student, host.name, True, "up", timings)
 
 
-def lab_transport(plan: Plan, driver: lifecycle.VagrantDriver, host: ClassHost) -> Transport:
+def lab_transport(plan: Plan, driver: VagrantDriver, host: ClassHost) -> Transport:
     """SSH to each VM of the lab through its host: one connection to the host, shared."""
     targets = {}
     for node in plan.nodes:
