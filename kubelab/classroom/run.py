@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -31,6 +32,7 @@ from kubelab.classroom.seating import (
     ClassHost,
     demand,
     free_slot,
+    host_log_files,
     student_config,
     student_plan,
 )
@@ -307,6 +309,8 @@ def up_lab(plan: Plan, host: ClassHost, reporter: Reporter, student: str) -> Lab
         timings["total"] = time.monotonic() - started
     except KubelabError as exc:
         reporter.info(f"{student} on {host.name}: FAILED {exc.message.splitlines()[0]}")
+        with suppress(KubelabError):  # the host may be the thing that failed
+            fetch_host_logs(plan, host)
         return LabOutcome(student, host.name, False, _one_line(exc.message), timings)
     # The first lab on a host also waits for vagrant-libvirt to upload the box image there.
     boot = f" (boot {timings['boot']:.0f} s)" if "boot" in timings else ""
@@ -430,6 +434,8 @@ def class_down(
             left = LibvirtInspector(host.uri).leftovers(
                 plan.prefix, [plan.network_name], plan.config.libvirt.storage_pool
             )
+            if not left:
+                remove_host_logs(plan, host)
         except KubelabError as exc:
             reporter.info(f"{student} on {host.name}: FAILED {exc.message.splitlines()[0]}")
             return LabOutcome(student, host.name, False, _one_line(exc.message))
@@ -459,6 +465,40 @@ def class_down(
     used = {seat.host for seat in seats.values()}
     _each(sorted(n for n in hosts if n not in busy and (n in used or box_name)), tidy)
     return DownReport(outcomes, cleanup, time.monotonic() - started)
+
+
+# --- files on the hosts' disks ---------------------------------------------------------
+
+LOG_TAIL_BYTES = 65536
+
+
+def host_transport(host: ClassHost) -> Transport:
+    """kubelab's SSH to the host itself (its pinned key), for its files: serial logs."""
+    return Transport({host.name: host.jump}, connect_timeout=CONNECT_TIMEOUT)
+
+
+def fetch_host_logs(plan: Plan, host: ClassHost) -> list[Path]:
+    """Copy the tail of each VM's logs from the host into the lab's logs folder."""
+    fetched = []
+    plan.log_dir.mkdir(parents=True, exist_ok=True)
+    with host_transport(host) as transport:
+        for files in host_log_files(plan).values():
+            for remote in files:
+                result = transport.run(host.name, "tail -c", LOG_TAIL_BYTES, remote, timeout=30)
+                if result.ok:
+                    local = plan.log_dir / f"host-{remote.rsplit('/', 1)[-1]}"
+                    local.write_text(result.stdout)
+                    fetched.append(local)
+    return fetched
+
+
+def remove_host_logs(plan: Plan, host: ClassHost) -> None:
+    """Delete the lab's VM logs from the host's disk (libvirt has no call for it)."""
+    paths = [path for files in host_log_files(plan).values() for path in files]
+    with host_transport(host) as transport:
+        result = transport.run(host.name, "rm -f --", *paths, timeout=30)
+    if not result.ok:
+        raise KubelabError(f"could not delete the lab's logs on {host.name}: {result.tail(2)}")
 
 
 # --- students' ssh configs -------------------------------------------------------------

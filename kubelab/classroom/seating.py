@@ -143,5 +143,19 @@ def student_config(
     return validate_config(raw, source=f"roster {student}")
 
 
+def host_log_files(plan: Plan) -> dict[str, list[str]]:
+    """Each VM's log files on its libvirt host: the serial log (the Vagrantfile's
+    lv.serial path: serial_log_dir, the prefix, serial-NODE.log) and libvirt's own
+    QEMU log (named after the domain: the prefix and the machine name)."""
+    folder = plan.config.libvirt.serial_log_dir or SERIAL_LOG_DIR
+    return {
+        n.name: [
+            f"{folder}/{plan.prefix}serial-{n.name}.log",
+            f"{SERIAL_LOG_DIR}/{plan.prefix}{n.name}.log",
+        ]
+        for n in plan.nodes
+    }
+
+
 def student_plan(config: LabConfig, paths: ClassPaths) -> Plan:
     return make_plan(config, paths.lab_dir(config.student_id).resolve())

@@ -147,6 +147,9 @@ def test_a_class_across_three_hosts(tmp_path: Path) -> None:
             for kind in ("domains", "networks", "volumes"):
                 assert after[host][kind] == before[host][kind], (host, kind, after[host])
             assert libvirt_hosts.BOOT_POOL not in after[host]["pools"]
+            # Nor on the host's disk: the VMs' serial and QEMU logs went with their labs.
+            logs = Path(f"/proc/{mh.hosts[host].libvirt.pid}/root/var/log/libvirt/qemu")
+            assert not list(logs.glob("kubelab-cls-*")), (host, list(logs.iterdir()))
         figures.append(
             "pools before/after: "
             + json.dumps({h: [before[h]["pools"], after[h]["pools"]] for h in HOSTS})

@@ -135,3 +135,44 @@ def test_boot_files_go_up_through_libvirt_and_come_off_again(tmp_path: Path) -> 
             f"pool {libvirt_hosts.BOOT_POOL}",
         ]
         assert libvirt_hosts.BOOT_POOL not in after["pools"]
+
+
+def test_a_labs_logs_on_the_host_are_fetched_then_removed(tmp_path: Path) -> None:
+    reason = missing_requirements()
+    if reason:
+        pytest.skip(reason)
+    from kubelab.classroom.hostkeys import check_or_pin, offered_key
+    from kubelab.classroom.hosts import HostSpec
+    from kubelab.classroom.run import fetch_host_logs, remove_host_logs
+    from kubelab.classroom.seating import class_host, host_log_files, student_config, student_plan
+    from kubelab.classroom.state import ClassPaths, prepare
+    from kubelab.config import load_config
+
+    with MultiHost(["a"], tag="mhl") as mh:
+        paths = ClassPaths(mh.teacher_dir / "class")
+        prepare(paths)
+        address = mh.hosts["a"].address
+        host = class_host(
+            HostSpec(name="a", address=address, key_file=str(mh.key)), tmp_path, paths
+        )
+        plan = student_plan(student_config(load_config(CONFIG), "S001", host, 0, None), paths)
+        on_host = Path(f"/proc/{mh.hosts['a'].libvirt.pid}/root")
+        remote = [path for files in host_log_files(plan).values() for path in files]
+        for path in remote:
+            (on_host / path.lstrip("/")).write_text(f"boot messages of {path}\n" * 5000)
+        other = on_host / "var/log/libvirt/qemu/another-lab-serial-master.log"
+        other.write_text("not ours\n")
+
+        def body() -> list[Path]:
+            check_or_pin(paths.known_hosts, address, offered_key(address, 22, 10))
+            fetched = fetch_host_logs(plan, host)
+            remove_host_logs(plan, host)
+            return fetched
+
+        fetched = mh.call_teacher(body)
+        assert len(fetched) == len(remote)
+        for local in fetched:
+            text = local.read_text()
+            assert text.endswith(".log\n") and 0 < len(text) <= 65536  # the tail, capped
+        assert not any((on_host / path.lstrip("/")).exists() for path in remote)
+        assert other.exists()
