@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import paramiko
 import pytest
 
+from kubelab.classroom.hostkeys import offered_key
+from kubelab.errors import KubelabError
 from tests.support.multihost import MultiHost, missing_requirements
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
@@ -49,6 +54,14 @@ def test_hosts_are_pinned_checked_and_a_dead_or_changed_host_is_named() -> None:
         key.with_suffix(".pub").unlink()
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         subprocess.run(["kill", "-HUP", b.sshd_pid_file.read_text().strip()], check=True)
+        # sshd re-executes itself on HUP: wait until it offers the new key.
+        new_key = paramiko.Ed25519Key.from_private_key_file(str(key))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(KubelabError):
+                if mh.call_teacher(offered_key, b.address, 22, 5) == new_key:
+                    break
+            time.sleep(0.2)
         # Host a leaves the network.
         mh.set_link("a", up=False)
         changed = mh.run_teacher(args, cwd=REPO, timeout=300)
