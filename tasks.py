@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
 from pathlib import Path
 
 from invoke import Collection, Exit, task
@@ -685,7 +686,186 @@ def golden(c):
     c.run(f"{PY} {ROOT / 'tests' / 'update_golden.py'}")
 
 
+# --- a class on several libvirt hosts (kubelab.classroom) -------------------------------
+
+CLASS_HELP = {
+    "hosts": "hosts.yaml listing the libvirt hosts (address, user, key_file, reserve)",
+    "class_dir": "class folder (default: .class beside tasks.py)",
+    "config": "the class's lab config (default: lab.yaml beside tasks.py, else defaults)",
+}
+
+
+def _class_help(*names: str, **extra: str) -> dict[str, str]:
+    return {**{name: CLASS_HELP[name] for name in names}, **extra}
+
+
+def _class(hosts, class_dir):
+    """The class folder and its hosts, every derived fact made once."""
+    from kubelab.classroom.hosts import load_hosts
+    from kubelab.classroom.seating import class_host
+    from kubelab.classroom.state import ClassPaths, prepare
+
+    paths = ClassPaths(Path(class_dir) if class_dir else ROOT / ".class")
+    prepare(paths)
+    specs, base_dir = load_hosts(Path(hosts))
+    return paths, {s.name: class_host(s, base_dir, paths) for s in specs}
+
+
+def _class_config(config, stages=None):
+    from kubelab.config import load_config
+
+    return load_config(
+        Path(config) if config else None, {"provision.stages": stages}, search_dir=ROOT
+    )
+
+
+def _vagrant_home() -> Path:
+    return Path(os.environ.get("VAGRANT_HOME", Path.home() / ".vagrant.d"))
+
+
+@task(name="hosts", help=_class_help("hosts", "class_dir", "config"))
+@_user_errors
+def class_hosts(c, hosts, class_dir=None, config=None):
+    """Check each libvirt host: reachable, host key pinned, libvirtd, box, free capacity."""
+    from kubelab.classroom import run, tables
+
+    paths, hosts_by_name = _class(hosts, class_dir)
+    checks = run.check_hosts(hosts_by_name.values(), paths, _class_config(config).box.name)
+    ui.console.print(tables.hosts_table(checks.values()))
+    bad = [name for name, check in checks.items() if not check.ok]
+    if bad:
+        raise Exit(f"class.hosts: not usable: {', '.join(bad)}", code=1)
+
+
+@task(
+    name="up",
+    help=_class_help(
+        "hosts",
+        "class_dir",
+        "config",
+        roster="CSV or list of student IDs (first column)",
+        exercise="exercise number: every lab starts at it (its stages)",
+        parallel="labs brought up at once (default 8)",
+        plan_only="print the hosts and the placement, then stop (nothing is saved or booted)",
+    ),
+)
+@_user_errors
+def class_up(
+    c, roster, hosts, exercise=None, config=None, class_dir=None, parallel=8, plan_only=False
+):
+    """Place each student's whole lab on a host by capacity, print the plan, bring all up."""
+    from kubelab import labs
+    from kubelab.classroom import run, tables
+    from kubelab.classroom.state import save_seats
+    from kubelab.grade.gradebook import read_roster
+
+    started = time.monotonic()
+    paths, hosts_by_name = _class(hosts, class_dir)
+    stages = list(labs.load_exercise(exercise).start) if exercise else None
+    base = _class_config(config, stages)
+    students = read_roster(roster)
+    if not students:
+        raise Exit(f"roster {roster} names no student", code=2)
+    checks = run.check_hosts(hosts_by_name.values(), paths, base.box.name)
+    ui.console.print(tables.hosts_table(checks.values()))
+    placement, seats = run.plan_class(base, students, hosts_by_name, checks, paths)
+    boot = run.boot_files_for(run.box_folder(base, _vagrant_home()))
+    configs = run.student_configs(base, seats, students, hosts_by_name, boot, stages)
+    networks = {s: cfg.network.cidr for s, cfg in configs.items()}
+    ui.console.print(tables.placement_table(placement, seats, networks))
+    if plan_only:
+        return
+    save_seats(paths, seats)  # before any boot: class.down finds every lab even after a crash
+    outcomes, uploads = run.class_up(
+        paths, hosts_by_name, checks, configs, seats, boot, Reporter(ui.console), int(parallel)
+    )
+    run.write_ssh_configs(paths, hosts_by_name)
+    ui.console.print(tables.outcomes_table("class up", outcomes))
+    figures = ", ".join(f"{h} {s:.1f} s" for h, s in sorted(uploads.items()))
+    ui.console.print(f"boot files uploaded: {figures or 'none needed'}")
+    ui.console.print(f"class up in {time.monotonic() - started:.0f} s")
+    failed = [o.student for o in outcomes if not o.ok]
+    if failed:
+        raise Exit(f"class.up: failed for {', '.join(failed)} (rerun continues)", code=1)
+
+
+@task(name="status", help=_class_help("hosts", "class_dir"))
+@_user_errors
+def class_status(c, hosts, class_dir=None):
+    """Each student's lab: host, lab network, VM states (a dead host names its labs)."""
+    from kubelab.classroom import run, tables
+
+    paths, hosts_by_name = _class(hosts, class_dir)
+    rows = run.class_status(paths, hosts_by_name)
+    ui.console.print(tables.status_table(rows))
+    failed = [r.student for r in rows if r.error]
+    if failed:
+        raise Exit(f"class.status: no answer for {', '.join(failed)}", code=1)
+
+
+@task(name="verify", help=_class_help("hosts", "class_dir"))
+@_user_errors
+def class_verify(c, hosts, class_dir=None):
+    """Reach every VM of every lab through its host, concurrently: hostname and addresses."""
+    from kubelab.classroom import run, tables
+
+    paths, hosts_by_name = _class(hosts, class_dir)
+    started = time.monotonic()
+    outcomes = run.class_reach(paths, hosts_by_name, "hostname; hostname -I")
+    ui.console.print(tables.outcomes_table("class verify (reach)", outcomes))
+    ui.console.print(f"class verify in {time.monotonic() - started:.1f} s")
+    failed = [o.student for o in outcomes if not o.ok]
+    if failed:
+        raise Exit(f"class.verify: failed for {', '.join(failed)}", code=1)
+
+
+@task(
+    name="down",
+    help=_class_help(
+        "hosts",
+        "class_dir",
+        "config",
+        box_volumes="also delete the class box's base volume on every host",
+    ),
+)
+@_user_errors
+def class_down(c, hosts, class_dir=None, config=None, box_volumes=False):
+    """Destroy every lab; check each host has nothing of it left; remove the boot files."""
+    from kubelab.classroom import run, tables
+
+    paths, hosts_by_name = _class(hosts, class_dir)
+    box_name = _class_config(config).box.name if box_volumes else ""
+    report = run.class_down(paths, hosts_by_name, Reporter(ui.console), box_name=box_name)
+    ui.console.print(tables.outcomes_table("class down", report.outcomes))
+    for host, removed in sorted(report.host_cleanup.items()):
+        ui.console.print(f"{host}: removed {', '.join(removed) or 'nothing'}")
+    ui.console.print(f"class down in {report.seconds:.0f} s")
+    failed = [o.student for o in report.outcomes if not o.ok]
+    if failed:
+        raise Exit(f"class.down: failed for {', '.join(failed)} (rerun continues)", code=1)
+
+
+@task(
+    name="ssh",
+    positional=["node"],
+    help=_class_help("class_dir", student="the student whose lab", node="master, node1, ..."),
+)
+@_user_errors
+def class_ssh(c, node, student, class_dir=None):
+    """Open a shell on a student's VM, through the lab's host (students/<id>/ssh_config)."""
+    from kubelab.classroom.state import ClassPaths
+    from kubelab.config import hostname_for
+
+    paths = ClassPaths(Path(class_dir) if class_dir else ROOT / ".class")
+    config_file = paths.ssh_config(student)
+    if not config_file.is_file():
+        raise Exit(f"no {config_file}: run class.up first", code=2)
+    os.execvp("ssh", ["ssh", "-F", str(config_file), hostname_for(node, student)])
+
+
 box = Collection("box", box_list, box_import, box_remove, box_build)
+classroom = Collection("class", class_hosts, class_up, class_status, class_verify, class_down)
+classroom.add_task(class_ssh, name="ssh")
 bench = Collection("bench")
 bench.add_task(bench_grade, name="grade")
 bench.add_task(bench_boot, name="boot")
@@ -706,4 +886,5 @@ ns = Collection(
     golden,
     box,
     bench,
+    classroom,
 )

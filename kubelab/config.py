@@ -46,6 +46,7 @@ _BOX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*
 _BOX_VERSION = re.compile(r"^[0-9][0-9A-Za-z.+-]{0,40}$")
 _POOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _LIBVIRT_URI = re.compile(r"^[a-z][a-z0-9+]*://[A-Za-z0-9@._:/?=&%+-]*$")
+_HOST_PATH = re.compile(r"^/[A-Za-z0-9._/-]{0,250}$")
 _URL = re.compile(r"^(https?|file)://[A-Za-z0-9@._:/?=&%+{}~-]+$")
 # host[:port][/path...][:tag]: an image reference, never a URL (no scheme).
 _REGISTRY = re.compile(
@@ -80,6 +81,14 @@ class LibvirtConfig(_Strict):
     uri: str = "qemu:///system"
     storage_pool: str = "default"
     boot_timeout: int = Field(default=600, ge=5, le=7200, description="seconds")
+    # A lab on another machine's libvirtd (a class on the school's hosts, see
+    # kubelab.classroom): the box's kernel and initrd as paths on that host, the folder
+    # on that host for serial logs, and the ssh command vagrant reaches the VMs through.
+    # Empty: the lab runs here and the box's own settings hold.
+    kernel: str = ""
+    initrd: str = ""
+    serial_log_dir: str = ""
+    proxy_command: str = ""
 
 
 class NetworkConfig(_Strict):
@@ -482,6 +491,15 @@ def _semantic_problems(config: LabConfig) -> list[str]:
         problems.append(
             f"libvirt.uri: {config.libvirt.uri!r} is not a libvirt URI (e.g. qemu:///system)"
         )
+    for key in ("kernel", "initrd", "serial_log_dir"):
+        value = getattr(config.libvirt, key)
+        if value and not _HOST_PATH.fullmatch(value):
+            problems.append(
+                f"libvirt.{key}: {value!r} is not an absolute path on the libvirt host "
+                "(letters, digits, '/', '.', '_', '-')"
+            )
+    if config.libvirt.proxy_command and not config.libvirt.proxy_command.isprintable():
+        problems.append("libvirt.proxy_command: must be one line of printable text")
     if not _POOL_NAME.fullmatch(config.libvirt.storage_pool):
         problems.append(
             f"libvirt.storage_pool: {config.libvirt.storage_pool!r} is not a pool name "

@@ -91,6 +91,12 @@ class SSHTarget:
     IdentityFile lines of `vagrant ssh-config`, offered in order after `key_file` the
     way OpenSSH does: Vagrant 2.4 lists its ed25519 insecure key first, and boxes built
     before it (centos/7) trust only the RSA one.
+
+    `jump`: a host to go through (a lab on a remote libvirt host: its VMs have
+    addresses only that host reaches). The VM's connection runs in a direct-tcpip
+    channel of one connection to the jump host, which every VM behind it shares.
+    `known_hosts`: a file that must hold this host's key (pinned); without it, any
+    key is accepted, as for throwaway VMs.
     """
 
     name: str
@@ -100,6 +106,8 @@ class SSHTarget:
     key_file: Path | None = None
     key_env: str | None = None
     more_key_files: tuple[Path, ...] = ()
+    jump: SSHTarget | None = None
+    known_hosts: Path | None = None
 
     @property
     def key_files(self) -> tuple[Path, ...]:
@@ -260,6 +268,9 @@ class Transport:
         self._lock = threading.Lock()
         # Connecting is serialised per node only: a slow node never holds up the others.
         self._node_locks = {name: threading.Lock() for name in self.targets}
+        # One connection per jump host, shared by every node behind it.
+        self._jumps: dict[SSHTarget, paramiko.SSHClient] = {}
+        self._jump_lock = threading.Lock()
 
     @classmethod
     def from_ssh_config(cls, text: str, **kwargs: Any) -> Transport:
@@ -279,6 +290,9 @@ class Transport:
     def close(self) -> None:
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
+        with self._jump_lock:
+            clients += list(self._jumps.values())
+            self._jumps = {}
         for client in clients:
             client.close()
 
@@ -392,11 +406,26 @@ class Transport:
                 if transport is not None and transport.is_active():
                     return transport
                 self._forget(node)  # dropped while idle (say, the VM rebooted): reconnect
-            client = _connect(target, self.connect_timeout, self.host_key_policy)
+            via = self._jump_transport(target.jump) if target.jump else None
+            client = _connect(target, self.connect_timeout, via, self.host_key_policy)
             with self._lock:
                 self._clients[node] = client
                 self.connections_opened += 1
             transport = client.get_transport()
+            assert transport is not None  # connect() succeeded
+            return transport
+
+    def _jump_transport(self, jump: SSHTarget) -> paramiko.Transport:
+        """The shared connection to a jump host, opened (again) when it is not active."""
+        with self._jump_lock:
+            client = self._jumps.get(jump)
+            transport = client.get_transport() if client is not None else None
+            if transport is None or not transport.is_active():
+                if client is not None:
+                    client.close()
+                client = _connect(jump, self.connect_timeout)
+                self._jumps[jump] = client
+                transport = client.get_transport()
             assert transport is not None  # connect() succeeded
             return transport
 
@@ -424,22 +453,34 @@ class _ConnectionLost(Exception):
 
 
 def _connect(
-    target: SSHTarget, timeout: float, host_key_policy: paramiko.MissingHostKeyPolicy | None = None
+    target: SSHTarget,
+    timeout: float,
+    via: paramiko.Transport | None = None,
+    host_key_policy: paramiko.MissingHostKeyPolicy | None = None,
 ) -> paramiko.SSHClient:
     keys = _load_keys(target)
     pkey = keys[0] if keys else None
+    sock: socket.socket | paramiko.Channel
     try:
-        sock = socket.create_connection((target.host, target.port), timeout=timeout)
-    except OSError as exc:  # includes TimeoutError
+        if via is not None:
+            # The jump host's sshd opens the TCP connection to the VM (ssh -W / ProxyJump).
+            sock = via.open_channel(
+                "direct-tcpip", (target.host, target.port), ("127.0.0.1", 0), timeout=timeout
+            )
+        else:
+            sock = socket.create_connection((target.host, target.port), timeout=timeout)
+    except (OSError, paramiko.SSHException, EOFError) as exc:  # includes TimeoutError
+        through = f" through {target.jump.address}" if target.jump else ""
         raise _failure(
             target,
-            _describe_os_error(exc, timeout),
+            _describe_os_error(exc, timeout) + through,
             f"is the machine up and sshd running? for a local lab: `invoke status`, then "
             f"`invoke ssh {target.name}`",
         ) from exc
-    # Each command is a few small SSH messages in a row (open, exec, EOF); with Nagle on,
-    # each waits for the peer's delayed ACK, about 40 ms per command.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if isinstance(sock, socket.socket):
+        # Each command is a few small SSH messages in a row (open, exec, EOF); with Nagle
+        # on, each waits for the peer's delayed ACK, about 40 ms per command.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     client = paramiko.SSHClient()
     # Lab VMs are throwaway: every `vagrant up` gives the same address a new host key, so
     # a remembered key would only turn the next lab into a "host key changed" failure.
@@ -448,6 +489,10 @@ def _connect(
     # no known_hosts file is loaded, so none is ever written.
     # A caller that pins keys (live grading) passes a policy of its own.
     client.set_missing_host_key_policy(host_key_policy or paramiko.AutoAddPolicy())
+    if target.known_hosts is not None:
+        # A pinned host (a libvirt host, unlike its throwaway VMs): only its recorded key.
+        client.load_host_keys(str(target.known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
     try:
         client.connect(
             target.host,

@@ -1,0 +1,162 @@
+"""A class of three on three libvirt hosts, end to end, with real VMs.
+
+Three libvirt hosts and a teacher in network namespaces of the test's own
+(tests/support/multihost.py). The teacher runs the real tasks: class.hosts pins the
+host keys, class.up places one lab per student (one VM each, stage smoke) across the
+hosts and boots them over qemu+ssh, class.verify reaches every VM through its host,
+then one host is taken off the network: class.status, class.verify and class.down
+name its student as the error while the others finish; once it is back, class.down
+ends with nothing of the class on any host, checked over qemu+ssh with libvirt-python.
+
+Run it alone, under the VM lock:
+    flock /tmp/kubelab-vm.lock python -m pytest tests/classroom/test_class_e2e.py -s
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kubelab.backend import libvirt_hosts
+from kubelab.classroom.hosts import load_hosts
+from kubelab.classroom.seating import class_host
+from kubelab.classroom.state import ClassPaths, load_seats
+from tests.support.libvirt_helpers import build_offline_box
+from tests.support.multihost import MultiHost, missing_requirements
+
+pytestmark = [pytest.mark.e2e, pytest.mark.netns]
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "classroom"
+REPO = Path(__file__).resolve().parents[2]
+HOSTS = ["a", "b", "c"]
+BOX_NAME = "kubelab-e2e/debian12"
+TASK_DEADLINE = 1800
+
+
+def _invoke(mh: MultiHost, log: Path, *args: str) -> tuple[int, str, float]:
+    started = time.monotonic()
+    done = mh.run_teacher(
+        [sys.executable, "-m", "invoke", *args], cwd=REPO, timeout=TASK_DEADLINE, log=log
+    )
+    return done.returncode, done.stdout + done.stderr, time.monotonic() - started
+
+
+def test_a_class_across_three_hosts(tmp_path: Path) -> None:
+    reason = missing_requirements()
+    if reason:
+        pytest.skip(reason)
+    box_file = build_offline_box(tmp_path)
+    log = tmp_path / "tasks.log"
+    figures: list[str] = []
+    with MultiHost(HOSTS) as mh:
+        class_dir = mh.teacher_dir / "class"
+        hosts_yaml = mh.teacher_dir / "hosts.yaml"
+        hosts_yaml.write_text(
+            "hosts:\n"
+            + "".join(
+                f"  - {{name: {h.name}, address: {h.address}, key_file: {mh.key}, "
+                "reserve_memory_mib: 0, reserve_vcpus: 0}\n"
+                for h in mh.hosts.values()
+            )
+        )
+        common = ["--hosts", str(hosts_yaml), "--class-dir", str(class_dir)]
+        config = ["--config", str(DATA / "class-lab.yaml")]
+        added = mh.run_teacher(["vagrant", "box", "add", "--name", BOX_NAME, str(box_file)])
+        assert added.returncode == 0, added.stderr
+
+        # class.hosts: first contact pins each host key, the second finds them matching.
+        rc, out, secs = _invoke(mh, log, "class.hosts", *common, *config)
+        assert rc == 0, out
+        assert out.count("pinned now") == len(HOSTS), out
+        figures.append(f"class.hosts (first contact, pins keys): {secs:.1f} s")
+        rc, out, secs = _invoke(mh, log, "class.hosts", *common, *config)
+        assert rc == 0 and out.count("matches") == len(HOSTS), out
+        figures.append(f"class.hosts (keys pinned): {secs:.1f} s")
+        print(out)
+
+        paths = ClassPaths(class_dir)
+        specs, base = load_hosts(hosts_yaml)
+        uris = {s.name: class_host(s, base, paths).uri for s in specs}
+
+        def inventory() -> dict[str, dict[str, list[str]]]:
+            return {name: libvirt_hosts.everything(uri) for name, uri in uris.items()}
+
+        before = mh.call_teacher(inventory)
+
+        # class.up: the plan first, then every lab on its host.
+        rc, out, secs = _invoke(
+            mh, log, "class.up", *common, *config, "--roster", str(DATA / "roster.csv")
+        )
+        print(out)
+        assert rc == 0, out
+        figures.append(f"class.up, 3 labs of 1 VM on 3 hosts: {secs:.0f} s")
+        seats = load_seats(paths)
+        assert sorted(seats) == ["S001", "S002", "S003"]
+        assert sorted(seat.host for seat in seats.values()) == HOSTS  # one lab per host
+        during = mh.call_teacher(inventory)
+        for student, seat in seats.items():
+            mine = [d for d in during[seat.host]["domains"] if f"-{student.lower()}-" in d]
+            assert mine, f"{student}'s VM is not on host {seat.host}: {during[seat.host]}"
+            others = [h for h in HOSTS if h != seat.host]
+            assert not any(
+                f"-{student.lower()}-" in d for h in others for d in during[h]["domains"]
+            )
+        # Libvirt could not open the box's kernel on the teacher's disk: it was uploaded.
+        assert all(
+            any(v.startswith("kubelab-boot/vmlinuz-") for v in during[h]["volumes"]) for h in HOSTS
+        )
+
+        # Reach every lab through its host.
+        rc, out, secs = _invoke(mh, log, "class.verify", *common)
+        print(out)
+        assert rc == 0, out
+        for student in seats:
+            assert f"master-{student.lower()}" in out
+        figures.append(f"class.verify (reach every VM through its host): {secs:.1f} s")
+        ssh_config = paths.ssh_config("S001").read_text()
+        assert "ProxyJump kubelab-host-" in ssh_config
+
+        # One host leaves the network: its student is named, the others go on.
+        lost = seats["S003"].host
+        mh.set_link(lost, up=False)
+        rc, out, secs = _invoke(mh, log, "class.status", *common)
+        print(out)
+        assert rc == 1 and "S003" in out.split("no answer for", 1)[-1], out
+        figures.append(f"class.status with host {lost} down: {secs:.1f} s")
+        rc, out, secs = _invoke(mh, log, "class.verify", *common)
+        assert rc == 1 and "failed for S003" in out, out
+        rc, out, secs = _invoke(mh, log, "class.down", *common, *config, "--box-volumes")
+        print(out)
+        assert rc == 1 and "failed for S003" in out, out
+        figures.append(f"class.down with host {lost} down (2 labs): {secs:.0f} s")
+        assert sorted(load_seats(paths)) == ["S003"]
+
+        # Back on the network: the rerun finishes the class.
+        mh.set_link(lost, up=True)
+        rc, out, secs = _invoke(mh, log, "class.down", *common, *config, "--box-volumes")
+        print(out)
+        assert rc == 0, out
+        figures.append(f"class.down of the last lab: {secs:.0f} s")
+        assert load_seats(paths) == {}
+        after = mh.call_teacher(inventory)
+        for host in HOSTS:
+            for kind in ("domains", "networks", "volumes"):
+                assert after[host][kind] == before[host][kind], (host, kind, after[host])
+            assert libvirt_hosts.BOOT_POOL not in after[host]["pools"]
+            # Nor on the host's disk: the VMs' serial and QEMU logs went with their labs.
+            logs = Path(f"/proc/{mh.hosts[host].libvirt.pid}/root/var/log/libvirt/qemu")
+            assert not list(logs.glob("kubelab-cls-*")), (host, list(logs.iterdir()))
+        figures.append(
+            "pools before/after: "
+            + json.dumps({h: [before[h]["pools"], after[h]["pools"]] for h in HOSTS})
+        )
+
+    for line in figures:
+        print(f"[figure] {line}")
+    for line in log.read_text().splitlines():
+        if "uploaded" in line or " up in " in line or "class up in" in line:
+            print(f"[figure] {line.strip()}")
