@@ -757,13 +757,13 @@ def class_up(
     from kubelab import labs
     from kubelab.classroom import run, tables
     from kubelab.classroom.state import save_seats
-    from kubelab.grade.gradebook import read_roster
+    from kubelab.grade.roster import load_roster
 
     started = time.monotonic()
     paths, hosts_by_name = _class(hosts, class_dir)
     stages = list(labs.load_exercise(exercise).start) if exercise else None
     base = _class_config(config, stages)
-    students = read_roster(roster)
+    students = list(load_roster(roster).students)
     if not students:
         raise Exit(f"roster {roster} names no student", code=2)
     checks = run.check_hosts(hosts_by_name.values(), paths, base.box.name)
