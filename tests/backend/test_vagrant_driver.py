@@ -114,8 +114,9 @@ def test_one_vm_up_status_ssh_config_destroy(
     assert re.search(rf"^Host {VM}$", ssh_config, re.M)
     assert re.search(r"^\s+HostName \d+\.\d+\.\d+\.\d+$", ssh_config, re.M)
     assert re.search(r"^\s+User vagrant$", ssh_config, re.M)
-    # Inside the namespace: the box's network setup gave eth1 the lab address.
-    eth1 = netns_libvirt.run(["vagrant", "ssh", VM, "-c", "hostname; ip -4 -o addr show eth1"],
+    # Inside the namespace: the box's network setup gave eth1 the lab address. A plain
+    # SSH command has no sbin on its PATH on this box, as on CentOS 7: ip by its path.
+    eth1 = netns_libvirt.run(["vagrant", "ssh", VM, "-c", "hostname; /usr/sbin/ip -4 -o addr show eth1"],
                              env=env, cwd=lab, timeout=120)  # fmt: skip
     assert eth1.stdout.splitlines()[0] == VM
     assert f"inet {LAB_IP}/24" in eth1.stdout
