@@ -116,8 +116,8 @@ def test_one_vm_up_status_ssh_config_destroy(
     assert re.search(r"^\s+User vagrant$", ssh_config, re.M)
     # Inside the namespace: the box's network setup gave eth1 the lab address. A plain
     # SSH command has no sbin on its PATH on this box, as on CentOS 7: ip by its path.
-    eth1 = netns_libvirt.run(["vagrant", "ssh", VM, "-c", "hostname; /usr/sbin/ip -4 -o addr show eth1"],
-                             env=env, cwd=lab, timeout=120)  # fmt: skip
+    look = "hostname; /usr/sbin/ip -4 -o addr show eth1"
+    eth1 = netns_libvirt.run(["vagrant", "ssh", VM, "-c", look], env=env, cwd=lab, timeout=120)
     assert eth1.stdout.splitlines()[0] == VM
     assert f"inet {LAB_IP}/24" in eth1.stdout
 
