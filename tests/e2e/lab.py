@@ -35,8 +35,9 @@ from typing import Any, TypeVar
 import yaml
 
 from kubelab.boxes import build_box_file
+from kubelab.errors import KubelabError
 from kubelab.plan import Plan, load_plan
-from kubelab.transport import CommandResult, Transport
+from kubelab.transport import CommandResult, Transport, targets_from_ssh_config
 from tests.e2e.local_repo import CACHE
 from tests.support.libvirt_helpers import BOX_CACHE, TEST_DISTRO, TEST_VARIANT, call_in_netns
 from tests.support.libvirt_netns import NetnsLibvirt, missing_requirements
@@ -179,6 +180,19 @@ class E2ELab:
         def inside() -> T:
             with Transport.from_ssh_config(text) as transport:
                 return fn(transport)
+
+        return call_in_netns(self.netns.name, inside)
+
+    def login(self, ssh_config: str, node: str = "master") -> str:
+        """Log in to `node` with the keys an ssh-config text lists, inside the namespace:
+        "in" when kubelab's Transport got in, else its one-line reason."""
+
+        def inside() -> str:
+            try:
+                with Transport(targets_from_ssh_config(ssh_config)) as transport:
+                    return transport.run(node, "echo", "in").stdout.strip()
+            except KubelabError as exc:
+                return exc.message
 
         return call_in_netns(self.netns.name, inside)
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from kubelab.errors import KubelabError
-from kubelab.transport import Transport, targets_from_ssh_config
+from kubelab.transport import targets_from_ssh_config
 from tests.e2e.lab import BOX_NAME, FIGURES, INVOKE, E2ELab
-from tests.support.libvirt_helpers import call_in_netns
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 
@@ -35,19 +33,8 @@ def test_a_lab_with_its_own_key_refuses_the_insecure_one(e2e_lab: E2ELab) -> Non
         insecure = e2e_lab.netns.vagrant_home / "insecure_private_key"
         assert insecure.is_file()
         with_insecure = shown.replace(str(target.key_file), str(insecure))
-
-        def login(text: str) -> str:
-            def inside() -> str:
-                try:
-                    with Transport(targets_from_ssh_config(text)) as transport:
-                        return transport.run("master", "echo", "in").stdout.strip()
-                except KubelabError as exc:
-                    return exc.message
-
-            return call_in_netns(e2e_lab.netns.name, inside)
-
-        assert login(shown) == "in"
-        assert "login refused" in login(with_insecure)
+        assert e2e_lab.login(shown) == "in"
+        assert "login refused" in e2e_lab.login(with_insecure)
     finally:
         gone = e2e_lab.command([str(INVOKE), "destroy", "--yes", *where])
         assert gone.rc == 0, gone

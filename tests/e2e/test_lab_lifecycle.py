@@ -19,11 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from kubelab.errors import KubelabError
 from kubelab.plan import Plan
 from kubelab.transport import Transport
 from tests.e2e.lab import FIGURES, NODES, E2ELab, TaskRun
-from tests.support.libvirt_helpers import call_in_netns
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.incremental]
 
@@ -117,19 +115,8 @@ def test_the_box_behaves_like_centos7_where_labs_break(e2e_lab: E2ELab) -> None:
     rsa_line = next(line for line in config_text.splitlines() if "IdentityFile" in line)
     shaped = config_text.replace(rsa_line, f"  IdentityFile {ed25519}\n{rsa_line}")
     only_ed25519 = config_text.replace(rsa_line, f"  IdentityFile {ed25519}")
-
-    def login(text: str) -> str:
-        def inside() -> str:
-            try:
-                with Transport.from_ssh_config(text) as transport:
-                    return transport.run("master", "echo", "in").stdout.strip()
-            except KubelabError as exc:
-                return exc.message
-
-        return call_in_netns(e2e_lab.netns.name, inside)
-
-    assert login(shaped) == "in"
-    assert "login refused" in login(only_ed25519)
+    assert e2e_lab.login(shaped) == "in"
+    assert "login refused" in e2e_lab.login(only_ed25519)
 
 
 def test_each_vm_has_its_hostname_and_address_and_the_master_reaches_the_nodes(
