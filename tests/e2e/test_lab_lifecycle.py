@@ -6,8 +6,8 @@ first, then the nodes); `invoke status` shows them; a second `invoke up` does
 nothing; `invoke halt` and `invoke up` bring back the same domains at the same
 addresses; a node destroyed behind kubelab's back and re-created from a box that
 cannot boot makes `invoke up` fail naming that node and its logs while the others
-keep running, and the next `invoke up` finishes the lab. A boot deadline no VM can
-meet should fail the same way, but does not yet (the strict xfail says why).
+keep running, and the next `invoke up` finishes the lab. (A boot deadline no VM can
+meet is not enforced by kubelab itself: the README's "Known gap" says why.)
 """
 
 from __future__ import annotations
@@ -256,30 +256,3 @@ def test_a_node_that_cannot_boot_fails_up_by_name_and_up_resumes_after(
     assert {n: new_markers[n] for n in ("master", "node1")} == markers
     assert new_markers["node2"][1] == plan.node("node2").hostname
     assert new_markers["node2"][0] > max(stamp for stamp, _ in markers.values())
-
-
-@pytest.mark.timeout(1800)
-@pytest.mark.xfail(
-    # Not strict: on a machine busy enough that the guest's sshd takes over 5 s after its
-    # DHCP lease, Vagrant's own SSH wait does time out, and the test passes.
-    strict=False,
-    reason="libvirt.boot_timeout bounds only Vagrant's SSH wait, which starts once "
-    "vagrant-libvirt has the VM's DHCP lease (it waits up to 600 s for that on its own), "
-    "so a 5 s deadline lets a VM that boots in a minute through; kubelab.lifecycle.up "
-    "states the deadline but does not enforce it",
-)
-def test_a_boot_deadline_no_vm_can_meet_fails_up_naming_the_node(e2e_lab: E2ELab) -> None:
-    config = e2e_lab.config()
-    plan = e2e_lab.plan(config)
-    gone = e2e_lab.vagrant("destroy", "-f", "node2")
-    assert gone.rc == 0, gone
-
-    short = e2e_lab.up(e2e_lab.config("short-boot"))
-    try:
-        assert short.rc != 0, short
-        assert re.search(r"boot failed for node2 \(", short.output), short
-        assert set(e2e_lab.domains(plan)) == {"master", "node1"}
-    finally:
-        if "node2" not in e2e_lab.domains(plan):  # leave the lab whole for the next tests
-            back = e2e_lab.up(config)
-            assert back.rc == 0, back
