@@ -24,8 +24,7 @@ from kubelab import REPO_ROOT
 from kubelab.config import catalog
 from kubelab.errors import KubelabError
 from kubelab.plan import Plan
-from kubelab.verify.checks import ALL_CHECK_IDS, CHECKS  # the verify module owns the ids
-from kubelab.verify.expect import PHASES
+from kubelab.verify.checks import ALL_CHECK_IDS, phases_of  # verify owns the ids
 from kubelab.verify.provenance import SOLVE, start_label
 
 EXERCISES_DIR = REPO_ROOT / "labs" / "exercises"
@@ -49,9 +48,7 @@ class Exercise:
     @property
     def phases(self) -> tuple[str, ...]:
         """What verify collects for this exercise: the phases of its checks, in order."""
-        by_id = {c.id: c.phase for c in CHECKS}
-        wanted = {by_id[c] for c in self.checks}
-        return tuple(p for p in PHASES if p in wanted)
+        return phases_of(self.checks)
 
     def manual_text(self, lang: str, values: Mapping[str, str]) -> str:
         """The manual in `lang` with its placeholders filled; an unknown one is an error."""

@@ -32,7 +32,7 @@ from kubelab import REPO_ROOT
 from kubelab.config import catalog
 from kubelab.errors import ConfigError, KubelabError
 from kubelab.verify import CheckResult, Evidence, Expected
-from kubelab.verify.checks import ALL_CHECK_IDS, CHECKS, Part, curl_problem, pod_ready
+from kubelab.verify.checks import ALL_CHECK_IDS, Part, curl_problem, phases_of, pod_ready
 from kubelab.verify.evidence import (
     NGINX_PODS,
     NODES,
@@ -44,7 +44,6 @@ from kubelab.verify.evidence import (
     http_url,
     items,
 )
-from kubelab.verify.expect import CLUSTER, NODE_PREP, PHASES
 from kubelab.verify.provenance import SOLVE, Applied
 
 RUBRICS_DIR = REPO_ROOT / "labs" / "rubrics"
@@ -301,11 +300,7 @@ def points(value: float) -> float:
 def rubric_phases(rubric: Rubric) -> tuple[str, ...]:
     """What verify must collect for this rubric: the phases of the checks its items use,
     plus the cluster's state every evaluator reads."""
-    by_id = {c.id: c.phase for c in CHECKS}
-    wanted = {by_id[c] for item in rubric.items for c in item.checks}
-    if wanted - {NODE_PREP}:
-        wanted.add(CLUSTER)
-    return tuple(p for p in PHASES if p in wanted)
+    return phases_of(c for item in rubric.items for c in item.checks)
 
 
 KUBELAB_APPLIED = "kubelab-applied"  # the flag beside a grade that kubelab's own work voids

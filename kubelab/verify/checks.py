@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import ipaddress
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -42,7 +42,7 @@ from kubelab.verify.evidence import (
     parse_curl_stdout,
     parse_time,
 )
-from kubelab.verify.expect import CLUSTER, NODE_PREP, OWN, PROBE, Expected, ExpectedNode
+from kubelab.verify.expect import CLUSTER, NODE_PREP, OWN, PHASES, PROBE, Expected, ExpectedNode
 from kubelab.verify.hints import Hints, hint, language
 
 
@@ -1177,6 +1177,17 @@ from kubelab.verify.checks_hardway import HARDWAY_CHECKS  # noqa: E402
 CHECK_IDS = tuple(c.id for c in CHECKS)
 # Every id an exercise or a rubric may name: the cluster's checks and the hard way's.
 ALL_CHECK_IDS = CHECK_IDS + tuple(c.id for c in HARDWAY_CHECKS)
+
+
+def phases_of(check_ids: Iterable[str]) -> tuple[str, ...]:
+    """What verify must collect to run these checks, in PHASES order: each check's phase,
+    plus the cluster's state whenever anything beyond node preparation is asked (the
+    nodes are found in it). One rule for an exercise's checks and a rubric's."""
+    by_id = {c.id: c.phase for c in (*CHECKS, *HARDWAY_CHECKS)}
+    wanted = {by_id[c] for c in check_ids}
+    if wanted - {NODE_PREP}:
+        wanted.add(CLUSTER)
+    return tuple(p for p in PHASES if p in wanted)
 
 
 def checks_for(expected: Expected) -> list[Check]:
