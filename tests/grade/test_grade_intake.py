@@ -46,14 +46,16 @@ EXPECTED = {
     "2021002": Row("graded", "110"),
     # KUBELAB-EX2-2021003.TAR.GZ, one node NotReady: 15 of 30 for cluster-ready
     "2021003": Row("graded", "85"),
-    # .tgz; node names without the student ID: no hostname points, flagged
-    "2021004": Row("graded", "90", frozenset({"hostname"})),
-    # re-zipped; master left tainted: nginx on 1 of 2 nodes
-    "2021005": Row("graded", "90"),
+    # .tgz; node names without the student ID: flagged, no points lost (rubric 2 leaves
+    # the hostnames to exercise 1, whose solution is exercise 2's start)
+    "2021004": Row("graded", "100", frozenset({"hostname"})),
+    # re-zipped; master left tainted: verify's nginx on 2 of 3 nodes, the student's own
+    # pods not on the master (rubric 2's parts)
+    "2021005": Row("graded", "91.67"),
     # 2021001's archive under 2021006's name: graded as 2021006's, flagged as a copy
     "2021006": Row(
         "graded",
-        "90",
+        "100",
         frozenset({"name-mismatch", "student-mismatch", "hostname", "shared-cluster", "copy"}),
     ),
     "2021007": Row(
@@ -63,8 +65,9 @@ EXPECTED = {
         "exercise 2 archive",
     ),
     "2021008": Row("error", "", error=f"your upload was cut off: upload {arriving.CUT_OFF} again"),
-    # one pod IP of two does not answer; finished two days after it was due
-    "2021009": Row("graded", "90", frozenset({"late"})),
+    # one pod IP does not answer (network 10 x 2/3, own-pod-ips 15 x 1/2); finished two
+    # days after it was due
+    "2021009": Row("graded", "89.17", frozenset({"late"})),
     "2021010": Row("error", "", error="no hand-in found"),
 }
 
