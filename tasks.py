@@ -670,14 +670,16 @@ def lint(c):
     help={
         "e2e": "include the real-VM end-to-end tests (default: yes)",
         "k": "only tests matching this pytest -k expression",
+        "durations": "list the N slowest tests at the end (CI shows 25)",
     }
 )
-def test(c, e2e=True, k=None):
+def test(c, e2e=True, k=None, durations=0):
     """Run the whole test suite: lint, unit, integration and (with root) end to end."""
     lint(c)
     marker = "" if e2e else "-m 'not e2e'"
     select = f"-k {k!r}" if k else ""
-    c.run(f"{PY} -m pytest {marker} {select} -p no:cacheprovider", pty=False)
+    slowest = f"--durations={int(durations)}" if durations else ""
+    c.run(f"{PY} -m pytest {marker} {select} {slowest} -p no:cacheprovider", pty=False)
 
 
 @task

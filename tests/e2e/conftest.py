@@ -31,7 +31,6 @@ MODULE_ORDER = (
     "test_hardway_vms.py",
     "test_lab_destroy.py",
     "test_exercise_vms.py",
-    "test_insert_key_vms.py",
 )
 HERE = Path(__file__).resolve().parent
 

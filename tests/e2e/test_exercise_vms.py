@@ -1,6 +1,8 @@
 """Exercise 1 on the real VMs, the way a student goes through it with `invoke lab`.
 
-Last in the session (after destroy): a fresh exercise lab for student 2023001. The
+Last in the session (after destroy): a fresh exercise lab of two VMs for student
+2023001 (tests/data/e2e/exercise.yaml). The lab has its own SSH key (`ssh.insert_key`):
+kubelab logs in with the key Vagrant made, and Vagrant's insecure key is refused. The
 checks fail at the start (plain hostnames, nothing prepared) and pass once the
 solution stage ran; the grade then voids every item, naming the stage `--solve`
 applied. A reset by snapshot takes the lab back to its start: a file made after it
@@ -22,11 +24,13 @@ import pytest
 from kubelab.grade.grading import StudentGrade, grade_evidence
 from kubelab.grade.rubric import load_rubric
 from kubelab.labs import STATE_NAME
-from tests.e2e.lab import BOX_NAME, FIGURES, NODES, E2ELab
+from kubelab.transport import targets_from_ssh_config
+from tests.e2e.lab import BOX_NAME, FIGURES, E2ELab
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.incremental]
 
 STUDENT = "2023001"
+NODES = ("master", "node1")  # tests/data/e2e/exercise.yaml
 NO_NTP_HERE = {"time-sync"}
 PREP_CHECKS = {
     "hostname",
@@ -43,7 +47,7 @@ BROKEN = "/root/kubelab-broken-after-the-start"
 
 @pytest.fixture(scope="module")
 def config(e2e_lab: E2ELab, local_repo: Path) -> Path:
-    return e2e_lab.config("prepare")  # carries the local packages `--solve` installs
+    return e2e_lab.config("prepare", "exercise")  # carries the local packages `--solve` installs
 
 
 def lab(e2e_lab: E2ELab, config: Path, *args: str, timeout: float = 2400):
@@ -70,7 +74,7 @@ def verify_results(
 def test_the_exercise_starts_with_bare_vms_and_a_snapshot(e2e_lab: E2ELab, config: Path) -> None:
     started = lab(e2e_lab, config, "--exercise", "1", "--student", STUDENT)
     assert started.rc == 0, started
-    FIGURES["invoke lab --exercise 1: boot 3 VMs to the start state + snapshot (wall)"] = (
+    FIGURES["invoke lab --exercise 1: boot 2 VMs to the start state + snapshot (wall)"] = (
         f"{started.seconds:.0f} s"
     )
     assert "exercise 1: Node preparation" in started.output
@@ -80,6 +84,17 @@ def test_the_exercise_starts_with_bare_vms_and_a_snapshot(e2e_lab: E2ELab, confi
     assert state["student"] == STUDENT and state["snapshot"] == "kubelab-exercise-1-start"
     hostnames = e2e_lab.run_on(NODES, "hostname")
     assert {n: r.stdout.strip() for n, r in hostnames.items()} == {n: n for n in NODES}
+
+
+def test_the_lab_has_its_own_key_and_refuses_the_insecure_one(e2e_lab: E2ELab) -> None:
+    shown = e2e_lab.ssh_config(["master"])
+    target = targets_from_ssh_config(shown)["master"]
+    own_key = e2e_lab.lab_dir / ".vagrant/machines/master/libvirt/private_key"
+    assert target.key_files == (own_key,)
+    insecure = e2e_lab.netns.vagrant_home / "insecure_private_key"
+    assert insecure.is_file()
+    assert e2e_lab.login(shown) == "in"
+    assert "login refused" in e2e_lab.login(shown.replace(str(target.key_file), str(insecure)))
 
 
 def test_checks_fail_before_the_solution(e2e_lab: E2ELab, config: Path) -> None:
@@ -100,7 +115,7 @@ def test_solve_warns_then_the_checks_pass_and_the_grade_is_void(
     assert solved.rc == 0, solved
     warning = solved.output.index("exercise 1 will then not count")
     assert warning < solved.output.index("Node preparation"), solved  # said before it starts
-    FIGURES["invoke lab --solve: stage 1 on 3 VMs (wall)"] = f"{solved.seconds:.0f} s"
+    FIGURES["invoke lab --solve: stage 1 on 2 VMs (wall)"] = f"{solved.seconds:.0f} s"
     results, grade = verify_results(e2e_lab, config, "after")
     assert {c for c, ok in results.items() if not ok} <= NO_NTP_HERE, results
     assert grade.total == 0
@@ -114,7 +129,7 @@ def test_reset_brings_back_the_start_state(e2e_lab: E2ELab, config: Path) -> Non
     assert broken["master"].rc == 0
     reset = lab(e2e_lab, config, "--reset")
     assert reset.rc == 0, reset
-    FIGURES["invoke lab --reset: revert 3 VMs to the start snapshot (wall)"] = (
+    FIGURES["invoke lab --reset: revert 2 VMs to the start snapshot (wall)"] = (
         f"{reset.seconds:.0f} s"
     )
     looked = e2e_lab.run_on(
