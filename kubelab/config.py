@@ -400,6 +400,12 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+def validation_problems(exc: ValidationError, source: str) -> list[str]:
+    """A data file's validation errors, one capped line each, naming the file and key
+    (rubrics and other data files are validated the way the config is)."""
+    return [f"{source}: {_capped(_format_pydantic(e))}" for e in exc.errors()]
+
+
 def _format_pydantic(error: Mapping[str, Any]) -> str:
     loc = _format_loc(error["loc"])
     kind = error["type"]
@@ -415,6 +421,8 @@ def _format_pydantic(error: Mapping[str, Any]) -> str:
         return f"{loc}: must be text (quote it in YAML), got {given}"
     if kind in ("model_type", "dict_type"):
         return f"{loc}: must be a mapping of keys (got {given})"
+    if kind == "value_error":  # a validator's own sentence: it says what is wrong
+        return f"{loc}: {error['ctx']['error']} (got {given})"
     msg = error["msg"]
     return f"{loc}: {msg[:1].lower()}{msg[1:]} (got {given})"
 

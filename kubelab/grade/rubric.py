@@ -20,16 +20,16 @@ that carry the student ID, nginx on the master as well as the nodes, a monitorin
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kubelab import REPO_ROOT
-from kubelab.config import catalog
+from kubelab.config import catalog, validation_problems
 from kubelab.errors import ConfigError, KubelabError
 from kubelab.verify import CheckResult, Evidence, Expected
 from kubelab.verify.checks import ALL_CHECK_IDS, Part, curl_problem, phases_of, pod_ready
@@ -53,36 +53,107 @@ STAGE_NAMES = tuple(str(s["name"]) for s in catalog()["stages"])
 # --- the rubric as data -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Requires:
+# A rubric document is validated the way the lab config is (kubelab.config): pydantic
+# models that forbid unknown keys, with every problem reported at once, one line each.
+_STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
+_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,40}$"
+
+
+class Requires(BaseModel):
     """The least a cluster must have, whatever the hand-in's own lab config lists."""
 
-    masters: int = 1
-    nodes: int = 1  # configured nodes in total, masters included
+    model_config = _STRICT
+    masters: Annotated[int, Field(ge=0)] = 1
+    nodes: Annotated[int, Field(ge=0)] = 1  # configured nodes in total, masters included
 
 
-@dataclass(frozen=True)
-class Item:
-    id: str
-    title: str
+class Item(BaseModel):
+    model_config = _STRICT
+    id: str = Field(pattern=_ID_PATTERN)
+    title: str = ""
     points: float
     checks: tuple[str, ...] = ()
     credit: str = "checks"
     optional: bool = False  # extra credit: in the total, not in the maximum
     hint: str = ""
-    params: Mapping[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
     # Stages whose application by kubelab does this item's work: the item is then void.
     voided_by: tuple[str, ...] = ()
 
+    @field_validator("points", mode="before")
+    @classmethod
+    def _positive(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ValueError("points must be a positive number")
+        return float(value)
 
-@dataclass(frozen=True)
-class Rubric:
-    exercise: int
-    title: str
-    items: tuple[Item, ...]
-    requires: Requires = field(default_factory=Requires)
-    source: str = ""
+    @field_validator("checks", "voided_by", mode="before")
+    @classmethod
+    def _list(cls, value: Any) -> Any:
+        # YAML writes lists; strict mode would otherwise want a tuple.
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("checks")
+    @classmethod
+    def _known_checks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [c for c in value if c not in ALL_CHECK_IDS]
+        if unknown:
+            raise ValueError(f"no verify check {unknown[0]!r} (known: {', '.join(ALL_CHECK_IDS)})")
+        return value
+
+    @field_validator("credit")
+    @classmethod
+    def _known_credit(cls, value: str) -> str:
+        if value not in EVALUATORS:
+            raise ValueError(
+                f"credit {value!r} is unknown (known: {', '.join(sorted(EVALUATORS))})"
+            )
+        return value
+
+    @field_validator("voided_by")
+    @classmethod
+    def _known_stages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(STAGE_NAMES))
+        if unknown:
+            raise ValueError(
+                f"voided_by names no stage: {', '.join(unknown)} (stages: {', '.join(STAGE_NAMES)})"
+            )
+        return value
+
+    @field_validator("hint")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        return " ".join(value.split())
+
+    @model_validator(mode="after")
+    def _complete(self) -> Item:
+        if self.credit == "checks" and not self.checks:
+            raise ValueError("credit 'checks' needs at least one check")
+        if not self.title:
+            object.__setattr__(self, "title", self.id)  # frozen: set once, while validating
+        return self
+
+
+class Rubric(BaseModel):
+    model_config = _STRICT
+    exercise: int = Field(ge=0)
+    title: str = Field(min_length=1)
+    items: tuple[Item, ...] = Field(min_length=1)
+    requires: Requires = Requires()
     allow_solve: bool = False  # a teacher's demo: work `--solve` applied still counts
+    source: Annotated[str, Field(exclude=True)] = ""  # the file it came from, not a key of it
+
+    @field_validator("items", mode="before")
+    @classmethod
+    def _list(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("title")
+    @classmethod
+    def _stripped(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("title is required")
+        return value.strip()
 
     @property
     def max_points(self) -> float:
@@ -91,20 +162,6 @@ class Rubric:
     @property
     def item_ids(self) -> tuple[str, ...]:
         return tuple(i.id for i in self.items)
-
-
-_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
-_ITEM_KEYS = {
-    "id",
-    "title",
-    "points",
-    "checks",
-    "credit",
-    "optional",
-    "hint",
-    "params",
-    "voided_by",
-}
 
 
 def rubric_path(exercise: int | str) -> Path:
@@ -129,107 +186,29 @@ def load_rubric(exercise: int | str | None = None, path: Path | str | None = Non
 
 def parse_rubric(data: Any, source: str = "rubric") -> Rubric:
     """Validate a rubric document fully; report every problem at once."""
-    problems: list[str] = []
     if not isinstance(data, dict):
         raise ConfigError([f"{source}: expected a mapping with exercise, title and items"])
-    exercise = data.get("exercise")
-    if isinstance(exercise, bool) or not isinstance(exercise, int) or exercise < 0:
-        problems.append(f"{source}: exercise must be a whole number, not {exercise!r}")
-    title = data.get("title")
-    if not isinstance(title, str) or not title.strip():
-        problems.append(f"{source}: title is required")
-    unknown = set(data) - {"exercise", "title", "requires", "items", "allow_solve"}
-    allow_solve = data.get("allow_solve", False)
-    if not isinstance(allow_solve, bool):
-        problems.append(f"{source}: allow_solve must be true or false")
-    if unknown:
-        problems.append(f"{source}: unknown keys {', '.join(sorted(unknown))}")
-    requires = Requires()
-    raw_requires = data.get("requires") or {}
-    if not isinstance(raw_requires, dict) or set(raw_requires) - {"masters", "nodes"}:
-        problems.append(f"{source}: requires takes only masters and nodes (whole numbers)")
-    else:
-        values = {**asdict(requires), **raw_requires}
-        if not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values.values()
-        ):
-            problems.append(f"{source}: requires.masters and requires.nodes must be >= 0")
-        else:
-            requires = Requires(**values)
-    parsed: list[Item] = []
-    raw_items = data.get("items")
-    if not isinstance(raw_items, list) or not raw_items:
-        problems.append(f"{source}: items must be a non-empty list")
-        raw_items = []
-    seen: set[str] = set()
-    for n, raw in enumerate(raw_items):
-        where = f"{source}: items[{n}]"
-        if not isinstance(raw, dict):
-            problems.append(f"{where}: expected a mapping")
-            continue
-        item_id = raw.get("id")
-        if not isinstance(item_id, str) or not _ID.match(item_id):
-            problems.append(f"{where}: id must be lower-case letters, digits and '-'")
-            continue
-        where = f"{source}: item {item_id}"
-        if item_id in seen:
-            problems.append(f"{where}: id used twice")
-        seen.add(item_id)
-        if set(raw) - _ITEM_KEYS:
-            problems.append(f"{where}: unknown keys {', '.join(sorted(set(raw) - _ITEM_KEYS))}")
-        points = raw.get("points")
-        if isinstance(points, bool) or not isinstance(points, int | float) or points <= 0:
-            problems.append(f"{where}: points must be a positive number, not {points!r}")
-            points = 0
-        checks = raw.get("checks") or []
-        if not isinstance(checks, list) or not all(isinstance(c, str) for c in checks):
-            problems.append(f"{where}: checks must be a list of check ids")
-            checks = []
-        for check in checks:
-            if check not in ALL_CHECK_IDS:
-                problems.append(
-                    f"{where}: no verify check {check!r} (known: {', '.join(ALL_CHECK_IDS)})"
-                )
-        credit = raw.get("credit", "checks")
-        if credit not in EVALUATORS:
-            problems.append(
-                f"{where}: credit {credit!r} is unknown (known: {', '.join(sorted(EVALUATORS))})"
-            )
-        elif credit == "checks" and not checks:
-            problems.append(f"{where}: credit 'checks' needs at least one check")
-        params = raw.get("params") or {}
-        if not isinstance(params, dict):
-            problems.append(f"{where}: params must be a mapping")
-            params = {}
-        voided_by = raw.get("voided_by") or []
-        if not isinstance(voided_by, list) or not all(isinstance(v, str) for v in voided_by):
-            problems.append(f"{where}: voided_by must be a list of stage names")
-            voided_by = []
-        unknown_stages = set(voided_by) - set(STAGE_NAMES)
-        if unknown_stages:
-            problems.append(
-                f"{where}: voided_by names no stage: {', '.join(sorted(unknown_stages))} "
-                f"(stages: {', '.join(STAGE_NAMES)})"
-            )
-        parsed.append(
-            Item(
-                id=item_id,
-                title=str(raw.get("title") or item_id),
-                points=float(points),
-                checks=tuple(checks),
-                credit=str(credit),
-                optional=bool(raw.get("optional", False)),
-                hint=" ".join(str(raw.get("hint") or "").split()),
-                params=params,
-                voided_by=tuple(voided_by),
-            )
-        )
+    problems = [f"{source}: item {i}: id used twice" for i in _repeated_ids(data.get("items"))]
+    try:
+        rubric = Rubric.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        problems += validation_problems(exc, source)
     if problems:
         raise ConfigError(problems)
-    assert isinstance(exercise, int)  # checked above
-    return Rubric(
-        exercise, str(title).strip(), tuple(parsed), requires, source, allow_solve is True
-    )
+    return rubric
+
+
+def _repeated_ids(items: Any) -> list[str]:
+    """Item ids given twice, read from the document itself (so that a wrong field of
+    another item, which stops the model, does not hide them)."""
+    seen: set[Any] = set()
+    repeated = []
+    for raw in items if isinstance(items, list) else ():
+        item_id = raw.get("id") if isinstance(raw, dict) else None
+        if isinstance(item_id, str) and item_id in seen:
+            repeated.append(item_id)
+        seen.add(item_id)
+    return repeated
 
 
 # --- scores -----------------------------------------------------------------------

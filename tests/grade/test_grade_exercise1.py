@@ -8,7 +8,6 @@ who ran `--solve`, one who ran `invoke up`. Each grade is written down before it
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -122,7 +121,7 @@ def test_each_grade_is_as_written_down(student: str, rubric: Rubric, tmp_path: P
 
 
 def test_a_teacher_can_let_solve_count_for_a_demo(rubric: Rubric, tmp_path: Path) -> None:
-    demo = replace(rubric, allow_solve=True)
+    demo = rubric.model_copy(update={"allow_solve": True})
     solved = hand_in(tmp_path / "solve", prepared(), marker("prepare", "solve"))
     assert grade_evidence(solved, STUDENT, demo).total == 100
     upped = hand_in(tmp_path / "up", prepared(), marker("prepare", "up"))
