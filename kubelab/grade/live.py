@@ -32,12 +32,12 @@ import base64
 import hashlib
 import json
 import logging
-import queue
 import re
 import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -138,9 +138,8 @@ class DeadlineTransport:
 @dataclass
 class _Job:
     lab: StudentLab
-    started: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.monotonic)  # reset when grading starts
     transport: DeadlineTransport | None = None
-    thread: threading.Thread | None = None
 
 
 def grade_inventory(
@@ -509,88 +508,78 @@ def _run_pool(
     Also says whether a Ctrl-C cut the run short (the labs not started are then error
     rows, so a rerun grades them).
     """
-    finished: queue.Queue[tuple[str, StudentGrade]] = queue.Queue()
-    pending = list(labs)
-    active: dict[str, _Job] = {}
     results: dict[str, StudentGrade] = {}
     give_up_after = host_deadline + CLEANUP_GRACE + WATCHDOG_SLACK
     progress = _Progress(console, len(labs))
 
-    def work(job: _Job) -> None:
+    def work(job: _Job) -> StudentGrade:
         try:
-            grade = grader.grade(job)
+            return grader.grade(job)
         except BaseException as exc:  # noqa: BLE001 - a grader bug must not lose the student
-            grade = error_grade(
+            return error_grade(
                 job.lab.student,
                 grader.rubric,
                 f"the grader failed: {type(exc).__name__}: {exc}",
                 source=job.lab.address,
             )
-        finished.put((job.lab.student, grade))
 
-    def record(grade: StudentGrade) -> None:
-        results[grade.student] = grade
+    def record(lab: StudentLab, grade: StudentGrade) -> None:
+        results[lab.student] = grade
         write_result(grader.out_dir, grade)
         progress.advance(grade)
 
-    def step() -> None:
-        while pending and len(active) < concurrency:
-            lab = pending.pop(0)
-            job = _Job(lab)
-            job.thread = threading.Thread(
-                target=work, args=(job,), daemon=True, name=f"grade-{lab.student}"
-            )
-            active[lab.student] = job
-            job.thread.start()
-        try:
-            student, grade = finished.get(timeout=0.25)
-        except queue.Empty:
-            now = time.monotonic()
-            for student, job in list(active.items()):
-                if job.transport is not None and now - job.started > give_up_after:
-                    # Still stuck past its deadline: record the student, unstick the
-                    # thread by closing its connections, and forget it.
-                    del active[student]
-                    job.transport.close()
-                    record(
-                        error_grade(
-                            student,
-                            grader.rubric,
-                            f"no result within {give_up_after:.0f} s (deadline "
-                            f"{host_deadline:g} s): the host stopped answering",
-                            source=job.lab.address,
-                        )
-                    )
-            return
-        if student in active:
-            del active[student]
-            record(grade)
+    def give_up_on_stuck(active: dict[Future[StudentGrade], _Job]) -> None:
+        now = time.monotonic()
+        for future, job in list(active.items()):
+            if job.transport is not None and now - job.started > give_up_after:
+                # Still stuck past its deadline: record the student and unstick the
+                # worker by closing its connections (its late result is ignored).
+                del active[future]
+                job.transport.close()
+                message = (
+                    f"no result within {give_up_after:.0f} s (deadline {host_deadline:g} s): "
+                    "the host stopped answering"
+                )
+                record(job.lab, error_grade(job.lab.student, grader.rubric, message,
+                                            source=job.lab.address))  # fmt: skip
+
+    def interrupt(active: dict[Future[StudentGrade], _Job]) -> None:
+        # Clusters being graded finish (their deadlines hold), so the grader's namespace
+        # is removed from each; the ones not started are recorded as not graded.
+        for future, job in list(active.items()):
+            if future.cancel():
+                del active[future]
+                message = "not graded: the run was interrupted (run again to grade)"
+                record(job.lab, error_grade(job.lab.student, grader.rubric, message,
+                                            source=job.lab.address))  # fmt: skip
+        console.print(
+            f"interrupted: finishing the {len(active)} clusters being graded so the "
+            "grader's namespace is removed from each (Ctrl-C again to stop at once)"
+        )
 
     interrupted = False
-    with progress:
-        while pending or active:
-            try:
-                step()
-            except KeyboardInterrupt:
-                if interrupted:
-                    raise
-                # Clusters being graded finish (their deadlines hold), so the grader's
-                # namespace is removed from each; the rest are recorded as not graded.
-                interrupted = True
-                for lab in pending:
-                    record(
-                        error_grade(
-                            lab.student,
-                            grader.rubric,
-                            "not graded: the run was interrupted (run again to grade)",
-                            source=lab.address,
-                        )
-                    )
-                pending.clear()
-                console.print(
-                    f"interrupted: finishing the {len(active)} clusters being graded so the "
-                    "grader's namespace is removed from each (Ctrl-C again to stop at once)"
-                )
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="grade")
+    try:
+        with progress:
+            active = {pool.submit(work, job): job for job in map(_Job, labs)}
+            while active:
+                try:
+                    done, _ = wait(active, timeout=0.25, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        record(active.pop(future).lab, future.result())
+                    give_up_on_stuck(active)
+                except KeyboardInterrupt:
+                    if interrupted:
+                        # Stop at once: closed connections end the workers' commands,
+                        # so the process does not wait out their deadlines on exit.
+                        for job in active.values():
+                            if job.transport is not None:
+                                job.transport.close()
+                        raise
+                    interrupted = True
+                    interrupt(active)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     return [results[lab.student] for lab in labs], interrupted
 
 
