@@ -54,7 +54,7 @@ def import_box(driver: VagrantDriver, file: Path, name: str) -> None:
     if any(box.name == name for box in driver.box_list()):
         raise KubelabError(
             f"a box named {name!r} is already installed",
-            hint=f"`invoke box remove {name}` first, or pick another name",
+            hint=f"`invoke box.remove {name}` first, or pick another name",
             code=2,
         )
     driver.box_add(Path(file), name)
@@ -82,7 +82,7 @@ def remove_box(
     volumes = [v for v in inspector.volumes(pool, box_volume_prefix(name)) if v.endswith(".img")]
     if not installed and not volumes:
         raise KubelabError(
-            f"no box named {name!r}", hint="`invoke box list` shows the boxes", code=2
+            f"no box named {name!r}", hint="`invoke box.list` shows the boxes", code=2
         )
     users = inspector.volumes_backed_by(pool, volumes)
     if users:

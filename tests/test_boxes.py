@@ -133,7 +133,7 @@ def test_import_list_remove(netns_libvirt: NetnsLibvirt, offline_box: Path, tmp_
     assert [(b.name, b.provider) for b in boxes.list_boxes(driver)] == [(NAME, "libvirt")]
     with pytest.raises(KubelabError, match="already installed") as err:
         boxes.import_box(driver, offline_box, NAME)
-    assert f"invoke box remove {NAME}" in err.value.hint
+    assert f"invoke box.remove {NAME}" in err.value.hint
 
     # No VM was made from it, so libvirt holds no image of it yet.
     assert boxes.remove_box(driver, NAME, inspector, POOL) == []
