@@ -183,12 +183,12 @@ def manual_values(plan: Plan) -> dict[str, str]:
         "first_worker": plan.workers[0].hostname if plan.workers else plan.master.hostname,
         "master_hostname": plan.master.hostname,
         "master_ip": plan.master.ip,
-        "version": k8s["version"],
+        "version": plan.spec.kubernetes_version,
         "minor": k8s["minor"],
         "pod_cidr": k8s["pod_cidr"],
         "service_cidr": k8s["service_cidr"],
         "image_registry": mirror["image_registry"],
-        "pause_image": f"{mirror['image_registry']}/pause:{k8s['pause']}",
+        "pause_image": plan.spec.pause_image,
         "centos_vault": mirror["centos_vault"],
         "kubernetes_repo": kube_repo,
         "runtime_socket": plan.runtime["socket"],
@@ -473,10 +473,11 @@ def exercise_files(plan: Plan, exercise: Exercise) -> dict[str, str]:
     """Exercise 2 ships the flannel manifest kubelab pins and the monitoring UI's."""
     if "init-master" not in exercise.solution:
         return {}
-    from kubelab.render import _environment, template_context
+    from kubelab.render import template_context
+    from kubelab.templating import lab_environment
 
     flannel = (
-        _environment()
+        lab_environment()
         .get_template("files/kube-flannel.yml.j2")
         .render(template_context(plan, node=plan.master))
     )

@@ -192,6 +192,7 @@ def test_collect_writes_the_documented_folder(source: Folder, tmp_path: Path) ->
         student_id="20231234",
         exercise=2,
         lab_config={"name": "default"},
+        spec={"lab": "default"},
     )
     for rel in (
         META,
@@ -218,6 +219,7 @@ def test_collect_writes_the_documented_folder(source: Folder, tmp_path: Path) ->
     assert meta["student_id"] == "20231234"
     assert meta["exercise"] == 2
     assert meta["lab_config"] == {"name": "default"}
+    assert meta["spec"] == {"lab": "default"}  # the lab's LabSpec.to_dict(), as given
     assert meta["image"] == IMAGE
     assert meta["started"] <= meta["finished"]
     assert meta["interrupted"] is False and meta["aborted"] is None
