@@ -24,8 +24,6 @@ from kubelab import REPO_ROOT
 from kubelab.config import catalog
 from kubelab.errors import KubelabError
 from kubelab.plan import Plan
-from kubelab.verify.checks import ALL_CHECK_IDS, phases_of  # verify owns the ids
-from kubelab.verify.provenance import SOLVE, start_label
 
 EXERCISES_DIR = REPO_ROOT / "labs" / "exercises"
 LANGUAGES = ("zh", "en")
@@ -48,6 +46,9 @@ class Exercise:
     @property
     def phases(self) -> tuple[str, ...]:
         """What verify collects for this exercise: the phases of its checks, in order."""
+        from kubelab.verify.checks import phases_of  # verify owns the ids; imported late:
+        # the checks cost a quarter second to import, which every task would pay
+
         return phases_of(self.checks)
 
     def manual_text(self, lang: str, values: Mapping[str, str]) -> str:
@@ -160,6 +161,8 @@ def _problems(number: int, data: Any) -> list[str]:
             problems.append(
                 f"start then solution must be the first stages of one build, in order ({listed})"
             )
+    from kubelab.verify.checks import ALL_CHECK_IDS
+
     if not isinstance(data["checks"], list) or not set(data["checks"]) <= set(ALL_CHECK_IDS):
         problems.append(f"checks must be ids of `invoke verify` ({', '.join(ALL_CHECK_IDS)})")
     steps = data.get("steps") or {}
@@ -327,6 +330,8 @@ def snapshot_name(exercise: Exercise) -> str:
 
 def applied_by(exercise: Exercise, solve: bool) -> dict[str, str]:
     """What each stage `invoke lab` applies is recorded as applied by (provenance)."""
+    from kubelab.verify.provenance import SOLVE, start_label
+
     labels = {stage: start_label(exercise.number) for stage in exercise.start}
     if solve:
         labels.update({stage: SOLVE for stage in exercise.solution})

@@ -8,8 +8,9 @@ are kept across processes in Jinja's bytecode cache (a private folder per user
 under the temp directory, which Jinja checks is this user's and mode 0700).
 
 Every value that reaches Ruby passes the `rb` filter, every value that reaches
-bash passes `sh`, every value that reaches YAML passes `yaml`: one quoting
-filter per language, defined here and nowhere else.
+bash passes `sh`, every value that reaches YAML passes `yaml`, every value in a
+line-based file passes `line`: one quoting filter per format, defined here and
+nowhere else (tests/test_render.py holds every template to it).
 """
 
 from __future__ import annotations
@@ -62,6 +63,15 @@ def yaml_scalar(value: object) -> str:
     return '"' + "".join(out) + '"'
 
 
+def one_line(value: object) -> str:
+    """A value for a line-based file (a .repo, an apt list, a systemd unit, an env file,
+    /etc/hosts): the text as it is, refused when it could start a line of its own."""
+    text = str(value)
+    if any(char in text for char in "\r\n\x00"):
+        raise jinja2.TemplateRuntimeError(f"{text!r} would break its line")
+    return text
+
+
 @functools.cache
 def _bytecode_cache() -> jinja2.BytecodeCache | None:
     try:
@@ -90,6 +100,7 @@ def environment(*folders: Path, html: bool = False, trim: bool = True) -> jinja2
     env.filters["rb"] = ruby_string
     env.filters["sh"] = shell_word
     env.filters["yaml"] = yaml_scalar
+    env.filters["line"] = one_line
     return env
 
 
