@@ -53,7 +53,6 @@ _REGISTRY = re.compile(
     r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9][a-z0-9._-]*)*"
     r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
 )
-_STAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
 
 
 class _Strict(BaseModel):

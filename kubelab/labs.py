@@ -57,6 +57,7 @@ class Exercise:
             raise KubelabError(
                 f"exercise {self.number} has no manual in {lang!r}",
                 hint=f"use one of {', '.join(LANGUAGES)}",
+                code=2,
             )
 
         def fill(match: re.Match[str]) -> str:
@@ -218,16 +219,7 @@ def manual_values(plan: Plan) -> dict[str, str]:
 
 def manual_text(exercise: Exercise, plan: Plan, language: str = "en") -> str:
     """The exercise's manual in one language, its placeholders filled from the lab."""
-    import jinja2
-
-    if language not in exercise.manual:
-        raise KubelabError(
-            f"exercise {exercise.number} has no manual in {language!r}",
-            hint=f"use one of {', '.join(exercise.manual)}",
-            code=2,
-        )
-    template = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
-    return template.from_string(exercise.manual[language]).render(manual_values(plan))
+    return exercise.manual_text(language, manual_values(plan))
 
 
 # --- the lab's exercise: what `invoke lab` remembers in the lab folder ---------------

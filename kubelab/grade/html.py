@@ -295,8 +295,3 @@ def picture(topo: dict[str, Any]) -> Picture:
 
 def render_feedback(grade: StudentGrade, rubric: Rubric) -> str:
     return _env(autoescape=False).get_template(FEEDBACK_TEMPLATE).render(grade=grade, rubric=rubric)
-
-
-def write_grades(path: Path, grades: Sequence[StudentGrade], rubric: Rubric) -> Path:
-    path.write_text(render_grades(grades, rubric), encoding="utf-8")
-    return path
