@@ -1,16 +1,18 @@
 """The lab's lifecycle: up, status, halt, destroy, as ordered lists of steps.
 
 `up` reads top to bottom:
-  1. render the lab folder from the plan;
+  1. render the lab folder from the plan (files already as rendered are not rewritten);
   2. ask Vagrant which VMs run; if all do and every stage is done, say so and stop;
   3. boot the VMs that are not running, in parallel, without provisioning;
-  4. connect once per VM over SSH and confirm each private address;
+  4. connect once per VM over SSH (every VM's settings from one `vagrant ssh-config`,
+     kept in the lab folder as ssh-config) and confirm each private address;
   5. run the provisioning stages (kubelab.provision);
   6. return a summary.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +29,9 @@ from kubelab.transport import Transport, targets_from_ssh_config
 
 VAGRANT_LOG = "vagrant.log"
 RUNNING = "running"
+# Every VM's `vagrant ssh-config` block, as the last connect got them: for `ssh -F` and
+# `invoke verify --ssh-config`.
+SSH_CONFIG = "ssh-config"
 
 
 @dataclass(frozen=True)
@@ -65,23 +70,65 @@ def inspector_for(plan: Plan) -> LibvirtInspector:
 
 
 def render_lab(plan: Plan) -> dict[str, str]:
+    """Render the lab folder; a folder that already holds exactly these files is left
+    untouched (a lab that is up is not rewritten)."""
     files = render(plan)
-    write_lab(files, plan.lab_dir)
+    if not lab_is_current(plan.lab_dir, files):
+        write_lab(files, plan.lab_dir)
     plan.log_dir.mkdir(parents=True, exist_ok=True)
     return files
 
 
+def lab_is_current(lab_dir: Path, files: Mapping[str, str]) -> bool:
+    """Whether the folder holds every rendered file as rendered, and no other script."""
+    scripts = lab_dir / "scripts"
+    present = (
+        {p.relative_to(lab_dir).as_posix() for p in scripts.rglob("*") if not p.is_dir()}
+        if scripts.is_dir()
+        else set()
+    )
+    if present != {rel for rel in files if rel.startswith("scripts/")}:
+        return False
+    try:
+        return all((lab_dir / rel).read_text() == text for rel, text in files.items())
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def ssh_config_path(plan: Plan) -> Path:
+    return plan.lab_dir / SSH_CONFIG
+
+
 def connect(plan: Plan, driver: VagrantDriver) -> Transport:
-    """One SSH target per VM, from `vagrant ssh-config`."""
-    targets = {}
-    for node in plan.nodes:
-        parsed = targets_from_ssh_config(driver.ssh_config(node.name))
-        if node.name not in parsed:
-            raise KubelabError(
-                f"vagrant gave no SSH settings for {node.name}", hint=f"see {vagrant_log(plan)}"
-            )
-        targets[node.name] = parsed[node.name]
-    return Transport(targets)
+    """One SSH target per VM, all from one `vagrant ssh-config` call.
+
+    The text is kept in the lab folder (private: it names the VMs' keys), written only
+    when it changed.
+    """
+    text = driver.ssh_config()
+    parsed = targets_from_ssh_config(text)
+    missing = [n.name for n in plan.nodes if n.name not in parsed]
+    if missing:
+        raise KubelabError(
+            f"vagrant gave no SSH settings for {', '.join(missing)}",
+            hint=f"see {vagrant_log(plan)}",
+        )
+    _keep_private(ssh_config_path(plan), text)
+    return Transport({n.name: parsed[n.name] for n in plan.nodes})
+
+
+def _keep_private(path: Path, text: str) -> None:
+    """Write text to path (mode 0600, replaced whole) unless it already holds it."""
+    try:
+        if path.read_text() == text:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    partial = path.with_name(f".{path.name}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(partial, path)
 
 
 def confirm_addresses(plan: Plan, transport: Transport) -> None:
@@ -210,8 +257,6 @@ def running_driver(plan: Plan, names: list[str] | None = None) -> VagrantDriver:
 
 def interactive_ssh(plan: Plan, node_name: str) -> None:
     """Replace this process with `vagrant ssh NODE`: a terminal session needs the real TTY."""
-    import os
-
     running_driver(plan, [node_name])
     os.chdir(plan.lab_dir)
     os.execvp("vagrant", ["vagrant", "ssh", node_name])
