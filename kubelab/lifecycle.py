@@ -1,21 +1,24 @@
 """The lab's lifecycle: up, status, halt, destroy, as ordered lists of steps.
 
-`up` reads top to bottom:
-  1. render the lab folder from the plan (files already as rendered are not rewritten);
-  2. ask Vagrant which VMs run; if all do and every stage is done, say so and stop;
-  3. boot the VMs that are not running, in parallel, without provisioning;
-  4. connect once per VM over SSH (every VM's settings from one `vagrant ssh-config`,
-     kept in the lab folder as ssh-config) and confirm each private address;
-  5. run the provisioning stages (kubelab.provision);
-  6. return a summary.
+`up` is the list UP_STEPS, run top to bottom by one loop with one driver and one
+transport (each step prints its status line and deadline):
+  render     the lab folder from the plan (files already as rendered are not rewritten);
+  status     ask Vagrant which VMs run;
+  boot       the VMs that are not running, in parallel, without provisioning;
+  connect    once per VM over SSH, every VM's settings from one `vagrant ssh-config`
+             (kept in the lab folder as ssh-config);
+  done       when nothing was booted: if every stage's marker is current, stop here;
+  addresses  confirm each VM holds its private address;
+  provision  run the stages (kubelab.provision).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubelab.backend.libvirt_inspect import LibvirtInspector
@@ -151,48 +154,128 @@ def summary(plan: Plan, states: dict[str, str]) -> list[NodeStatus]:
     ]
 
 
+@dataclass
+class UpRun:
+    """What the steps of one `up` share: one driver, one transport, the states read once."""
+
+    plan: Plan
+    reporter: Reporter
+    applied_by: Mapping[str, str] | None
+    resources: contextlib.ExitStack
+    driver: VagrantDriver | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    states: dict[str, str] = field(default_factory=dict)  # Vagrant's, as the run began
+    down: list[str] = field(default_factory=list)
+    transport: Transport | None = None
+    finished: bool = False  # a step found nothing left to do: the loop stops
+
+    def connected(self) -> Transport:
+        assert self.transport is not None, "the connect step runs before this one"
+        return self.transport
+
+    def vagrant(self) -> VagrantDriver:
+        assert self.driver is not None, "the status step runs before this one"
+        return self.driver
+
+
+@dataclass(frozen=True)
+class UpStep:
+    """One step of `up`: its name (the key of its timing), its status line, its deadline
+    (seconds, stated up front; None: the step's own commands carry theirs), what it does,
+    and when it runs at all."""
+
+    name: str
+    title: Callable[[UpRun], str]
+    action: Callable[[UpRun], None]
+    deadline: Callable[[UpRun], float | None] = lambda run: None
+    needed: Callable[[UpRun], bool] = lambda run: True
+    timed: bool = False  # reported in UpResult.timings
+
+
+def _render_step(run: UpRun) -> None:
+    run.files = render_lab(run.plan)
+
+
+def _status_step(run: UpRun) -> None:
+    run.driver = driver_for(run.plan)
+    run.states = run.driver.status()
+    run.down = [n.name for n in run.plan.nodes if run.states.get(n.name) != RUNNING]
+
+
+def _boot_step(run: UpRun) -> None:
+    try:
+        run.vagrant().up(vm_names=run.down, provision=False)
+    except KubelabError as exc:
+        raise _boot_failure(run.plan, run.vagrant(), run.down, exc) from None
+
+
+def _connect_step(run: UpRun) -> None:
+    run.transport = run.resources.enter_context(connect(run.plan, run.vagrant()))
+
+
+def _done_step(run: UpRun) -> None:
+    runner = StageRunner(run.plan, run.files, run.connected(), run.reporter)
+    if not any(not ok for n in run.plan.nodes for ok in runner.completed(n).values()):
+        run.reporter.info("the lab is up and provisioned: nothing to do")
+        run.finished = True
+
+
+def _addresses_step(run: UpRun) -> None:
+    confirm_addresses(run.plan, run.connected())
+
+
+def _provision_step(run: UpRun) -> None:
+    with run.reporter.vms([n.name for n in run.plan.nodes]):
+        StageRunner(run.plan, run.files, run.connected(), run.reporter, run.applied_by).run()
+
+
+# `up`, top to bottom. Each step runs when `needed`; a step may end the run (`finished`).
+UP_STEPS: tuple[UpStep, ...] = (
+    UpStep("render", lambda run: f"render the lab folder {run.plan.lab_dir}", _render_step),
+    UpStep("status", lambda run: "ask Vagrant which VMs run", _status_step),
+    UpStep(
+        "boot",
+        lambda run: f"boot {', '.join(run.down)} in parallel",
+        _boot_step,
+        deadline=lambda run: run.plan.config.libvirt.boot_timeout,
+        needed=lambda run: bool(run.down),
+        timed=True,
+    ),
+    UpStep("connect", lambda run: "connect to each VM over SSH", _connect_step),
+    UpStep(
+        "done",
+        lambda run: "read the stage markers",
+        _done_step,
+        needed=lambda run: not run.down,  # a VM just booted has stages to run or resume
+    ),
+    UpStep("addresses", lambda run: "confirm each VM's private address", _addresses_step),
+    UpStep(
+        "provision",
+        lambda run: f"provision ({', '.join(s.name for s in run.plan.stages) or 'none'})",
+        _provision_step,
+        timed=True,
+    ),
+)
+
+
 def up(plan: Plan, reporter: Reporter, applied_by: Mapping[str, str] | None = None) -> UpResult:
+    """Run UP_STEPS in order with one driver and one transport."""
     timings: dict[str, float] = {}
     started = time.monotonic()
-    with reporter.step(f"render the lab folder {plan.lab_dir}"):
-        files = render_lab(plan)
-    driver = driver_for(plan)
-    states = driver.status()
-    down = [n.name for n in plan.nodes if states.get(n.name) != RUNNING]
-
-    if not down:
-        with connect(plan, driver) as transport:
-            runner = StageRunner(plan, files, transport, reporter)
-            pending = {
-                n.name: [s for s, ok in runner.completed(n).items() if not ok] for n in plan.nodes
-            }
-            if not any(pending.values()):
-                reporter.info("the lab is up and provisioned: nothing to do")
-                return UpResult(summary(plan, states), changed=False, timings=timings)
-
-    if down:
-        deadline = plan.config.libvirt.boot_timeout
-        with reporter.step(f"boot {', '.join(down)} in parallel", deadline=deadline):
-            boot_started = time.monotonic()
-            try:
-                driver.up(vm_names=down, provision=False)
-            except KubelabError as exc:
-                raise _boot_failure(plan, driver, down, exc) from None
-            timings["boot"] = time.monotonic() - boot_started
-
-    with connect(plan, driver) as transport:
-        with reporter.step("confirm each VM's private address"):
-            confirm_addresses(plan, transport)
-        stage_names = ", ".join(s.name for s in plan.stages) or "none"
-        with (
-            reporter.step(f"provision ({stage_names})"),
-            reporter.vms([n.name for n in plan.nodes]),
-        ):
-            provision_started = time.monotonic()
-            StageRunner(plan, files, transport, reporter, applied_by).run()
-            timings["provision"] = time.monotonic() - provision_started
+    with contextlib.ExitStack() as resources:
+        run = UpRun(plan, reporter, applied_by, resources)
+        for step in UP_STEPS:
+            if not step.needed(run):
+                continue
+            step_started = time.monotonic()
+            with reporter.step(step.title(run), deadline=step.deadline(run)):
+                step.action(run)
+            if step.timed:
+                timings[step.name] = time.monotonic() - step_started
+            if run.finished:
+                return UpResult(summary(plan, run.states), changed=False, timings={})
     timings["total"] = time.monotonic() - started
-    return UpResult(summary(plan, driver.status()), changed=True, timings=timings)
+    return UpResult(summary(plan, run.vagrant().status()), changed=True, timings=timings)
 
 
 def _boot_failure(

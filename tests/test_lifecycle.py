@@ -258,3 +258,22 @@ def test_a_vm_vagrant_gives_no_ssh_settings_for_is_named(plan: Plan) -> None:
     with pytest.raises(KubelabError, match="node1, node2"):
         lifecycle.connect(plan, driver)
     assert not lifecycle.ssh_config_path(plan).exists()
+
+
+def test_a_running_lab_with_stages_left_is_connected_to_once(
+    plan: Plan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver, vms = FakeDriver(plan, {n.name for n in plan.nodes}), FakeVMs(plan)
+    connects: list[str] = []
+
+    def connect(_plan: Plan, _driver: object) -> FakeVMs:
+        connects.append("connect")
+        return vms
+
+    monkeypatch.setattr(lifecycle, "driver_for", lambda _plan: driver)
+    monkeypatch.setattr(lifecycle, "connect", connect)
+    result = lifecycle.up(plan, Reporter(Console(file=open("/dev/null", "w"))))  # noqa: SIM115
+
+    assert result.changed and driver.booted == []
+    assert connects == ["connect"]  # the marker check and the stages share one transport
+    assert sorted(vms.ran) == sorted(every_script(plan))
