@@ -1,7 +1,8 @@
 """Render a plan into the lab folder's files: pure, then one small write step.
 
 `render(plan)` returns {relative path: text} and touches no disk but the
-templates; `write_lab(files, out_dir)` writes them all or nothing.
+templates and Jinja's bytecode cache (kubelab/templating.py);
+`write_lab(files, out_dir)` writes them all or nothing.
 
 Templates print the fields of `plan.spec` (the LabSpec) and the catalog's
 entries; the environment and its quoting filters (`rb`, `sh`, `yaml`) are

@@ -3,9 +3,11 @@
 Every renderer (the lab's Vagrantfile and stage scripts, verify's manifest, the
 grader's reports and Gradescope scripts, the classroom's ssh wrapper) asks
 `environment()` for its folder. An environment is made once per process and
-folder (compiling a template is most of a render's cost), and compiled templates
-are kept across processes in Jinja's bytecode cache (a private folder per user
-under the temp directory, which Jinja checks is this user's and mode 0700).
+folder (compiling a template is most of a render's cost). The lab's templates,
+rendered by every `invoke render` and `invoke up`, are also kept compiled across
+processes in Jinja's bytecode cache (a private folder per user under the temp
+directory, which Jinja checks is this user's and mode 0700). The grader's
+renderers use no cache: grading writes nothing outside its outputs.
 
 Every value that reaches Ruby passes the `rb` filter, every value that reaches
 bash passes `sh`, every value that reaches YAML passes `yaml`, every value in a
@@ -81,12 +83,15 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
 
 
 @functools.cache
-def environment(*folders: Path, html: bool = False, trim: bool = True) -> jinja2.Environment:
+def environment(
+    *folders: Path, html: bool = False, trim: bool = True, cached: bool = False
+) -> jinja2.Environment:
     """The environment of templates under `folders`, made once per process.
 
     `html`: autoescape (the grader's HTML report; never Ruby, bash or YAML).
     `trim`: Jinja's trim_blocks and lstrip_blocks, which the lab's templates are
     written for; the older single-purpose templates render without them.
+    `cached`: keep compiled templates in Jinja's bytecode cache across processes.
     """
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(f) for f in folders]),
@@ -95,7 +100,7 @@ def environment(*folders: Path, html: bool = False, trim: bool = True) -> jinja2
         keep_trailing_newline=True,
         trim_blocks=trim,
         lstrip_blocks=trim,
-        bytecode_cache=_bytecode_cache(),
+        bytecode_cache=_bytecode_cache() if cached else None,
     )
     env.filters["rb"] = ruby_string
     env.filters["sh"] = shell_word
@@ -106,4 +111,4 @@ def environment(*folders: Path, html: bool = False, trim: bool = True) -> jinja2
 
 def lab_environment() -> jinja2.Environment:
     """The lab's templates: the Vagrantfile (vagrant/) and the stages (provision/)."""
-    return environment(VAGRANT_TEMPLATES, PROVISION_TEMPLATES)
+    return environment(VAGRANT_TEMPLATES, PROVISION_TEMPLATES, cached=True)
