@@ -646,6 +646,12 @@ def bench_grade(c, clusters=50, concurrency=16):
     c.run(f"{PY} {script} --clusters {clusters} --concurrency {concurrency}", pty=False)
 
 
+@task(help={"runs": "renders timed (the median is printed)"})
+def bench_render(c, runs=20):
+    """Benchmark: render the default lab in-process and `invoke render` as a whole process."""
+    c.run(f"{PY} {ROOT / 'tests' / 'bench_render.py'} --runs {int(runs)}", pty=False)
+
+
 @task
 def bench_boot(c):
     """Benchmark on real VMs: box, boot per VM, up, destroy, parallel vs one by one (root)."""
@@ -870,6 +876,7 @@ classroom = Collection("class", class_hosts, class_up, class_status, class_verif
 classroom.add_task(class_ssh, name="ssh")
 bench = Collection("bench")
 bench.add_task(bench_grade, name="grade")
+bench.add_task(bench_render, name="render")
 bench.add_task(bench_boot, name="boot")
 bench.add_task(bench_verify, name="verify")
 ns = Collection(

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kubelab import REPO_ROOT, safeio
 from kubelab.errors import ConfigError
+from kubelab.names import is_student_id
 
 CATALOG_PATH = REPO_ROOT / "provision" / "catalog.yaml"
 MIRRORS_PATH = REPO_ROOT / "provision" / "mirrors.yaml"
@@ -40,7 +41,6 @@ KUBEADM_MIN_MEMTOTAL_MIB = 1700
 MASTER_MIN_MEMORY_MIB = 2048
 
 _RFC1123_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_STUDENT_ID = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?")
 # Box names as Vagrant Cloud spells them (owner/name) or a local name.
 _BOX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _BOX_VERSION = re.compile(r"^[0-9][0-9A-Za-z.+-]{0,40}$")
@@ -53,7 +53,6 @@ _REGISTRY = re.compile(
     r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9][a-z0-9._-]*)*"
     r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
 )
-_STAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
 
 
 class _Strict(BaseModel):
@@ -485,7 +484,7 @@ def _semantic_problems(config: LabConfig) -> list[str]:
             f"name: {config.name!r} is not a valid lab name "
             "(lowercase letters, digits and '-', at most 63, e.g. kubelab)"
         )
-    if config.student_id and not _STUDENT_ID.fullmatch(config.student_id):
+    if config.student_id and not is_student_id(config.student_id):
         problems.append(
             f"student_id: {config.student_id!r} may hold only A-Z, a-z, 0-9 and '-', "
             "not at either end (it ends every hostname; at most 32 characters)"

@@ -24,8 +24,6 @@ from kubelab import REPO_ROOT
 from kubelab.config import catalog
 from kubelab.errors import KubelabError
 from kubelab.plan import Plan
-from kubelab.verify.checks import ALL_CHECK_IDS, phases_of  # verify owns the ids
-from kubelab.verify.provenance import SOLVE, start_label
 
 EXERCISES_DIR = REPO_ROOT / "labs" / "exercises"
 LANGUAGES = ("zh", "en")
@@ -48,6 +46,9 @@ class Exercise:
     @property
     def phases(self) -> tuple[str, ...]:
         """What verify collects for this exercise: the phases of its checks, in order."""
+        from kubelab.verify.checks import phases_of  # verify owns the ids; imported late:
+        # the checks cost a quarter second to import, which every task would pay
+
         return phases_of(self.checks)
 
     def manual_text(self, lang: str, values: Mapping[str, str]) -> str:
@@ -56,6 +57,7 @@ class Exercise:
             raise KubelabError(
                 f"exercise {self.number} has no manual in {lang!r}",
                 hint=f"use one of {', '.join(LANGUAGES)}",
+                code=2,
             )
 
         def fill(match: re.Match[str]) -> str:
@@ -160,6 +162,8 @@ def _problems(number: int, data: Any) -> list[str]:
             problems.append(
                 f"start then solution must be the first stages of one build, in order ({listed})"
             )
+    from kubelab.verify.checks import ALL_CHECK_IDS
+
     if not isinstance(data["checks"], list) or not set(data["checks"]) <= set(ALL_CHECK_IDS):
         problems.append(f"checks must be ids of `invoke verify` ({', '.join(ALL_CHECK_IDS)})")
     steps = data.get("steps") or {}
@@ -183,12 +187,12 @@ def manual_values(plan: Plan) -> dict[str, str]:
         "first_worker": plan.workers[0].hostname if plan.workers else plan.master.hostname,
         "master_hostname": plan.master.hostname,
         "master_ip": plan.master.ip,
-        "version": k8s["version"],
+        "version": plan.spec.kubernetes_version,
         "minor": k8s["minor"],
         "pod_cidr": k8s["pod_cidr"],
         "service_cidr": k8s["service_cidr"],
         "image_registry": mirror["image_registry"],
-        "pause_image": f"{mirror['image_registry']}/pause:{k8s['pause']}",
+        "pause_image": plan.spec.pause_image,
         "centos_vault": mirror["centos_vault"],
         "kubernetes_repo": kube_repo,
         "runtime_socket": plan.runtime["socket"],
@@ -215,16 +219,7 @@ def manual_values(plan: Plan) -> dict[str, str]:
 
 def manual_text(exercise: Exercise, plan: Plan, language: str = "en") -> str:
     """The exercise's manual in one language, its placeholders filled from the lab."""
-    import jinja2
-
-    if language not in exercise.manual:
-        raise KubelabError(
-            f"exercise {exercise.number} has no manual in {language!r}",
-            hint=f"use one of {', '.join(exercise.manual)}",
-            code=2,
-        )
-    template = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
-    return template.from_string(exercise.manual[language]).render(manual_values(plan))
+    return exercise.manual_text(language, manual_values(plan))
 
 
 # --- the lab's exercise: what `invoke lab` remembers in the lab folder ---------------
@@ -327,6 +322,8 @@ def snapshot_name(exercise: Exercise) -> str:
 
 def applied_by(exercise: Exercise, solve: bool) -> dict[str, str]:
     """What each stage `invoke lab` applies is recorded as applied by (provenance)."""
+    from kubelab.verify.provenance import SOLVE, start_label
+
     labels = {stage: start_label(exercise.number) for stage in exercise.start}
     if solve:
         labels.update({stage: SOLVE for stage in exercise.solution})
@@ -473,10 +470,11 @@ def exercise_files(plan: Plan, exercise: Exercise) -> dict[str, str]:
     """Exercise 2 ships the flannel manifest kubelab pins and the monitoring UI's."""
     if "init-master" not in exercise.solution:
         return {}
-    from kubelab.render import _environment, template_context
+    from kubelab.render import template_context
+    from kubelab.templating import lab_environment
 
     flannel = (
-        _environment()
+        lab_environment()
         .get_template("files/kube-flannel.yml.j2")
         .render(template_context(plan, node=plan.master))
     )

@@ -1,19 +1,24 @@
 """The lab's lifecycle: up, status, halt, destroy, as ordered lists of steps.
 
-`up` reads top to bottom:
-  1. render the lab folder from the plan;
-  2. ask Vagrant which VMs run; if all do and every stage is done, say so and stop;
-  3. boot the VMs that are not running, in parallel, without provisioning;
-  4. connect once per VM over SSH and confirm each private address;
-  5. run the provisioning stages (kubelab.provision);
-  6. return a summary.
+`up` is the list UP_STEPS, run top to bottom by one loop with one driver and one
+transport (each step prints its status line and deadline):
+  render     the lab folder from the plan (files already as rendered are not rewritten);
+  status     ask Vagrant which VMs run;
+  boot       the VMs that are not running, in parallel, without provisioning;
+  connect    once per VM over SSH, every VM's settings from one `vagrant ssh-config`
+             (kept in the lab folder as ssh-config);
+  done       when nothing was booted: if every stage's marker is current, stop here;
+  addresses  confirm each VM holds its private address;
+  provision  run the stages (kubelab.provision).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubelab.backend.libvirt_inspect import LibvirtInspector
@@ -27,6 +32,9 @@ from kubelab.transport import Transport, targets_from_ssh_config
 
 VAGRANT_LOG = "vagrant.log"
 RUNNING = "running"
+# Every VM's `vagrant ssh-config` block, as the last connect got them: for `ssh -F` and
+# `invoke verify --ssh-config`.
+SSH_CONFIG = "ssh-config"
 
 
 @dataclass(frozen=True)
@@ -65,23 +73,65 @@ def inspector_for(plan: Plan) -> LibvirtInspector:
 
 
 def render_lab(plan: Plan) -> dict[str, str]:
+    """Render the lab folder; a folder that already holds exactly these files is left
+    untouched (a lab that is up is not rewritten)."""
     files = render(plan)
-    write_lab(files, plan.lab_dir)
+    if not lab_is_current(plan.lab_dir, files):
+        write_lab(files, plan.lab_dir)
     plan.log_dir.mkdir(parents=True, exist_ok=True)
     return files
 
 
+def lab_is_current(lab_dir: Path, files: Mapping[str, str]) -> bool:
+    """Whether the folder holds every rendered file as rendered, and no other script."""
+    scripts = lab_dir / "scripts"
+    present = (
+        {p.relative_to(lab_dir).as_posix() for p in scripts.rglob("*") if not p.is_dir()}
+        if scripts.is_dir()
+        else set()
+    )
+    if present != {rel for rel in files if rel.startswith("scripts/")}:
+        return False
+    try:
+        return all((lab_dir / rel).read_text() == text for rel, text in files.items())
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def ssh_config_path(plan: Plan) -> Path:
+    return plan.lab_dir / SSH_CONFIG
+
+
 def connect(plan: Plan, driver: VagrantDriver) -> Transport:
-    """One SSH target per VM, from `vagrant ssh-config`."""
-    targets = {}
-    for node in plan.nodes:
-        parsed = targets_from_ssh_config(driver.ssh_config(node.name))
-        if node.name not in parsed:
-            raise KubelabError(
-                f"vagrant gave no SSH settings for {node.name}", hint=f"see {vagrant_log(plan)}"
-            )
-        targets[node.name] = parsed[node.name]
-    return Transport(targets)
+    """One SSH target per VM, all from one `vagrant ssh-config` call.
+
+    The text is kept in the lab folder (private: it names the VMs' keys), written only
+    when it changed.
+    """
+    text = driver.ssh_config()
+    parsed = targets_from_ssh_config(text)
+    missing = [n.name for n in plan.nodes if n.name not in parsed]
+    if missing:
+        raise KubelabError(
+            f"vagrant gave no SSH settings for {', '.join(missing)}",
+            hint=f"see {vagrant_log(plan)}",
+        )
+    _keep_private(ssh_config_path(plan), text)
+    return Transport({n.name: parsed[n.name] for n in plan.nodes})
+
+
+def _keep_private(path: Path, text: str) -> None:
+    """Write text to path (mode 0600, replaced whole) unless it already holds it."""
+    try:
+        if path.read_text() == text:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    partial = path.with_name(f".{path.name}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(partial, path)
 
 
 def confirm_addresses(plan: Plan, transport: Transport) -> None:
@@ -104,48 +154,128 @@ def summary(plan: Plan, states: dict[str, str]) -> list[NodeStatus]:
     ]
 
 
+@dataclass
+class UpRun:
+    """What the steps of one `up` share: one driver, one transport, the states read once."""
+
+    plan: Plan
+    reporter: Reporter
+    applied_by: Mapping[str, str] | None
+    resources: contextlib.ExitStack
+    driver: VagrantDriver | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    states: dict[str, str] = field(default_factory=dict)  # Vagrant's, as the run began
+    down: list[str] = field(default_factory=list)
+    transport: Transport | None = None
+    finished: bool = False  # a step found nothing left to do: the loop stops
+
+    def connected(self) -> Transport:
+        assert self.transport is not None, "the connect step runs before this one"
+        return self.transport
+
+    def vagrant(self) -> VagrantDriver:
+        assert self.driver is not None, "the status step runs before this one"
+        return self.driver
+
+
+@dataclass(frozen=True)
+class UpStep:
+    """One step of `up`: its name (the key of its timing), its status line, its deadline
+    (seconds, stated up front; None: the step's own commands carry theirs), what it does,
+    and when it runs at all."""
+
+    name: str
+    title: Callable[[UpRun], str]
+    action: Callable[[UpRun], None]
+    deadline: Callable[[UpRun], float | None] = lambda run: None
+    needed: Callable[[UpRun], bool] = lambda run: True
+    timed: bool = False  # reported in UpResult.timings
+
+
+def _render_step(run: UpRun) -> None:
+    run.files = render_lab(run.plan)
+
+
+def _status_step(run: UpRun) -> None:
+    run.driver = driver_for(run.plan)
+    run.states = run.driver.status()
+    run.down = [n.name for n in run.plan.nodes if run.states.get(n.name) != RUNNING]
+
+
+def _boot_step(run: UpRun) -> None:
+    try:
+        run.vagrant().up(vm_names=run.down, provision=False)
+    except KubelabError as exc:
+        raise _boot_failure(run.plan, run.vagrant(), run.down, exc) from None
+
+
+def _connect_step(run: UpRun) -> None:
+    run.transport = run.resources.enter_context(connect(run.plan, run.vagrant()))
+
+
+def _done_step(run: UpRun) -> None:
+    runner = StageRunner(run.plan, run.files, run.connected(), run.reporter)
+    if not any(not ok for n in run.plan.nodes for ok in runner.completed(n).values()):
+        run.reporter.info("the lab is up and provisioned: nothing to do")
+        run.finished = True
+
+
+def _addresses_step(run: UpRun) -> None:
+    confirm_addresses(run.plan, run.connected())
+
+
+def _provision_step(run: UpRun) -> None:
+    with run.reporter.vms([n.name for n in run.plan.nodes]):
+        StageRunner(run.plan, run.files, run.connected(), run.reporter, run.applied_by).run()
+
+
+# `up`, top to bottom. Each step runs when `needed`; a step may end the run (`finished`).
+UP_STEPS: tuple[UpStep, ...] = (
+    UpStep("render", lambda run: f"render the lab folder {run.plan.lab_dir}", _render_step),
+    UpStep("status", lambda run: "ask Vagrant which VMs run", _status_step),
+    UpStep(
+        "boot",
+        lambda run: f"boot {', '.join(run.down)} in parallel",
+        _boot_step,
+        deadline=lambda run: run.plan.config.libvirt.boot_timeout,
+        needed=lambda run: bool(run.down),
+        timed=True,
+    ),
+    UpStep("connect", lambda run: "connect to each VM over SSH", _connect_step),
+    UpStep(
+        "done",
+        lambda run: "read the stage markers",
+        _done_step,
+        needed=lambda run: not run.down,  # a VM just booted has stages to run or resume
+    ),
+    UpStep("addresses", lambda run: "confirm each VM's private address", _addresses_step),
+    UpStep(
+        "provision",
+        lambda run: f"provision ({', '.join(s.name for s in run.plan.stages) or 'none'})",
+        _provision_step,
+        timed=True,
+    ),
+)
+
+
 def up(plan: Plan, reporter: Reporter, applied_by: Mapping[str, str] | None = None) -> UpResult:
+    """Run UP_STEPS in order with one driver and one transport."""
     timings: dict[str, float] = {}
     started = time.monotonic()
-    with reporter.step(f"render the lab folder {plan.lab_dir}"):
-        files = render_lab(plan)
-    driver = driver_for(plan)
-    states = driver.status()
-    down = [n.name for n in plan.nodes if states.get(n.name) != RUNNING]
-
-    if not down:
-        with connect(plan, driver) as transport:
-            runner = StageRunner(plan, files, transport, reporter)
-            pending = {
-                n.name: [s for s, ok in runner.completed(n).items() if not ok] for n in plan.nodes
-            }
-            if not any(pending.values()):
-                reporter.info("the lab is up and provisioned: nothing to do")
-                return UpResult(summary(plan, states), changed=False, timings=timings)
-
-    if down:
-        deadline = plan.config.libvirt.boot_timeout
-        with reporter.step(f"boot {', '.join(down)} in parallel", deadline=deadline):
-            boot_started = time.monotonic()
-            try:
-                driver.up(vm_names=down, provision=False)
-            except KubelabError as exc:
-                raise _boot_failure(plan, driver, down, exc) from None
-            timings["boot"] = time.monotonic() - boot_started
-
-    with connect(plan, driver) as transport:
-        with reporter.step("confirm each VM's private address"):
-            confirm_addresses(plan, transport)
-        stage_names = ", ".join(s.name for s in plan.stages) or "none"
-        with (
-            reporter.step(f"provision ({stage_names})"),
-            reporter.vms([n.name for n in plan.nodes]),
-        ):
-            provision_started = time.monotonic()
-            StageRunner(plan, files, transport, reporter, applied_by).run()
-            timings["provision"] = time.monotonic() - provision_started
+    with contextlib.ExitStack() as resources:
+        run = UpRun(plan, reporter, applied_by, resources)
+        for step in UP_STEPS:
+            if not step.needed(run):
+                continue
+            step_started = time.monotonic()
+            with reporter.step(step.title(run), deadline=step.deadline(run)):
+                step.action(run)
+            if step.timed:
+                timings[step.name] = time.monotonic() - step_started
+            if run.finished:
+                return UpResult(summary(plan, run.states), changed=False, timings={})
     timings["total"] = time.monotonic() - started
-    return UpResult(summary(plan, driver.status()), changed=True, timings=timings)
+    return UpResult(summary(plan, run.vagrant().status()), changed=True, timings=timings)
 
 
 def _boot_failure(
@@ -210,8 +340,6 @@ def running_driver(plan: Plan, names: list[str] | None = None) -> VagrantDriver:
 
 def interactive_ssh(plan: Plan, node_name: str) -> None:
     """Replace this process with `vagrant ssh NODE`: a terminal session needs the real TTY."""
-    import os
-
     running_driver(plan, [node_name])
     os.chdir(plan.lab_dir)
     os.execvp("vagrant", ["vagrant", "ssh", node_name])

@@ -5,6 +5,12 @@ hostname, the libvirt names that keep two labs apart, the catalog entries for
 the pinned versions, the mirror profile with its placeholders filled, and the
 ordered provisioning stages. It is pure: it reads only the config and the
 catalog data files.
+
+`Plan.spec` is the LabSpec: every fact about the lab derived once (node
+identities, addresses and interface, the API endpoint, the version tag, the
+images, verify's namespace and NodePort, script and log paths, the stages).
+Templates print its fields, verify's expectations are a projection of it, and
+meta.json keeps its `to_dict()`, read back by `LabSpec.from_dict` alone.
 """
 
 from __future__ import annotations
@@ -12,24 +18,28 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from kubelab import defaults
 from kubelab.config import LabConfig, catalog, hostname_for, mirror_profiles
 from kubelab.errors import KubelabError
+from kubelab.names import version_tag
 
 LAB_ROOT_NAME = ".lab"
 
 
 @dataclass(frozen=True)
 class PlannedNode:
-    name: str  # the Vagrant machine name (master, node1, ...)
+    name: str  # the Vagrant machine name (master, node1, ...): what vagrant and ssh know
     hostname: str  # the VM's hostname, carrying the student ID when set
     role: str  # master | node
-    ip: str  # the private (lab network) address, on eth1
+    ip: str  # the private (lab network) address, on `interface`
     cpus: int
     memory: int
+    k8s_name: str  # the name kubelet registers the node under: the hostname (kubeadm's)
+    interface: str  # the guest interface of the lab network (flannel's --iface)
 
     @property
     def is_master(self) -> bool:
@@ -51,6 +61,163 @@ class Stage:
     ships_bundle: bool = False
 
 
+# The version of LabSpec.to_dict's layout. meta.json (evidence format 3 and later) keeps
+# the spec under "spec"; from_dict reads any layout up to this one and passes over
+# keys it does not know (a newer kubelab's additions).
+SPEC_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    """Every derived fact of one lab, computed once in `make_plan`; read-only after."""
+
+    lab: str
+    student_id: str  # "" when none was given
+    nodes: tuple[PlannedNode, ...]  # the master first
+    lab_cidr: str  # the private network the nodes' ips are in
+    management_cidr: str  # vagrant-libvirt's NAT network, on eth0
+    api_port: int
+    api_endpoint: str  # the master's ip:port, what nodes join
+    kubernetes_version: str  # exact, without the "v": "1.31.13"
+    version_tag: str  # with it, as kubeadm and the API server write it: "v1.31.13"
+    pod_cidr: str
+    service_cidr: str
+    cni: str
+    runtime: str
+    image_registry: str
+    kubeadm_api_version: str  # the apiVersion of kubeadm's config: "kubeadm.k8s.io/v1beta4"
+    pause_image: str  # the sandbox image the runtime is configured with
+    component_images: dict[str, str]  # control plane component -> image
+    nginx_image: str  # verify's nginx
+    verify_namespace: str
+    verify_nodeport: int
+    log_dir: str  # relative to the lab folder
+    scripts: dict[str, tuple[str, ...]]  # machine name -> its stage scripts, in order
+    stages: tuple[str, ...]
+    hardway: bool  # etcd built by hand, no kubeadm (exercise 4)
+    format: int = SPEC_FORMAT
+
+    @property
+    def master(self) -> PlannedNode:
+        return next(n for n in self.nodes if n.is_master)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["nodes"] = [asdict(n) for n in self.nodes]
+        data["scripts"] = {name: list(paths) for name, paths in self.scripts.items()}
+        data["stages"] = list(self.stages)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: object) -> LabSpec:
+        """The inverse of to_dict, for a meta.json that may be hostile or newer.
+
+        Every type is checked; keys this kubelab does not know are passed over; a spec
+        of a newer format than SPEC_FORMAT is refused. ValueError says what is wrong.
+        """
+        if not isinstance(data, dict):
+            raise ValueError("the spec is not a mapping")
+        layout = data.get("format")
+        if (
+            not isinstance(layout, int)
+            or isinstance(layout, bool)
+            or not 1 <= layout <= SPEC_FORMAT
+        ):
+            raise ValueError(f"spec format {layout!r} is not one this kubelab reads")
+        values: dict[str, Any] = {}
+        for spec_field in fields(cls):
+            if spec_field.name not in data:
+                raise ValueError(f"the spec has no {spec_field.name!r}")
+            values[spec_field.name] = _checked(spec_field.name, data[spec_field.name])
+        return cls(**values)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _texts(value: object, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{what} must be a list of texts")
+    return tuple(value)
+
+
+def _checked(name: str, value: object) -> Any:
+    """One LabSpec field read back from JSON, its type checked."""
+    if name == "nodes":
+        if not isinstance(value, list) or not value:
+            raise ValueError("nodes must be a non-empty list")
+        return tuple(_checked_node(n) for n in value)
+    if name == "stages":
+        return _texts(value, "stages")
+    if name == "scripts":
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ValueError("scripts must map machine names to lists of paths")
+        return {k: _texts(v, f"scripts of {k}") for k, v in value.items()}
+    if name == "component_images":
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ValueError("component_images must map names to texts")
+        return dict(value)
+    kind = _SPEC_TYPES[name]
+    if kind is int and not _is_int(value):
+        raise ValueError(f"{name} must be a whole number")
+    if kind is not int and not isinstance(value, kind):
+        raise ValueError(f"{name} is {type(value).__name__}, not {kind.__name__}")
+    return value
+
+
+def _checked_node(value: object) -> PlannedNode:
+    if not isinstance(value, dict):
+        raise ValueError("a node is not a mapping")
+    values: dict[str, Any] = {}
+    for node_field in fields(PlannedNode):
+        item = value.get(node_field.name)
+        kind = int if node_field.name in ("cpus", "memory") else str
+        if not (_is_int(item) if kind is int else isinstance(item, str)):
+            raise ValueError(f"a node's {node_field.name} must be a {kind.__name__}")
+        values[node_field.name] = item
+    if values["role"] not in ("master", "node"):
+        raise ValueError(f"a node's role must be master or node, not {values['role']!r}")
+    return PlannedNode(**values)
+
+
+# The type of each plain LabSpec field as JSON holds it.
+_SPEC_TYPES: dict[str, type] = {
+    "lab": str,
+    "student_id": str,
+    "lab_cidr": str,
+    "management_cidr": str,
+    "api_port": int,
+    "api_endpoint": str,
+    "kubernetes_version": str,
+    "version_tag": str,
+    "pod_cidr": str,
+    "service_cidr": str,
+    "cni": str,
+    "runtime": str,
+    "image_registry": str,
+    "kubeadm_api_version": str,
+    "pause_image": str,
+    "nginx_image": str,
+    "verify_namespace": str,
+    "verify_nodeport": int,
+    "log_dir": str,
+    "hardway": bool,
+    "format": int,
+}
+
+
+def is_hardway(stages: list[str] | tuple[str, ...]) -> bool:
+    """Stages that build etcd by hand and no kubeadm cluster (exercise 4)."""
+    return "etcd" in stages and "init-master" not in stages
+
+
+def script_path(node: PlannedNode, index: int, stage_name: str) -> str:
+    return f"scripts/{node.name}/{index:02d}-{stage_name}.sh"
+
+
 @dataclass(frozen=True)
 class Plan:
     config: LabConfig
@@ -64,6 +231,7 @@ class Plan:
     cni: dict[str, Any]
     guest: dict[str, Any]
     mirror: dict[str, str]
+    spec: LabSpec
     network: dict[str, str] = field(default_factory=dict)
     # The exercise the lab was started for (`invoke lab`), or None. In an exercise lab
     # Vagrant sets plain hostnames: carrying the student ID is the student's step.
@@ -93,7 +261,7 @@ class Plan:
 
     @property
     def log_dir(self) -> Path:
-        return self.lab_dir / "logs"
+        return self.lab_dir / defaults.LOG_DIR
 
 
 def _runs_on(stage: Stage, node: PlannedNode) -> bool:
@@ -187,22 +355,28 @@ def make_plan(config: LabConfig, lab_dir: Path, exercise: int | None = None) -> 
             ip=n.ip,
             cpus=n.cpus,
             memory=n.memory,
+            k8s_name=hostname_for(n.name, config.student_id),
+            interface=defaults.PRIVATE_INTERFACE,
         )
         # The master first: everything that iterates nodes does it in this order.
         for n in sorted(config.nodes, key=lambda n: n.role != "master")
     )
+    stages = resolve_stages(config.provision.stages)
+    mirror = resolve_mirror(config, k8s_entry["minor"])
+    spec = derive_spec(config, nodes, stages, kubernetes, mirror)
     return Plan(
         config=config,
         lab_dir=lab_dir,
         prefix=prefix,
         network_name=f"{prefix}net",
         nodes=nodes,
-        stages=resolve_stages(config.provision.stages),
+        stages=stages,
         kubernetes=kubernetes,
         runtime={"name": config.kubernetes.runtime, **cat["runtimes"][config.kubernetes.runtime]},
         cni={"name": config.kubernetes.cni, **cat["cnis"][config.kubernetes.cni]},
         guest={"name": config.box.guest, **cat["guests"][config.box.guest]},
-        mirror=resolve_mirror(config, k8s_entry["minor"]),
+        mirror=mirror,
+        spec=spec,
         network={
             "cidr": str(lab_net),
             "netmask": str(lab_net.netmask),
@@ -210,6 +384,56 @@ def make_plan(config: LabConfig, lab_dir: Path, exercise: int | None = None) -> 
         },
         exercise=exercise,
         hardway=dict(cat.get("hardway") or {}),
+    )
+
+
+# The control plane's images, as kubeadm pulls them (tag: the version tag).
+CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
+
+
+def derive_spec(
+    config: LabConfig,
+    nodes: tuple[PlannedNode, ...],
+    stages: tuple[Stage, ...],
+    kubernetes: dict[str, Any],
+    mirror: dict[str, str],
+) -> LabSpec:
+    """The derived facts, each computed here and nowhere else."""
+    master = next(n for n in nodes if n.is_master)
+    registry = mirror["image_registry"]
+    tag = version_tag(kubernetes["version"])
+    stage_names = tuple(s.name for s in stages)
+    return LabSpec(
+        lab=config.name,
+        student_id=config.student_id,
+        nodes=nodes,
+        lab_cidr=str(ipaddress.IPv4Network(config.network.cidr)),
+        management_cidr=defaults.MANAGEMENT_CIDR,
+        api_port=defaults.API_PORT,
+        api_endpoint=f"{master.ip}:{defaults.API_PORT}",
+        kubernetes_version=kubernetes["version"],
+        version_tag=tag,
+        pod_cidr=kubernetes["pod_cidr"],
+        service_cidr=kubernetes["service_cidr"],
+        cni=config.kubernetes.cni,
+        runtime=config.kubernetes.runtime,
+        image_registry=registry,
+        kubeadm_api_version=f"kubeadm.k8s.io/{kubernetes['kubeadm_api']}",
+        pause_image=f"{registry}/pause:{kubernetes['pause']}",
+        component_images={name: f"{registry}/{name}:{tag}" for name in CONTROL_PLANE},
+        nginx_image=mirror["nginx_image"],
+        verify_namespace=defaults.VERIFY_NAMESPACE,
+        verify_nodeport=defaults.VERIFY_NODEPORT,
+        log_dir=defaults.LOG_DIR,
+        scripts={
+            node.name: tuple(
+                script_path(node, index, stage.name)
+                for index, stage in enumerate((s for s in stages if _runs_on(s, node)), start=1)
+            )
+            for node in nodes
+        },
+        stages=stage_names,
+        hardway=is_hardway(stage_names),
     )
 
 

@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING
 from kubelab.errors import KubelabError
 from kubelab.plan import Plan, PlannedNode, Stage
 from kubelab.progress import Reporter
-from kubelab.render import script_path
 
 if TYPE_CHECKING:
     from kubelab.transport import Transport
@@ -135,8 +134,8 @@ class StageRunner:
         return [self._run_stage(node, stage, done) for stage in self.plan.stages_for(node)]
 
     def _script(self, node: PlannedNode, stage: Stage) -> tuple[str, str]:
-        index = self.plan.stages_for(node).index(stage) + 1
-        rel = script_path(node, index, stage.name)
+        index = self.plan.stages_for(node).index(stage)
+        rel = self.plan.spec.scripts[node.name][index]
         return rel, self.files[rel]
 
     def _markers(self, node: PlannedNode) -> dict[str, str]:

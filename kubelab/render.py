@@ -1,11 +1,12 @@
 """Render a plan into the lab folder's files: pure, then one small write step.
 
 `render(plan)` returns {relative path: text} and touches no disk but the
-templates; `write_lab(files, out_dir)` writes them all or nothing.
+templates and Jinja's bytecode cache (kubelab/templating.py);
+`write_lab(files, out_dir)` writes them all or nothing.
 
-Every value that reaches Ruby passes the `rb` filter, every value that reaches
-bash passes `sh`, every value that reaches YAML passes `yaml`: one quoting
-filter per language, defined here and nowhere else.
+Templates print the fields of `plan.spec` (the LabSpec) and the catalog's
+entries; the environment and its quoting filters (`rb`, `sh`, `yaml`) are
+kubelab/templating.py's.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shlex
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,71 +21,38 @@ from typing import Any
 
 import jinja2
 
-from kubelab import REPO_ROOT, __version__
+from kubelab import __version__
 from kubelab.config import config_as_dict
+from kubelab.defaults import LOG_DIR
 from kubelab.errors import KubelabError
-from kubelab.plan import Plan, PlannedNode
+from kubelab.plan import Plan
+from kubelab.templating import (
+    PROVISION_TEMPLATES,
+    VAGRANT_TEMPLATES,
+    lab_environment,
+    ruby_string,
+    shell_word,
+    yaml_scalar,
+)
 
-VAGRANT_TEMPLATES = REPO_ROOT / "vagrant"
-PROVISION_TEMPLATES = REPO_ROOT / "provision"
 MANIFEST_NAME = "kubelab-render.json"
-
-
-def ruby_string(value: object) -> str:
-    """A Ruby single-quoted literal: only backslash and quote are special there."""
-    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
-    # Ruby reads CR LF in source as LF, even inside a literal: a CR goes in as a
-    # double-quoted "\r" placed between single-quoted pieces ('a'"\r"'b' is one string).
-    return "'" + text.replace("\r", "'\"\\r\"'") + "'"
-
-
-def shell_word(value: object) -> str:
-    """One bash word, whatever the value holds."""
-    return shlex.quote(str(value))
-
-
-def yaml_scalar(value: object) -> str:
-    """A YAML scalar: JSON's double-quoted strings are valid YAML."""
-    if isinstance(value, bool | int | float):
-        return json.dumps(value)
-    # Escape everything outside printable ASCII; characters beyond U+FFFF as
-    # \UXXXXXXXX (json.dumps would write a surrogate pair, which YAML reads as two).
-    out = []
-    for char in str(value):
-        code = ord(char)
-        if char in '"\\':
-            out.append("\\" + char)
-        elif 0x20 <= code < 0x7F:
-            out.append(char)
-        elif code <= 0xFFFF:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    return '"' + "".join(out) + '"'
-
-
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(VAGRANT_TEMPLATES), str(PROVISION_TEMPLATES)]),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,  # Ruby, bash and YAML: never HTML
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["rb"] = ruby_string
-    env.filters["sh"] = shell_word
-    env.filters["yaml"] = yaml_scalar
-    return env
-
-
-def script_path(node: PlannedNode, index: int, stage_name: str) -> str:
-    return f"scripts/{node.name}/{index:02d}-{stage_name}.sh"
+# The quoting filters are templating's; render re-exports them for its callers.
+__all__ = [
+    "PROVISION_TEMPLATES",
+    "VAGRANT_TEMPLATES",
+    "render",
+    "ruby_string",
+    "shell_word",
+    "template_context",
+    "write_lab",
+    "yaml_scalar",
+]
 
 
 def template_context(plan: Plan, **extra: Any) -> dict[str, Any]:
     return {
         "plan": plan,
+        "spec": plan.spec,
         "lab": plan.config,
         "nodes": plan.nodes,
         "master": plan.master,
@@ -103,15 +70,16 @@ def template_context(plan: Plan, **extra: Any) -> dict[str, Any]:
 
 def render(plan: Plan) -> dict[str, str]:
     """Every file of the lab folder, by relative path. Deterministic."""
-    env = _environment()
+    env = lab_environment()
     files: dict[str, str] = {}
     try:
         files["Vagrantfile"] = env.get_template("Vagrantfile.j2").render(template_context(plan))
         for node in plan.nodes:
-            for index, stage in enumerate(plan.stages_for(node), start=1):
-                files[script_path(node, index, stage.name)] = env.get_template(
-                    stage.template
-                ).render(template_context(plan, node=node, stage=stage))
+            scripts = plan.spec.scripts[node.name]
+            for path, stage in zip(scripts, plan.stages_for(node), strict=True):
+                files[path] = env.get_template(stage.template).render(
+                    template_context(plan, node=node, stage=stage)
+                )
     except jinja2.TemplateError as exc:
         # A template bug, not a user error: name the template and the line.
         where = getattr(exc, "name", None) or getattr(exc, "filename", None) or "template"
@@ -136,10 +104,6 @@ def _manifest(plan: Plan, files: dict[str, str]) -> str:
         },
     }
     return json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-
-
-# The lab folder's logs (Plan.log_dir is lab_dir / LOG_DIR).
-LOG_DIR = "logs"
 
 
 def write_lab(files: dict[str, str], out_dir: Path) -> list[Path]:

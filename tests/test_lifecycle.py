@@ -35,6 +35,8 @@ class FakeDriver:
         self.plan = plan
         self.running = set(running)
         self.booted: list[list[str]] = []
+        self.ssh_config_calls: list[str | None] = []
+        self.ssh_config_text = SSH_CONFIG_CAPTURE.read_text()
 
     def status(self) -> dict[str, str]:
         return {n.name: "running" if n.name in self.running else "shutoff" for n in self.plan.nodes}
@@ -43,6 +45,11 @@ class FakeDriver:
         names = list(vm_names or [n.name for n in self.plan.nodes])
         self.booted.append(names)
         self.running |= set(names)
+
+    def ssh_config(self, vm_name: str | None = None) -> str:
+        """What `vagrant ssh-config` prints for a three-VM lab (a captured rendering)."""
+        self.ssh_config_calls.append(vm_name)
+        return self.ssh_config_text
 
 
 class FakeVMs:
@@ -193,3 +200,80 @@ def test_a_vm_without_its_private_address_stops_up_before_any_stage(
     with pytest.raises(KubelabError, match="node1 does not hold its private address"):
         up(plan, monkeypatch, FakeDriver(plan, set()), vms)
     assert vms.ran == []
+
+
+SSH_CONFIG_CAPTURE = Path(__file__).parent / "data" / "transport" / "vagrant-ssh-config.txt"
+
+
+def _files(lab_dir: Path) -> dict[str, tuple[int, int]]:
+    """Every file of the lab folder but its logs, with its inode and mtime."""
+    return {
+        p.relative_to(lab_dir).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in lab_dir.rglob("*")
+        if p.is_file() and "logs" not in p.relative_to(lab_dir).parts
+    }
+
+
+def test_up_on_a_lab_that_is_up_rewrites_no_file(
+    plan: Plan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver, vms = FakeDriver(plan, set()), FakeVMs(plan)
+    up(plan, monkeypatch, driver, vms)
+    before = _files(plan.lab_dir)
+
+    again = up(plan, monkeypatch, driver, vms)
+
+    assert not again.changed
+    assert "Vagrantfile" in before and _files(plan.lab_dir) == before
+
+
+def test_a_changed_plan_rewrites_the_lab_folder(plan: Plan) -> None:
+    lifecycle.render_lab(plan)
+    (plan.lab_dir / "Vagrantfile").write_text("# edited by hand\n")
+    lifecycle.render_lab(plan)
+    assert (plan.lab_dir / "Vagrantfile").read_text() != "# edited by hand\n"
+
+
+def test_connect_asks_vagrant_once_for_every_vm_and_keeps_the_answer(plan: Plan) -> None:
+    plan.lab_dir.mkdir(parents=True)
+    driver = FakeDriver(plan, {n.name for n in plan.nodes})
+
+    with lifecycle.connect(plan, driver) as transport:  # no command is run: no packet sent
+        assert set(transport.targets) == {n.name for n in plan.nodes}
+    kept = lifecycle.ssh_config_path(plan)
+    assert driver.ssh_config_calls == [None]
+    assert kept.read_text() == driver.ssh_config_text
+    assert kept.stat().st_mode & 0o777 == 0o600
+    stamp = (kept.stat().st_ino, kept.stat().st_mtime_ns)
+
+    lifecycle.connect(plan, driver).close()
+    assert (kept.stat().st_ino, kept.stat().st_mtime_ns) == stamp  # the same text: kept
+
+
+def test_a_vm_vagrant_gives_no_ssh_settings_for_is_named(plan: Plan) -> None:
+    plan.lab_dir.mkdir(parents=True)
+    driver = FakeDriver(plan, {n.name for n in plan.nodes})
+    driver.ssh_config_text = driver.ssh_config_text.split("\nHost node1")[0]
+
+    with pytest.raises(KubelabError, match="node1, node2"):
+        lifecycle.connect(plan, driver)
+    assert not lifecycle.ssh_config_path(plan).exists()
+
+
+def test_a_running_lab_with_stages_left_is_connected_to_once(
+    plan: Plan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver, vms = FakeDriver(plan, {n.name for n in plan.nodes}), FakeVMs(plan)
+    connects: list[str] = []
+
+    def connect(_plan: Plan, _driver: object) -> FakeVMs:
+        connects.append("connect")
+        return vms
+
+    monkeypatch.setattr(lifecycle, "driver_for", lambda _plan: driver)
+    monkeypatch.setattr(lifecycle, "connect", connect)
+    result = lifecycle.up(plan, Reporter(Console(file=open("/dev/null", "w"))))  # noqa: SIM115
+
+    assert result.changed and driver.booted == []
+    assert connects == ["connect"]  # the marker check and the stages share one transport
+    assert sorted(vms.ran) == sorted(every_script(plan))

@@ -7,14 +7,18 @@ mirrors.yaml, never restated here, so a catalog change does not need a test edit
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kubelab.config import catalog, hostname_for, load_config, mirror_profiles, validate_config
 from kubelab.errors import KubelabError
 from kubelab.plan import (
+    SPEC_FORMAT,
+    LabSpec,
     default_lab_dir,
     lab_prefix,
     load_plan,
@@ -235,3 +239,90 @@ def test_custom_mirror_overrides_some_keys_and_falls_back_for_the_rest() -> None
         else:
             assert value == official[key].replace("{minor}", minor)
     assert set(config.mirror.custom) < set(official)  # the file overrides some keys, not all
+
+
+# --- the LabSpec: every derived fact once, round-tripping through meta.json ------------
+
+
+@pytest.mark.parametrize("path", sorted(VALID.glob("*.yaml")), ids=lambda p: p.stem)
+def test_the_spec_round_trips_through_json(path: Path) -> None:
+    spec = make_plan(load_config(path), LAB_DIR).spec
+    assert LabSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_the_spec_keeps_node_identities_apart() -> None:
+    plan = _plan("student-id.yaml")
+    config = plan.config
+    for node in plan.spec.nodes:
+        assert node.name in {n.name for n in config.nodes}  # Vagrant's machine name
+        assert node.hostname == hostname_for(node.name, config.student_id)
+        assert node.k8s_name == node.hostname  # what kubelet registers (kubeadm's default)
+        assert node.hostname != node.name
+
+
+def test_the_spec_derives_endpoint_version_tag_and_images_from_the_catalog() -> None:
+    plan = _plan("aliyun.yaml")
+    spec, k8s = plan.spec, plan.kubernetes
+    assert spec.api_endpoint == f"{plan.master.ip}:{spec.api_port}"
+    assert spec.version_tag == "v" + k8s["version"] and spec.kubernetes_version == k8s["version"]
+    registry = plan.mirror["image_registry"]
+    assert spec.pause_image == f"{registry}/pause:{k8s['pause']}"
+    assert set(spec.component_images.values()) == {
+        f"{registry}/{name}:{spec.version_tag}" for name in spec.component_images
+    }
+    assert spec.nginx_image == plan.mirror["nginx_image"]
+    assert spec.kubeadm_api_version.endswith("/" + k8s["kubeadm_api"])
+
+
+def test_the_spec_lists_each_nodes_scripts_in_stage_order() -> None:
+    plan = _plan("empty.yaml")
+    for node in plan.nodes:
+        names = [s.name for s in plan.stages_for(node)]
+        scripts = plan.spec.scripts[node.name]
+        assert [Path(p).stem.split("-", 1)[1] for p in scripts] == names
+        assert all(p.startswith(f"scripts/{node.name}/") for p in scripts)
+    assert plan.spec.stages == tuple(s.name for s in plan.stages)
+
+
+@pytest.mark.parametrize(("name", "hardway"), [("hardway.yaml", True), ("empty.yaml", False)])
+def test_the_spec_says_whether_the_lab_is_built_the_hard_way(name: str, hardway: bool) -> None:
+    assert _plan(name).spec.hardway is hardway
+
+
+def test_from_dict_passes_over_keys_a_newer_kubelab_added() -> None:
+    spec = _plan("empty.yaml").spec
+    data = spec.to_dict()
+    data["provenance"] = {"new": True}
+    data["nodes"][0]["gpu"] = 1
+    assert LabSpec.from_dict(data) == spec
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"format": SPEC_FORMAT + 1},
+        {"format": "1"},
+        {"api_port": "6443"},
+        {"api_port": True},
+        {"nodes": []},
+        {"nodes": [{"name": "master"}]},
+        {"stages": "prepare"},
+        {"scripts": {"master": [1]}},
+        {"component_images": ["kube-apiserver"]},
+        {"hardway": "no"},
+    ],
+    ids=repr,
+)
+def test_from_dict_refuses_a_spec_of_the_wrong_shape(change: dict[str, Any]) -> None:
+    data = {**_plan("empty.yaml").spec.to_dict(), **change}
+    with pytest.raises(ValueError):
+        LabSpec.from_dict(data)
+
+
+def test_from_dict_refuses_a_spec_missing_a_field() -> None:
+    data = _plan("empty.yaml").spec.to_dict()
+    del data["pod_cidr"]
+    with pytest.raises(ValueError, match="pod_cidr"):
+        LabSpec.from_dict(data)
+    with pytest.raises(ValueError):
+        LabSpec.from_dict(["not", "a", "mapping"])

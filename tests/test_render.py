@@ -31,7 +31,6 @@ from kubelab.errors import ConfigError, KubelabError
 from kubelab.plan import Plan, make_plan
 from kubelab.render import (
     MANIFEST_NAME,
-    PROVISION_TEMPLATES,
     VAGRANT_TEMPLATES,
     render,
     ruby_string,
@@ -181,22 +180,60 @@ def test_the_recorder_sees_a_value_that_escapes(ruby) -> None:
 
 # --- every value passes its quoting filter ------------------------------------------------
 
-QUOTING_FILTERS = {"rb", "sh", "yaml", "int"}
+# Each template's format and the filters that quote a value for it. Every template of
+# every renderer is listed by the patterns below (a new one fails until it is).
+CODE_FILTERS = {"rb", "sh", "yaml", "int"}  # Ruby and bash (a YAML heredoc within)
+YAML_FILTERS = {"yaml", "tojson", "int"}  # JSON is YAML
+LINE_FILTERS = {"line", "int"}
+REPO_ROOT = VAGRANT_TEMPLATES.parent
+FORMATS: dict[str, set[str] | None] = {
+    "vagrant/*.j2": CODE_FILTERS,
+    "vagrant/classroom/*.sh.j2": CODE_FILTERS,
+    "provision/stages/*.sh.j2": CODE_FILTERS,
+    "provision/lib/*.sh.j2": CODE_FILTERS,
+    "provision/files/*.y*ml.j2": YAML_FILTERS,
+    "provision/files/*.j2": LINE_FILTERS,
+    "provision/files/hardway/*.j2": LINE_FILTERS,
+    "labs/manifests/*.yaml.j2": YAML_FILTERS,
+    "labs/templates/gradescope/*.j2": CODE_FILTERS,
+    # The grader's HTML report renders with autoescape on: every value is escaped.
+    "labs/templates/*.html.j2": None,
+}
+# Not yet held to a filter, and why (each is a known gap, listed so it stays visible).
+NOT_YET_FILTERED = {
+    # Markdown for a person to read: no interpreter runs it.
+    "labs/templates/feedback.md.j2": "markdown feedback",
+    # The hard way's files (issue 12 is rewriting them): values are the catalog's
+    # constants and validated node addresses; a `json`/`line` filter is still to come.
+    "provision/files/hardway/ca-config.json.j2": "issue 12",
+    "provision/files/hardway/csr.json.j2": "issue 12",
+    "provision/files/hardway/epel.repo.j2": "issue 12",
+    "provision/files/hardway/etcd.env.j2": "issue 12",
+    "provision/files/hardway/flanneld.env.j2": "issue 12",
+    "provision/files/hardway/my_etcdctl.j2": "issue 12",
+}
 # Internal constants, not config values: they may appear unfiltered (in comments).
-TRUSTED_NAMES = {"kubelab_version"}
-CODE_TEMPLATES = sorted(VAGRANT_TEMPLATES.glob("*.j2")) + sorted(
-    PROVISION_TEMPLATES.rglob("*.sh.j2")
+TRUSTED_NAMES = {"kubelab_version", "version", "exercise"}
+EVERY_TEMPLATE = sorted(
+    p.relative_to(REPO_ROOT).as_posix()
+    for folder in ("vagrant", "provision", "labs/manifests", "labs/templates")
+    for p in (REPO_ROOT / folder).rglob("*.j2")
 )
 
 
-def _is_quoted(expr: jinja2.nodes.Node) -> bool:
+def _format(template: str) -> set[str] | None:
+    for pattern, filters in FORMATS.items():
+        if Path(template).match(pattern) and template.count("/") == pattern.count("/"):
+            return filters
+    raise AssertionError(f"{template}: no format in FORMATS says how its values are quoted")
+
+
+def _is_quoted(expr: jinja2.nodes.Node, filters: set[str]) -> bool:
     nodes = jinja2.nodes
     if isinstance(expr, nodes.Const):
         return True
-    if isinstance(expr, nodes.Name) and expr.name in TRUSTED_NAMES:
-        return True
     if isinstance(expr, nodes.Filter):
-        if expr.name in QUOTING_FILTERS:
+        if expr.name in filters:
             return True
         # `xs|map("sh")|join(" ")`: every item quoted, then joined with a constant.
         if expr.name == "join" and isinstance(expr.node, nodes.Filter):
@@ -205,27 +242,61 @@ def _is_quoted(expr: jinja2.nodes.Node) -> bool:
                 inner.name == "map"
                 and bool(inner.args)
                 and isinstance(inner.args[0], nodes.Const)
-                and inner.args[0].value in QUOTING_FILTERS
+                and inner.args[0].value in filters
             )
     # A macro call: the macro's own output is checked where it is defined.
     return isinstance(expr, nodes.Call) and isinstance(expr.node, nodes.Name)
 
 
-@pytest.mark.parametrize(
-    "template", CODE_TEMPLATES, ids=[str(p.relative_to(p.parents[1])) for p in CODE_TEMPLATES]
-)
-def test_every_value_in_ruby_or_bash_passes_a_quoting_filter(template: Path) -> None:
+def _in_a_comment(line: str, filters: set[str], expr: jinja2.nodes.Node) -> bool:
+    """A bash or Ruby comment line naming an internal constant: nothing reads it."""
+    return (
+        filters is CODE_FILTERS
+        and line.lstrip().startswith("#")
+        and isinstance(expr, jinja2.nodes.Name)
+        and expr.name in TRUSTED_NAMES
+    )
+
+
+@pytest.mark.parametrize("template", EVERY_TEMPLATE)
+def test_every_value_passes_its_formats_quoting_filter(template: str) -> None:
+    if template in NOT_YET_FILTERED:
+        pytest.skip(f"not yet held to a filter: {NOT_YET_FILTERED[template]}")
+    filters = _format(template)
+    if filters is None:
+        return  # autoescaped
     env = jinja2.Environment(autoescape=False, trim_blocks=True, lstrip_blocks=True)
-    source = template.read_text()
+    source = (REPO_ROOT / template).read_text()
     lines = source.splitlines()
     tree = env.parse(source)
     unquoted = [
         f"line {expr.lineno}: {lines[expr.lineno - 1].strip()}"
         for output in tree.find_all(jinja2.nodes.Output)
         for expr in output.nodes
-        if not isinstance(expr, jinja2.nodes.TemplateData) and not _is_quoted(expr)
+        if not isinstance(expr, jinja2.nodes.TemplateData)
+        and not _is_quoted(expr, filters)
+        and not _in_a_comment(lines[expr.lineno - 1], filters, expr)
     ]
-    assert unquoted == [], f"{template}: values without |rb, |sh, |yaml or |int"
+    assert unquoted == [], f"{template}: values without one of {sorted(filters)}"
+
+
+def test_the_html_report_is_autoescaped_and_never_marked_safe() -> None:
+    from kubelab.grade.html import _env
+
+    assert _env(True).autoescape is True
+    for template in EVERY_TEMPLATE:
+        if template not in NOT_YET_FILTERED and _format(template) is None:
+            tree = jinja2.Environment().parse((REPO_ROOT / template).read_text())
+            assert not [f for f in tree.find_all(jinja2.nodes.Filter) if f.name == "safe"]
+
+
+@pytest.mark.parametrize("text", ["a\nb", "a\rb", "a\x00b"])
+def test_a_value_that_would_break_its_line_is_refused(text: str) -> None:
+    from kubelab.templating import one_line
+
+    with pytest.raises(jinja2.TemplateRuntimeError):
+        one_line(text)
+    assert one_line("https://mirror.example/x y") == "https://mirror.example/x y"
 
 
 # --- the quoting filters against the real interpreters --------------------------------------

@@ -35,6 +35,7 @@ TASKS = [
     "bench.grade",
     "bench.boot",
     "bench.verify",
+    "bench.render",
 ]
 
 

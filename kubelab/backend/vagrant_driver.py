@@ -84,11 +84,11 @@ class VagrantDriver:
         found = self._run("vagrant status", self._vagrant.status)
         return {s.name: s.state for s in found}
 
-    def ssh_config(self, vm_name: str) -> str:
-        """The raw `vagrant ssh-config VM` text (a Host block for ssh_config(5))."""
-        return self._run(
-            f"vagrant ssh-config {vm_name}", lambda: self._vagrant.ssh_config(vm_name=vm_name)
-        )
+    def ssh_config(self, vm_name: str | None = None) -> str:
+        """The raw `vagrant ssh-config [VM]` text: a Host block for ssh_config(5) per VM
+        (every VM of the lab when no name is given: one vagrant process for all)."""
+        command = f"vagrant ssh-config {vm_name}" if vm_name else "vagrant ssh-config"
+        return self._run(command, lambda: self._vagrant.ssh_config(vm_name=vm_name))
 
     def validate(self) -> None:
         """Run the real `vagrant validate` in the lab folder; raise with its output if it fails.

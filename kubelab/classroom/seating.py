@@ -15,6 +15,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubelab import defaults
 from kubelab.classroom.hosts import HostSpec, libvirt_uri
 from kubelab.classroom.placement import LabDemand
 from kubelab.classroom.state import ClassPaths
@@ -24,7 +25,7 @@ from kubelab.transport import SSHTarget
 
 MAX_SLOTS = 64
 # vagrant-libvirt's management network, made on every host it runs VMs on.
-MANAGEMENT_NET = ipaddress.IPv4Network("192.168.121.0/24")
+MANAGEMENT_NET = ipaddress.IPv4Network(defaults.MANAGEMENT_CIDR)
 SERIAL_LOG_DIR = "/var/log/libvirt/qemu"
 
 

@@ -15,11 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
-from kubelab import REPO_ROOT
 from kubelab.errors import KubelabError
-from kubelab.render import shell_word
+from kubelab.templating import VAGRANT_TEMPLATES, environment
 
 CONNECT_TIMEOUT = 10
 STATE_VERSION = 1
@@ -64,17 +61,14 @@ def prepare(paths: ClassPaths) -> None:
     """The class folder and its ssh wrapper (written again each time: it is generated)."""
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.log_dir.mkdir(exist_ok=True)
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(REPO_ROOT / "vagrant")),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,  # shell
-        keep_trailing_newline=True,
-    )
-    env.filters["sh"] = shell_word
-    text = env.get_template("classroom/ssh-pinned.sh.j2").render(
-        class_dir=paths.root.resolve(),
-        known_hosts=paths.known_hosts.resolve(),
-        connect_timeout=CONNECT_TIMEOUT,
+    text = (
+        environment(VAGRANT_TEMPLATES, trim=False)
+        .get_template("classroom/ssh-pinned.sh.j2")
+        .render(
+            class_dir=paths.root.resolve(),
+            known_hosts=paths.known_hosts.resolve(),
+            connect_timeout=CONNECT_TIMEOUT,
+        )
     )
     _write_atomic(paths.ssh_command, text, 0o755)
 

@@ -31,6 +31,7 @@ from kubelab import __version__, safeio
 from kubelab.errors import KubelabError
 from kubelab.grade.grading import FORMAT, StudentGrade, fmt, grade_evidence
 from kubelab.grade.rubric import Rubric, load_rubric
+from kubelab.names import STUDENT_ID_PATTERN, is_student_id
 from kubelab.verify import CheckResult
 from kubelab.verify.evidence import now
 
@@ -38,9 +39,8 @@ shown = safeio.shown
 
 REPORT = "report.json"
 EVIDENCE = "evidence"
-STUDENT_ID = re.compile(r"^[A-Za-z0-9-]{1,32}$")
 # The student ID is the rest of the name: IDs may hold "-", the exercise is digits only.
-NAME = re.compile(r"^kubelab-ex(?P<exercise>\d+)-(?P<student>[A-Za-z0-9-]{1,32})\.tar\.gz$")
+NAME = re.compile(rf"^kubelab-ex(?P<exercise>\d+)-(?P<student>{STUDENT_ID_PATTERN})\.tar\.gz$")
 NAME_PREFIX = "kubelab-ex"
 
 
@@ -84,10 +84,11 @@ def archive_name(exercise: int | str, student: str) -> str:
 
 
 def check_student_id(student: str) -> str:
-    if not STUDENT_ID.match(student or ""):
+    if not is_student_id(student or ""):
         raise KubelabError(
             f"student ID {student!r} is not usable in a file name",
-            hint="use letters, digits and '-' only, at most 32 characters (e.g. 2021123456)",
+            hint="use letters, digits and '-' (not at either end), at most 32 characters "
+            "(e.g. 2021123456)",
         )
     return student
 

@@ -28,10 +28,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
 from kubelab import REPO_ROOT, __version__
 from kubelab.grade.grading import StudentGrade, error_grade, fmt, grade_evidence
+from kubelab.templating import environment
 
 
 def results_json(grade: StudentGrade) -> dict[str, Any]:
@@ -115,14 +114,7 @@ def requirements() -> list[str]:
 
 
 def render_scripts(exercise: int) -> dict[str, str]:
-    from kubelab.render import shell_word
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
-    env.filters["sh"] = shell_word
+    env = environment(TEMPLATES, trim=False)
     values = {"exercise": exercise, "version": __version__, "requirements": requirements()}
     return {
         name: env.get_template(f"{name}.j2").render(**values)

@@ -13,6 +13,7 @@ and per verify check, how many graded students got it, which says what to re-tea
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from kubelab import REPO_ROOT
 from kubelab.grade.grading import StudentGrade, fmt
 from kubelab.grade.roster import EMPTY, Roster
 from kubelab.grade.rubric import Rubric
+from kubelab.templating import environment
 from kubelab.verify import CHECK_IDS
 from kubelab.verify.evidence import (
     CURL,
@@ -44,15 +46,9 @@ GRADES_TEMPLATE = "grades.html.j2"
 FEEDBACK_TEMPLATE = "feedback.md.j2"
 
 
+@functools.cache
 def _env(autoescape: bool) -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        undefined=jinja2.StrictUndefined,
-        autoescape=autoescape,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = environment(TEMPLATES, html=autoescape)
     env.filters["score"] = fmt
     env.filters["local"] = local_time
     return env
@@ -299,8 +295,3 @@ def picture(topo: dict[str, Any]) -> Picture:
 
 def render_feedback(grade: StudentGrade, rubric: Rubric) -> str:
     return _env(autoescape=False).get_template(FEEDBACK_TEMPLATE).render(grade=grade, rubric=rubric)
-
-
-def write_grades(path: Path, grades: Sequence[StudentGrade], rubric: Rubric) -> Path:
-    path.write_text(render_grades(grades, rubric), encoding="utf-8")
-    return path

@@ -40,7 +40,6 @@ from kubelab import safeio
 from kubelab.grade.archive import (
     EVIDENCE,
     REPORT,
-    STUDENT_ID,
     ArchiveError,
     Limits,
     archive_name,
@@ -48,16 +47,17 @@ from kubelab.grade.archive import (
     safe_extract,
 )
 from kubelab.grade.integrity import _identity_keys
+from kubelab.names import STUDENT_ID_PATTERN, is_student_id
 from kubelab.verify.evidence import META
 
 # kubelab-ex<N>-<ID> anywhere in the name (an LMS prefix before it), an optional
 # browser copy number, then one of the archive extensions, in any case.
 NAME = re.compile(
-    r"kubelab-ex(?P<exercise>\d+)-(?P<student>[A-Za-z0-9-]{1,32}?)"
+    rf"kubelab-ex(?P<exercise>\d+)-(?P<student>{STUDENT_ID_PATTERN}?)"
     r"(?:\s*\(\d+\))?\.(?P<ext>tar\.gz|tgz|tar|zip)$",
     re.IGNORECASE,
 )
-TOP = re.compile(r"^kubelab-ex(?P<exercise>\d+)-(?P<student>[A-Za-z0-9-]{1,32})$")
+TOP = re.compile(rf"^kubelab-ex(?P<exercise>\d+)-(?P<student>{STUDENT_ID_PATTERN})$")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip", ".tar")
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
@@ -243,7 +243,7 @@ def identify(path: Path, folder: Path, dest: Path, limits: Limits) -> Arrival:
     if isinstance(meta, dict):
         arrival.meta = meta
         claimed = meta.get("student_id")
-        if isinstance(claimed, str) and STUDENT_ID.match(claimed):
+        if isinstance(claimed, str) and is_student_id(claimed):
             arrival.content_student = claimed
         if isinstance(meta.get("exercise"), int) and not isinstance(meta["exercise"], bool):
             arrival.content_exercise = meta["exercise"]

@@ -41,10 +41,10 @@ from typing import Any
 
 import yaml
 
-from kubelab import safeio
+from kubelab import defaults, safeio
 from kubelab.config import bounded_yaml, mirror_profiles
 from kubelab.errors import ConfigError, KubelabError
-from kubelab.grade.archive import STUDENT_ID
+from kubelab.names import bare_version, is_student_id
 from kubelab.transport import INVENTORY_KEYS, SECRET_KEYS, SSHTarget, target_from_inventory
 from kubelab.verify.collect import DEFAULT_KUBECTL
 
@@ -93,8 +93,8 @@ class Settings:
     pod_cidr: str = "10.244.0.0/16"
     cni: str = "flannel"
     image: str = ""
-    namespace: str = "kubelab-grade"
-    nodeport: int = 30099
+    namespace: str = defaults.GRADE_NAMESPACE
+    nodeport: int = defaults.GRADE_NODEPORT
     kubectl: tuple[str, ...] = DEFAULT_KUBECTL
 
 
@@ -150,7 +150,7 @@ def parse_inventory(data: Any, source: Path) -> Inventory:
     for raw_id, entry in students.items():
         student = str(raw_id)
         where = f"{source}: {student}"
-        if not STUDENT_ID.match(student):
+        if not is_student_id(student):
             problems.append(f"{where}: student ID must be letters, digits and '-' (at most 32)")
             continue
         if not isinstance(entry, dict) or "master" not in entry:
@@ -275,7 +275,7 @@ def _settings(raw: Any, source: Path, problems: list[str]) -> Settings:
     if set(raw) - known:
         problems.append(f"{source}: grading: unknown keys {', '.join(sorted(set(raw) - known))}")
     values: dict[str, Any] = {}
-    version = str(raw.get("kubernetes_version") or "").removeprefix("v")
+    version = bare_version(str(raw.get("kubernetes_version") or ""))
     if version and not re.match(r"^\d+\.\d+\.\d+$", version):
         problems.append(f"{source}: grading.kubernetes_version {version!r} is not like 1.31.13")
     values["kubernetes_version"] = version

@@ -70,6 +70,7 @@ from kubelab.grade.grading import (
 from kubelab.grade.integrity import HOST_KEY, Flag
 from kubelab.grade.inventory import Host, Inventory, Settings, StudentLab, load_inventory
 from kubelab.grade.rubric import Rubric, load_rubric, rubric_phases
+from kubelab.names import bare_version
 from kubelab.transport import (
     CommandResult,
     HostKeyRefused,
@@ -479,7 +480,7 @@ def _server_version(evidence_dir: Path) -> str:
         version = Evidence(evidence_dir).json(VERSION).get("gitVersion") or ""
     except Exception:  # noqa: BLE001 - no version: the api check says why
         version = ""
-    return str(version).removeprefix("v") or UNPINNED
+    return bare_version(str(version)) or UNPINNED
 
 
 def _described(lab: StudentLab) -> dict[str, Any]:

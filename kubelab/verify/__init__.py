@@ -4,14 +4,12 @@
     evaluate(folder, expected)            -> one CheckResult per check (checks.py)
     report.print_table / write_json / write_junit / exit_code
 
-The live run is `run()`: collect, then evaluate the same folder, so a live
-verdict and a grader's re-evaluation of a handed-in folder take one code path.
+A live run (kubelab/verify/lab.py, live grading) collects, then evaluates the
+same folder, so a live verdict and a grader's re-evaluation of a handed-in folder
+take one code path.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
-from typing import Any
 
 from kubelab.verify.checks import CHECK_IDS, CHECKS, CheckResult, evaluate
 from kubelab.verify.collect import Transport, collect, render_manifest
@@ -31,13 +29,4 @@ __all__ = [
     "collect",
     "evaluate",
     "render_manifest",
-    "run",
 ]
-
-
-def run(
-    transport: Transport, expected: Expected, out_dir: Path | str, **collect_args: Any
-) -> list[CheckResult]:
-    """Collect evidence from the live lab, then evaluate that folder."""
-    folder = collect(transport, expected, out_dir, **collect_args)
-    return evaluate(folder, expected)

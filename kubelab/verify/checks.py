@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from kubelab.names import version_tag
 from kubelab.verify.evidence import (
     CLEANUP,
     DEPLOYMENT,
@@ -667,7 +668,7 @@ def check_api(evidence: Evidence, expected: Expected) -> Verdict:
     git = version.get("gitVersion") if isinstance(version, dict) else None
     if not git:
         return Verdict(False, f"{VERSION} has no gitVersion", hint("api"))
-    want = f"v{expected.kubernetes_version}"
+    want = version_tag(expected.kubernetes_version)
     if git != want:
         return Verdict(
             False,
@@ -688,7 +689,7 @@ _CNI_NOT_READY = (
 def check_nodes(evidence: Evidence, expected: Expected) -> Verdict:
     nodes = items(evidence.json(NODES), NODES)
     by_name = {_name(n): n for n in nodes}
-    want_version = f"v{expected.kubernetes_version}"
+    want_version = version_tag(expected.kubernetes_version)
     pod_net = ipaddress.ip_network(expected.pod_cidr, strict=False)
     management = ipaddress.ip_network(expected.management_cidr, strict=False)
     problems: list[str] = []

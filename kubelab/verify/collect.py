@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import jinja2
-
 from kubelab import REPO_ROOT, __version__
 from kubelab.errors import KubelabError
+from kubelab.templating import environment
 from kubelab.verify.checks import own_pod_targets, own_workload, pod_ready, schedulable_nodes
 from kubelab.verify.evidence import (
     CLEANUP,
@@ -123,13 +122,9 @@ class StepReporter(Protocol):
 
 
 def render_manifest(namespace: str, image: str, replicas: int, nodeport: int) -> str:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(MANIFEST_TEMPLATE.parent),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
+    template = environment(MANIFEST_TEMPLATE.parent, trim=False).get_template(
+        MANIFEST_TEMPLATE.name
     )
-    template = env.get_template(MANIFEST_TEMPLATE.name)
     return template.render(
         namespace=namespace, image=image, replicas=replicas, nodeport=nodeport, app=NGINX_APP
     )
@@ -439,6 +434,7 @@ def collect(
     exercise: str | int | None = None,
     reporter: StepReporter | None = None,
     restores: Sequence[Mapping[str, Any]] = (),
+    spec: Mapping[str, Any] | None = None,
 ) -> Path:
     """Run verify's commands and write the evidence folder; return its path.
 
@@ -469,6 +465,9 @@ def collect(
         "student_id": student_id,
         "exercise": exercise,
         "lab_config": dict(lab_config or {}),
+        # The lab's LabSpec.to_dict() (None when no plan made the lab: live grading);
+        # LabSpec.from_dict reads it back.
+        "spec": dict(spec) if spec is not None else None,
         "expected": expected.to_dict(),
         "image": image,
         "started": now(),

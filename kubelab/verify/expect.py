@@ -1,14 +1,22 @@
 """What verify expects of a cluster: the nodes, the pinned version, the names it uses.
 
-Plain data, filled from a plan by the caller (or by a grader from its own
-records). Checks compare the evidence against this, never against the evidence's
-own claims about itself.
+A projection of the lab's LabSpec (`Expected.from_spec`) plus what this run
+collects; live grading fills it from its inventory, with the same defaults
+(kubelab/defaults.py). Checks compare the evidence against this, never against
+the evidence's own claims about itself. meta.json keeps `to_dict()`, and
+`from_dict` is its one reader: `verify --evidence`, grading and live grading.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from kubelab import defaults
+from kubelab.names import bare_version
+
+if TYPE_CHECKING:
+    from kubelab.plan import LabSpec
 
 ROLES = ("master", "node")
 
@@ -60,13 +68,13 @@ class Expected:
     nodes: tuple[ExpectedNode, ...]
     kubernetes_version: str  # exact, without the "v": "1.31.13"
     pod_cidr: str  # what kubeadm init --pod-network-cidr was given: "10.244.0.0/16"
-    namespace: str = "kubelab-verify"  # verify's own; deleted at the end of every run
-    nodeport: int = 30080
+    namespace: str = defaults.VERIFY_NAMESPACE  # verify's own; deleted at the end of every run
+    nodeport: int = defaults.VERIFY_NODEPORT
     dns: bool = False  # --dns: also check that the Service name resolves inside a pod
     cni: str = "flannel"
     # vagrant-libvirt's management (NAT) network: an InternalIP in it means kubelet
     # picked eth0 instead of the lab network.
-    management_cidr: str = "192.168.121.0/24"
+    management_cidr: str = defaults.MANAGEMENT_CIDR
     deadlines: Deadlines = field(default_factory=Deadlines)
     # The student whose hostnames the nodes carry ("" when none was given).
     student_id: str = ""
@@ -91,7 +99,37 @@ class Expected:
         if unknown:
             raise ValueError(f"unknown phases {unknown}: known are {PHASES}")
         object.__setattr__(self, "phases", phases)
-        object.__setattr__(self, "kubernetes_version", self.kubernetes_version.removeprefix("v"))
+        object.__setattr__(self, "kubernetes_version", bare_version(self.kubernetes_version))
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: LabSpec,
+        *,
+        dns: bool = False,
+        phases: tuple[str, ...] = DEFAULT_PHASES,
+        language: str = "en",
+        hardway: bool | None = None,
+    ) -> Expected:
+        """What verify expects of the lab the spec describes. `hardway`: the exercise's
+        own answer, when it builds other stages than the config lists."""
+        return cls(
+            nodes=tuple(
+                ExpectedNode(name=n.k8s_name, role=n.role, private_ip=n.ip, machine=n.name)
+                for n in spec.nodes
+            ),
+            kubernetes_version=spec.kubernetes_version,
+            pod_cidr=spec.pod_cidr,
+            namespace=spec.verify_namespace,
+            nodeport=spec.verify_nodeport,
+            dns=dns,
+            cni=spec.cni,
+            management_cidr=spec.management_cidr,
+            student_id=spec.student_id,
+            phases=phases,
+            language=language,
+            hardway=spec.hardway if hardway is None else hardway,
+        )
 
     @property
     def masters(self) -> tuple[ExpectedNode, ...]:

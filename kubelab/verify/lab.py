@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING
 
 from kubelab.config import config_as_dict
 from kubelab.errors import KubelabError
-from kubelab.plan import Plan
+from kubelab.plan import Plan, is_hardway
 from kubelab.progress import Reporter
 from kubelab.transport import Transport, targets_from_ssh_config
 from kubelab.verify.checks import CheckResult, evaluate
 from kubelab.verify.checks_hardway import collect_hardway
 from kubelab.verify.collect import HOST, collect
 from kubelab.verify.evidence import Evidence
-from kubelab.verify.expect import DEFAULT_PHASES, Deadlines, Expected, ExpectedNode
+from kubelab.verify.expect import DEFAULT_PHASES, Expected
 
 if TYPE_CHECKING:
     from kubelab.labs import LabState
@@ -32,26 +32,7 @@ def expected_from_plan(
     language: str = "en",
     hardway: bool | None = None,
 ) -> Expected:
-    return Expected(
-        nodes=tuple(
-            ExpectedNode(name=n.hostname, role=n.role, private_ip=n.ip, machine=n.name)
-            for n in plan.nodes
-        ),
-        kubernetes_version=plan.kubernetes["version"],
-        pod_cidr=plan.kubernetes["pod_cidr"],
-        dns=dns,
-        cni=plan.kubernetes["cni"],
-        deadlines=Deadlines(),
-        student_id=plan.config.student_id,
-        phases=phases,
-        language=language,
-        hardway=is_hardway([s.name for s in plan.stages]) if hardway is None else hardway,
-    )
-
-
-def is_hardway(stages: list[str]) -> bool:
-    """Stages that build etcd by hand and no kubeadm cluster (exercise 4)."""
-    return "etcd" in stages and "init-master" not in stages
+    return Expected.from_spec(plan.spec, dns=dns, phases=phases, language=language, hardway=hardway)
 
 
 def default_evidence_dir(plan: Plan) -> Path:
@@ -106,13 +87,14 @@ def verify_lab(
             transport,
             expected,
             out,
-            image=plan.mirror["nginx_image"],
+            image=plan.spec.nginx_image,
             lab_config=config_as_dict(plan.config),
             student_id=plan.config.student_id or None,
             exercise=exercise,
             reporter=reporter,
             nodeport_from=HOST if host_on_lab_network(plan) else None,
             restores=state.restores if state else (),
+            spec=plan.spec.to_dict(),
         )
     return folder, evaluate(folder, expected)
 

@@ -94,11 +94,6 @@ def write_json(results: Sequence[CheckResult], path: Path | str) -> None:
     Path(path).write_text(json.dumps(to_json(results), indent=2) + "\n", encoding="utf-8")
 
 
-def read_json(path: Path | str) -> list[CheckResult]:
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    return [CheckResult.from_dict(r) for r in data["results"]]
-
-
 def junit(results: Sequence[CheckResult], suite: str = SUITE) -> ET.ElementTree:
     """JUnit XML as CI servers read it: one testcase per check, a failure per failed one."""
     failures = sum(not r.passed for r in results)

@@ -44,8 +44,8 @@ from typing import Any
 import yaml
 
 from kubelab.config import load_config
-from kubelab.plan import Plan, PlannedNode, make_plan
-from kubelab.render import render, script_path
+from kubelab.plan import Plan, PlannedNode, make_plan, script_path
+from kubelab.render import render
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]

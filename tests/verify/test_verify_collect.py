@@ -20,7 +20,6 @@ import yaml
 
 from kubelab import REPO_ROOT
 from kubelab.errors import KubelabError
-from kubelab.verify import run as verify_run
 from kubelab.verify.checks import evaluate
 from kubelab.verify.collect import DEFAULT_KUBECTL, NGINX_APP, _Collector, collect
 from kubelab.verify.evidence import (
@@ -192,6 +191,7 @@ def test_collect_writes_the_documented_folder(source: Folder, tmp_path: Path) ->
         student_id="20231234",
         exercise=2,
         lab_config={"name": "default"},
+        spec={"lab": "default"},
     )
     for rel in (
         META,
@@ -218,6 +218,7 @@ def test_collect_writes_the_documented_folder(source: Folder, tmp_path: Path) ->
     assert meta["student_id"] == "20231234"
     assert meta["exercise"] == 2
     assert meta["lab_config"] == {"name": "default"}
+    assert meta["spec"] == {"lab": "default"}  # the lab's LabSpec.to_dict(), as given
     assert meta["image"] == IMAGE
     assert meta["started"] <= meta["finished"]
     assert meta["interrupted"] is False and meta["aborted"] is None
@@ -407,7 +408,8 @@ def test_dns_when_asked(source: Folder, tmp_path: Path) -> None:
 
 
 def test_run_is_collect_then_evaluate(source: Folder, tmp_path: Path) -> None:
-    results = verify_run(ReplayTransport(source), source.expected, tmp_path / "out", image=IMAGE)
+    folder = collect(ReplayTransport(source), source.expected, tmp_path / "out", image=IMAGE)
+    results = evaluate(folder, source.expected)
     assert results == evaluate(tmp_path / "out", source.expected)
     assert all(r.passed for r in results)
 

@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from kubelab.verify.checks import CheckResult, evaluate
-from kubelab.verify.report import exit_code, print_table, read_json, write_json, write_junit
+from kubelab.verify.report import exit_code, print_table, write_json, write_junit
 from tests.verify.verify_captures import Folder, build_folder
 
 
@@ -40,7 +40,7 @@ def test_json_round_trip(tmp_path: Path, mixed: list[CheckResult]) -> None:
         "failed": sum(not r.passed for r in mixed),
     }
     assert [r["id"] for r in data["results"]] == [r.id for r in mixed]
-    assert read_json(path) == mixed
+    assert [CheckResult.from_dict(r) for r in data["results"]] == mixed  # round-trips
 
 
 def test_junit_matches_the_results(tmp_path: Path, mixed: list[CheckResult]) -> None:

@@ -1,0 +1,57 @@
+"""What verify expects: a projection of the lab's LabSpec, read back from meta.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kubelab import defaults
+from kubelab.config import load_config
+from kubelab.grade.inventory import Settings
+from kubelab.plan import make_plan
+from kubelab.verify.expect import NODE_PREP, Expected
+
+VALID = Path(__file__).resolve().parents[1] / "data" / "configs" / "valid"
+
+
+def _spec(name: str):
+    return make_plan(load_config(VALID / name), Path("/srv/kubelab/lab")).spec
+
+
+@pytest.mark.parametrize("name", ["empty.yaml", "student-id.yaml", "hardway.yaml"])
+def test_expected_is_a_projection_of_the_spec(name: str) -> None:
+    spec = _spec(name)
+    expected = Expected.from_spec(spec, phases=(NODE_PREP,), language="zh")
+    assert [(n.name, n.machine, n.role, n.private_ip) for n in expected.nodes] == [
+        (n.k8s_name, n.name, n.role, n.ip) for n in spec.nodes
+    ]
+    assert expected.kubernetes_version == spec.kubernetes_version
+    assert (expected.pod_cidr, expected.cni) == (spec.pod_cidr, spec.cni)
+    assert (expected.namespace, expected.nodeport) == (spec.verify_namespace, spec.verify_nodeport)
+    assert expected.management_cidr == spec.management_cidr
+    assert expected.student_id == spec.student_id and expected.hardway is spec.hardway
+    assert (expected.phases, expected.language) == ((NODE_PREP,), "zh")
+
+
+def test_an_exercise_overrides_whether_the_lab_is_hard_way() -> None:
+    assert Expected.from_spec(_spec("empty.yaml"), hardway=True).hardway is True
+
+
+def test_expected_round_trips_through_meta_json() -> None:
+    expected = Expected.from_spec(_spec("student-id.yaml"), dns=True)
+    assert Expected.from_dict(json.loads(json.dumps(expected.to_dict()))) == expected
+
+
+def test_verify_and_the_grader_read_their_defaults_from_one_module() -> None:
+    """The two nginx deployments differ on purpose (see kubelab/defaults.py); each is
+    written once."""
+    bare = Expected(nodes=(), kubernetes_version="1.31.13", pod_cidr="10.244.0.0/16")
+    assert (bare.namespace, bare.nodeport) == (defaults.VERIFY_NAMESPACE, defaults.VERIFY_NODEPORT)
+    assert bare.management_cidr == defaults.MANAGEMENT_CIDR
+    assert (Settings.namespace, Settings.nodeport) == (
+        defaults.GRADE_NAMESPACE,
+        defaults.GRADE_NODEPORT,
+    )
+    assert defaults.VERIFY_NODEPORT != defaults.GRADE_NODEPORT
