@@ -756,6 +756,7 @@ def class_up(
     """Place each student's whole lab on a host by capacity, print the plan, bring all up."""
     from kubelab import labs
     from kubelab.classroom import run, tables
+    from kubelab.classroom.grading import write_inventory
     from kubelab.classroom.state import save_seats
     from kubelab.grade.roster import load_roster
 
@@ -780,6 +781,7 @@ def class_up(
         paths, hosts_by_name, checks, configs, seats, boot, Reporter(ui.console), int(parallel)
     )
     run.write_ssh_configs(paths, hosts_by_name)
+    write_inventory(paths, hosts_by_name)  # its keys stay known if a host dies later
     ui.console.print(tables.outcomes_table("class up", outcomes))
     figures = ", ".join(f"{h} {s:.1f} s" for h, s in sorted(uploads.items()))
     ui.console.print(f"boot files uploaded: {figures or 'none needed'}")
@@ -817,6 +819,48 @@ def class_verify(c, hosts, class_dir=None):
     failed = [o.student for o in outcomes if not o.ok]
     if failed:
         raise Exit(f"class.verify: failed for {', '.join(failed)}", code=1)
+
+
+@task(
+    name="grade",
+    help=_class_help(
+        "hosts",
+        "class_dir",
+        exercise="the exercise to grade (its rubric)",
+        out_dir="where the gradebook goes (default: grades/ in the class folder)",
+        concurrency="clusters graded at once (default 16)",
+        deadline="seconds per cluster (default 600)",
+        force="regrade students already graded",
+    ),
+)
+@_user_errors
+def class_grade(
+    c, hosts, exercise, class_dir=None, out_dir=None, concurrency=16, deadline=600, force=False
+):
+    """Grade every student's lab live, through its host (an inventory kubelab writes)."""
+    from kubelab.classroom.grading import write_inventory
+    from kubelab.grade import grade_inventory
+
+    paths, hosts_by_name = _class(hosts, class_dir)
+    started = time.monotonic()
+    inventory, unknown = write_inventory(paths, hosts_by_name)
+    ui.console.print(f"inventory: {inventory}")
+    for student, why in sorted(unknown.items()):
+        ui.console.print(f"{student}: not graded: {why}", markup=False)
+    report = grade_inventory(
+        inventory,
+        int(exercise),
+        Path(out_dir) if out_dir else paths.root / "grades",
+        int(concurrency),
+        float(deadline),
+        force,
+        console=ui.console,
+    )
+    ui.console.print(report.summary(), soft_wrap=True, markup=False, highlight=False)
+    ui.console.print(f"class grade in {time.monotonic() - started:.1f} s")
+    failed = sorted([g.student for g in report.errors] + list(unknown))
+    if failed:
+        raise Exit(f"class.grade: not graded: {', '.join(failed)}", code=1)
 
 
 @task(
@@ -864,7 +908,9 @@ def class_ssh(c, node, student, class_dir=None):
 
 
 box = Collection("box", box_list, box_import, box_remove, box_build)
-classroom = Collection("class", class_hosts, class_up, class_status, class_verify, class_down)
+classroom = Collection(
+    "class", class_hosts, class_up, class_status, class_verify, class_grade, class_down
+)
 classroom.add_task(class_ssh, name="ssh")
 bench = Collection("bench")
 bench.add_task(bench_grade, name="grade")

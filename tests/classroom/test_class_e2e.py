@@ -4,8 +4,9 @@ Three libvirt hosts and a teacher in network namespaces of the test's own
 (tests/support/multihost.py). The teacher runs the real tasks: class.hosts pins the
 host keys, class.up places one lab per student (one VM each, stage smoke) across the
 hosts and boots them over qemu+ssh, class.verify reaches every VM through its host,
-then one host is taken off the network: class.status, class.verify and class.down
-name its student as the error while the others finish; once it is back, class.down
+then one host is taken off the network: class.status, class.grade, class.verify and
+class.down name its student as the error while the others finish (class.grade grades
+the other two through their hosts); once it is back, class.down
 ends with nothing of the class on any host, checked over qemu+ssh with libvirt-python.
 
 Run it alone, under the VM lock:
@@ -127,6 +128,23 @@ def test_a_class_across_three_hosts(tmp_path: Path) -> None:
         print(out)
         assert rc == 1 and "S003" in out.split("no answer for", 1)[-1], out
         figures.append(f"class.status with host {lost} down: {secs:.1f} s")
+        # Graded live through their hosts (the smoke lab has no cluster: graded, not
+        # errors); the lost host's student is an error row, the grader does not crash.
+        rc, out, secs = _invoke(
+            mh, log, "class.grade", *common, "--exercise", "1", "--deadline", "300"
+        )
+        print(out)
+        assert rc == 1 and "not graded: S003" in out, out
+        grades = {
+            g["student"]: g
+            for g in (
+                json.loads(p.read_text()) for p in (class_dir / "grades" / "results").glob("*.json")
+            )
+        }
+        assert sorted(grades) == ["S001", "S002", "S003"], grades.keys()
+        assert grades["S003"]["status"] == "error", grades["S003"]
+        assert all(grades[s]["status"] == "graded" for s in ("S001", "S002")), grades
+        figures.append(f"class.grade with host {lost} down (2 labs graded): {secs:.1f} s")
         rc, out, secs = _invoke(mh, log, "class.verify", *common)
         assert rc == 1 and "failed for S003" in out, out
         rc, out, secs = _invoke(mh, log, "class.down", *common, *config, "--box-volumes")
