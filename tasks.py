@@ -762,7 +762,8 @@ def class_up(
 
     started = time.monotonic()
     paths, hosts_by_name = _class(hosts, class_dir)
-    stages = list(labs.load_exercise(exercise).start) if exercise else None
+    chosen = labs.load_exercise(exercise) if exercise else None
+    stages = list(chosen.start) if chosen else None
     base = _class_config(config, stages)
     students = list(load_roster(roster).students)
     if not students:
@@ -778,7 +779,15 @@ def class_up(
         return
     save_seats(paths, seats)  # before any boot: class.down finds every lab even after a crash
     outcomes, uploads = run.class_up(
-        paths, hosts_by_name, checks, configs, seats, boot, Reporter(ui.console), int(parallel)
+        paths,
+        hosts_by_name,
+        checks,
+        configs,
+        seats,
+        boot,
+        Reporter(ui.console),
+        int(parallel),
+        exercise=chosen,
     )
     run.write_ssh_configs(paths, hosts_by_name)
     write_inventory(paths, hosts_by_name)  # its keys stay known if a host dies later
@@ -864,6 +873,26 @@ def class_grade(
 
 
 @task(
+    name="reset",
+    help=_class_help("class_dir", exercise="the exercise whose start every lab goes back to"),
+)
+@_user_errors
+def class_reset(c, exercise, class_dir=None):
+    """Every lab back to the exercise's start snapshot (taken by class.up --exercise N)."""
+    from kubelab.classroom import run, tables
+    from kubelab.classroom.state import ClassPaths
+
+    paths = ClassPaths(Path(class_dir) if class_dir else ROOT / ".class")
+    started = time.monotonic()
+    outcomes = run.class_reset(paths, int(exercise))
+    ui.console.print(tables.outcomes_table(f"class reset to exercise {exercise}", outcomes))
+    ui.console.print(f"class reset in {time.monotonic() - started:.0f} s")
+    failed = [o.student for o in outcomes if not o.ok]
+    if failed:
+        raise Exit(f"class.reset: failed for {', '.join(failed)}", code=1)
+
+
+@task(
     name="down",
     help=_class_help(
         "hosts",
@@ -909,7 +938,14 @@ def class_ssh(c, node, student, class_dir=None):
 
 box = Collection("box", box_list, box_import, box_remove, box_build)
 classroom = Collection(
-    "class", class_hosts, class_up, class_status, class_verify, class_grade, class_down
+    "class",
+    class_hosts,
+    class_up,
+    class_status,
+    class_verify,
+    class_grade,
+    class_reset,
+    class_down,
 )
 classroom.add_task(class_ssh, name="ssh")
 bench = Collection("bench")

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from rich.console import Console
 
-from kubelab import lifecycle
+from kubelab import labs, lifecycle
 from kubelab.backend import libvirt_hosts
 from kubelab.backend.libvirt_inspect import LibvirtInspector
 from kubelab.backend.vagrant_driver import VagrantDriver
@@ -250,8 +250,10 @@ def class_up(
     boot: Mapping[str, Path],
     reporter: Reporter,
     parallel: int = DEFAULT_PARALLEL,
+    exercise: labs.Exercise | None = None,
 ) -> tuple[list[LabOutcome], dict[str, float]]:
-    """Upload the boot files to each host in use, then bring every lab up, concurrently."""
+    """Upload the boot files to each host in use, then bring every lab up, concurrently;
+    with an exercise, snapshot each lab at its start (class.reset goes back to it)."""
     in_use = sorted({seats[s].host for s in configs})
     uploads: dict[str, float] = {}
     host_errors: dict[str, str] = {}
@@ -278,12 +280,18 @@ def class_up(
         if host in host_errors:
             return LabOutcome(student, host, False, host_errors[host])
         plan = student_plan(configs[student], paths)
-        return up_lab(plan, hosts[host], reporter, student)
+        return up_lab(plan, hosts[host], reporter, student, exercise)
 
     return _each(sorted(configs), one, parallel), uploads
 
 
-def up_lab(plan: Plan, host: ClassHost, reporter: Reporter, student: str) -> LabOutcome:
+def up_lab(
+    plan: Plan,
+    host: ClassHost,
+    reporter: Reporter,
+    student: str,
+    exercise: labs.Exercise | None = None,
+) -> LabOutcome:
     timings: dict[str, float] = {}
     started = time.monotonic()
     log = plan.log_dir / "class.log"
@@ -306,6 +314,10 @@ def up_lab(plan: Plan, host: ClassHost, reporter: Reporter, student: str) -> Lab
                 provision_started = time.monotonic()
                 StageRunner(plan, files, transport, own).run()
                 timings["provision"] = time.monotonic() - provision_started
+            if exercise is not None:
+                snapshot_started = time.monotonic()
+                if start_snapshot(plan, exercise, student):
+                    timings["snapshot"] = time.monotonic() - snapshot_started
         timings["total"] = time.monotonic() - started
     except KubelabError as exc:
         reporter.info(f"{student} on {host.name}: FAILED {exc.message.splitlines()[0]}")
@@ -316,6 +328,53 @@ def up_lab(plan: Plan, host: ClassHost, reporter: Reporter, student: str) -> Lab
     boot = f" (boot {timings['boot']:.0f} s)" if "boot" in timings else ""
     reporter.info(f"{student} on {host.name}: up in {timings['total']:.0f} s{boot}")
     return LabOutcome(student, host.name, True, "up", timings)
+
+
+def start_snapshot(plan: Plan, exercise: labs.Exercise, student: str) -> bool:
+    """Snapshot every VM at the exercise's start, over the host's URI (the lab config's),
+    once: a rerun of class.up must not replace the start state with the student's work."""
+    name = labs.snapshot_name(exercise)
+    state = labs.read_state(plan.lab_dir)
+    if state is not None and state.exercise == exercise.number and state.snapshot == name:
+        return False
+    inspector = lifecycle.inspector_for(plan)
+    for node in plan.nodes:
+        inspector.snapshot(
+            labs.domain_name(plan, node.name),
+            name,
+            f"kubelab: exercise {exercise.number} start state for {student}",
+        )
+    labs.write_state(
+        plan.lab_dir,
+        labs.LabState(exercise.number, student, started_at=labs.now(), snapshot=name),
+    )
+    return True
+
+
+def class_reset(
+    paths: ClassPaths, exercise: int, parallel: int = DEFAULT_PARALLEL
+) -> list[LabOutcome]:
+    """Every lab back to the exercise's start snapshot (labs.reset, over its host's URI)."""
+    seats = load_seats(paths)
+
+    def one(student: str) -> LabOutcome:
+        host = seats[student].host
+        try:
+            plan = existing_plan(paths, student)
+            state = labs.read_state(plan.lab_dir)
+            if state is None or state.exercise != exercise or not state.snapshot:
+                raise KubelabError(
+                    f"no start-state snapshot of exercise {exercise} "
+                    f"(class.up --exercise {exercise} takes it)"
+                )
+            with (plan.log_dir / "class.log").open("a") as out:
+                own = Reporter(Console(file=out, highlight=False, force_terminal=False))
+                _, took = labs.reset(plan, state, own)
+        except KubelabError as exc:
+            return LabOutcome(student, host, False, _one_line(exc.message))
+        return LabOutcome(student, host, True, f"reverted to {state.snapshot}", {"total": took})
+
+    return _each(sorted(seats), one, parallel)
 
 
 def lab_transport(plan: Plan, driver: VagrantDriver, host: ClassHost) -> Transport:
@@ -429,6 +488,9 @@ def class_down(
             return LabOutcome(student, seat.host, False, f"host {seat.host} not in hosts.yaml")
         try:
             plan = existing_plan(paths, student)
+            if labs.read_state(plan.lab_dir) is not None:
+                # libvirt refuses to undefine a domain that has snapshots.
+                LibvirtInspector(host.uri).delete_snapshots(plan.prefix)
             if (plan.lab_dir / "Vagrantfile").is_file():
                 lifecycle.driver_for(plan).destroy()
             left = LibvirtInspector(host.uri).leftovers(

@@ -1,9 +1,10 @@
-"""A host that dies during class.up stops only its own labs, named; a rerun continues.
+"""A host that dies during class.up or class.reset stops only its own labs, named; a
+rerun continues. class.up --exercise N snapshots each lab once; class.reset reverts it.
 
 Doubles at the boundary that cannot exist here without VMs: vagrant-libvirt's
-commands for one lab (VagrantDriver), the stream upload of the boot files to a host,
-and the SSH to a lab's VMs. They fail the way the real ones do when a host leaves
-the network (../shared/MULTIHOST_LIBVIRT_HERE.md, section 8: libvirt's
+commands for one lab (VagrantDriver), libvirt's snapshot calls and the stream upload
+of the boot files on a host, and the SSH to a lab's VMs. They fail the way the real
+ones do when a host leaves the network (../shared/MULTIHOST_LIBVIRT_HERE.md, section 8: libvirt's
 "Cannot recv data: ssh: connect to host ... No route to host").
 """
 
@@ -17,9 +18,10 @@ from kubelab.classroom import run
 from kubelab.classroom.hosts import load_hosts
 from kubelab.classroom.run import HostCheck
 from kubelab.classroom.seating import class_host
-from kubelab.classroom.state import ClassPaths, Seat, prepare
+from kubelab.classroom.state import ClassPaths, Seat, prepare, save_seats
 from kubelab.config import load_config
 from kubelab.errors import KubelabError
+from kubelab.labs import Exercise, load_exercise, snapshot_name
 from kubelab.lifecycle import RUNNING
 from kubelab.progress import Reporter
 from kubelab.transport import CommandResult
@@ -45,6 +47,9 @@ class Hosts:
         self.dies_during_up: set[str] = set()
         self.running: dict[str, set[str]] = {name: set() for name in ADDRESSES}
         self.booted: list[str] = []
+        self.snapshots: list[tuple[str, str]] = []
+        self.snapshot_hosts: list[str] = []
+        self.reverted: list[tuple[str, str]] = []
 
 
 class Driver:
@@ -68,6 +73,29 @@ class Driver:
             raise _lost(ADDRESSES[self.host])
         self.hosts.booted.append(self.lab)
         self.hosts.running[self.host].add(self.lab)
+
+
+class Inspector:
+    """libvirt on one host (LibvirtInspector's snapshot calls)."""
+
+    def __init__(self, hosts: Hosts, uri: str) -> None:
+        self.hosts = hosts
+        self.host = next(n for n, a in ADDRESSES.items() if f"@{a}/" in uri)
+
+    def _reach(self) -> None:
+        if self.host in self.hosts.down:
+            raise _lost(ADDRESSES[self.host])
+
+    def snapshot(self, domain: str, name: str, description: str = "") -> None:
+        self._reach()
+        self.hosts.snapshots.append((domain, name))
+        self.hosts.snapshot_hosts.append(self.host)
+
+    def revert(self, domain: str, name: str) -> None:
+        self._reach()
+        if (domain, name) not in self.hosts.snapshots:
+            raise KubelabError(f"{domain} has no snapshot {name!r}")
+        self.hosts.reverted.append((domain, name))
 
 
 class VMs:
@@ -95,6 +123,7 @@ class VMs:
 def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     paths = ClassPaths(tmp_path / "class")
     prepare(paths)
+    save_seats(paths, SEATS)
     key = tmp_path / "teacher-key"
     key.write_text("not read: no host is contacted\n")
     hosts_yaml = tmp_path / "hosts.yaml"
@@ -124,6 +153,9 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-unt
     monkeypatch.setattr(run.lifecycle, "driver_for", driver_for)
     monkeypatch.setattr(run.libvirt_hosts, "stage_boot_files", upload)
     monkeypatch.setattr(
+        run.lifecycle, "inspector_for", lambda plan: Inspector(world, plan.config.libvirt.uri)
+    )
+    monkeypatch.setattr(
         run,
         "lab_transport",
         lambda plan, driver, host: VMs(world, host.name, plan.nodes[0].ip),
@@ -131,15 +163,20 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-unt
     monkeypatch.setattr(run, "fetch_host_logs", lambda plan, host: fetched.append(host.name))
     checks = {name: HostCheck(host) for name, host in hosts.items()}
 
-    def up(boot: dict[str, Path]) -> dict[str, run.LabOutcome]:
-        outcomes, _ = run.class_up(paths, hosts, checks, configs, SEATS, boot, Reporter())
+    def up(boot: dict[str, Path], exercise: Exercise | None = None) -> dict[str, run.LabOutcome]:
+        outcomes, _ = run.class_up(
+            paths, hosts, checks, configs, SEATS, boot, Reporter(), exercise=exercise
+        )
         return {o.student: o for o in outcomes}
 
-    return world, up, fetched
+    def reset(number: int) -> dict[str, run.LabOutcome]:
+        return {o.student: o for o in run.class_reset(paths, number)}
+
+    return world, up, fetched, reset
 
 
 def test_a_host_that_dies_during_up_stops_only_its_labs(lab, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    world, up, fetched = lab
+    world, up, fetched, _ = lab
     world.dies_during_up.add("c")
     outcomes = up({})
     assert outcomes["S001"].ok and outcomes["S002"].ok, outcomes
@@ -157,10 +194,38 @@ def test_a_host_that_dies_during_up_stops_only_its_labs(lab, tmp_path: Path) -> 
 
 
 def test_a_host_lost_before_the_upload_names_its_students(lab, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    world, up, _ = lab
+    world, up, _, _ = lab
     world.down.add("b")
     boot = {"vmlinuz-0": tmp_path / "vmlinuz", "initrd-0": tmp_path / "initrd"}
     outcomes = up(boot)
     assert outcomes["S001"].ok and outcomes["S003"].ok, outcomes
     assert not outcomes["S002"].ok and "10.77.0.12" in outcomes["S002"].detail
     assert not any(Path(b).name == "S002" for b in world.booted)
+
+
+def test_class_reset_reverts_every_lab_but_the_lost_hosts(lab) -> None:  # type: ignore[no-untyped-def]
+    world, up, _, reset = lab
+    exercise = load_exercise(1)
+    name = snapshot_name(exercise)
+    outcomes = up({}, exercise)
+    assert all(o.ok for o in outcomes.values()), outcomes
+    # Each lab's VM, on its own host, at the exercise's start.
+    assert [n for _, n in world.snapshots] == [name] * 3
+    assert len({d for d, _ in world.snapshots}) == 3
+    assert sorted(world.snapshot_hosts) == ["a", "b", "c"]
+    # A rerun of class.up keeps the start state: no second snapshot over the student's work.
+    taken = len(world.snapshots)
+    assert all(o.ok for o in up({}, exercise).values())
+    assert len(world.snapshots) == taken
+
+    world.down.add("b")
+    outcomes = reset(1)
+    assert outcomes["S001"].ok and outcomes["S003"].ok, outcomes
+    assert not outcomes["S002"].ok and "No route to host" in outcomes["S002"].detail
+    assert len(world.reverted) == 2
+    # Another exercise's start was never taken: every lab says so, none is touched.
+    world.down.clear()
+    outcomes = reset(2)
+    assert not any(o.ok for o in outcomes.values())
+    assert all("class.up --exercise 2" in o.detail for o in outcomes.values()), outcomes
+    assert len(world.reverted) == 2
