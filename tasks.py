@@ -789,8 +789,12 @@ def class_up(
         int(parallel),
         exercise=chosen,
     )
-    run.write_ssh_configs(paths, hosts_by_name)
+    no_access = run.write_ssh_configs(paths, hosts_by_name)
     write_inventory(paths, hosts_by_name)  # its keys stay known if a host dies later
+    for outcome in outcomes:
+        if outcome.ok and outcome.student in no_access:
+            outcome.ok = False
+            outcome.detail = f"up, but no student access: {no_access[outcome.student]}"
     ui.console.print(tables.outcomes_table("class up", outcomes))
     figures = ", ".join(f"{h} {s:.1f} s" for h, s in sorted(uploads.items()))
     ui.console.print(f"boot files uploaded: {figures or 'none needed'}")

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import paramiko
 from rich.console import Console
 
 from kubelab import labs, lifecycle
 from kubelab.backend import libvirt_hosts
 from kubelab.backend.libvirt_inspect import LibvirtInspector
 from kubelab.backend.vagrant_driver import VagrantDriver
+from kubelab.classroom import access
 from kubelab.classroom.hostkeys import KeyCheck, check_or_pin, offered_key
 from kubelab.classroom.placement import HostCapacity, Placement, place
 from kubelab.classroom.seating import (
@@ -43,7 +45,7 @@ from kubelab.plan import Plan, make_plan
 from kubelab.progress import Reporter
 from kubelab.provision import StageRunner
 from kubelab.render import MANIFEST_NAME
-from kubelab.transport import Transport, targets_from_ssh_config
+from kubelab.transport import SSHTarget, Transport, targets_from_ssh_config
 
 T = TypeVar("T")
 DEFAULT_PARALLEL = 8
@@ -498,6 +500,7 @@ def class_down(
             )
             if not left:
                 remove_host_logs(plan, host)
+                revoke_access(paths, host, student)
         except KubelabError as exc:
             reporter.info(f"{student} on {host.name}: FAILED {exc.message.splitlines()[0]}")
             return LabOutcome(student, host.name, False, _one_line(exc.message))
@@ -566,9 +569,13 @@ def remove_host_logs(plan: Plan, host: ClassHost) -> None:
 # --- students' ssh configs -------------------------------------------------------------
 
 
-def write_ssh_configs(paths: ClassPaths, hosts: Mapping[str, ClassHost]) -> list[Path]:
-    """students/<id>/ssh_config: each VM as <node>-<id>, reached through the lab's host."""
-    written = []
+def write_ssh_configs(paths: ClassPaths, hosts: Mapping[str, ClassHost]) -> dict[str, str]:
+    """students/<id>/: an ssh_config naming each VM <node>-<id> by its lab address,
+    reached through the lab's host with the student's own key, and that key allowed on
+    the host for those addresses only. Returns student -> the error, for those not done."""
+    written: dict[str, list[str]] = {}  # host -> students
+    entries: dict[str, dict[str, str]] = {}
+    failed: dict[str, str] = {}
     for student, seat in sorted(load_seats(paths).items()):
         host = hosts[seat.host]
         try:
@@ -577,40 +584,88 @@ def write_ssh_configs(paths: ClassPaths, hosts: Mapping[str, ClassHost]) -> list
             targets = [
                 targets_from_ssh_config(driver.ssh_config(n.name))[n.name] for n in plan.nodes
             ]
-        except KubelabError:
+        except KubelabError as exc:
+            failed[student] = _one_line(exc.message)
             continue
-        jump = f"kubelab-host-{host.name}"
-        lines = [
-            f"# Written by kubelab for {student}: the lab on host {host.name}.",
-            f"Host {jump}",
-            f"  HostName {host.spec.address}",
-            f"  Port {host.spec.port}",
-            f"  User {host.spec.user}",
-            f"  IdentityFile {host.key}",
-            "  IdentitiesOnly yes",
-            f"  UserKnownHostsFile {paths.known_hosts.resolve()}",
-            "  StrictHostKeyChecking yes",
-            f"  ConnectTimeout {CONNECT_TIMEOUT}",
-        ]
-        for node, target in zip(plan.nodes, targets, strict=True):
-            lines += [
-                f"Host {node.hostname}",
-                f"  HostName {target.host}",
-                f"  User {target.user}",
-                *(f"  IdentityFile {k}" for k in target.key_files),
-                "  IdentitiesOnly yes",
-                f"  ProxyJump {jump}",
-                # Throwaway VMs: a new key each `up`, as vagrant's own ssh-config says.
-                "  UserKnownHostsFile /dev/null",
-                "  StrictHostKeyChecking no",
-            ]
+        folder = paths.ssh_config(student).parent
+        key = access.student_key(paths, student)
+        known_hosts = folder / "known_hosts"
+        _copy_host_key(paths.known_hosts, host.spec.known_hosts_name, known_hosts)
+        text = ssh_config_text(student, host, key, known_hosts, plan, targets)
         out = paths.ssh_config(student)
-        out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(out.name + ".partial")
-        partial.write_text("\n".join(lines) + "\n")
+        partial.write_text(text)
         os.replace(partial, out)
-        written.append(out)
-    return written
+        entries.setdefault(host.name, {})[access.marker(paths, student)] = access.entry(
+            paths, student, [n.ip for n in plan.nodes]
+        )
+        written.setdefault(host.name, []).append(student)
+
+    def grant(name: str) -> None:
+        try:
+            with host_transport(hosts[name]) as transport:
+                access.set_entries(transport, name, entries[name])
+        except KubelabError as exc:
+            for student in written[name]:
+                failed[student] = _one_line(exc.message)
+
+    _each(sorted(entries), grant)
+    return failed
+
+
+def ssh_config_text(
+    student: str,
+    host: ClassHost,
+    key: Path,
+    known_hosts: Path,
+    plan: Plan,
+    targets: list[SSHTarget],
+) -> str:
+    """The student's ssh_config: each VM by its lab address, through the host, own key."""
+    jump = f"kubelab-host-{host.name}"
+    lines = [
+        f"# Written by kubelab for {student}: the lab on host {host.name}.",
+        f"Host {jump}",
+        f"  HostName {host.spec.address}",
+        f"  Port {host.spec.port}",
+        f"  User {host.spec.user}",
+        f"  IdentityFile {key.resolve()}",
+        "  IdentitiesOnly yes",
+        f"  UserKnownHostsFile {known_hosts.resolve()}",
+        "  StrictHostKeyChecking yes",
+        f"  ConnectTimeout {CONNECT_TIMEOUT}",
+    ]
+    for node, target in zip(plan.nodes, targets, strict=True):
+        lines += [
+            f"Host {node.hostname}",
+            # The lab address, as the host's authorized_keys entry permits it.
+            f"  HostName {node.ip}",
+            f"  User {target.user}",
+            *(f"  IdentityFile {k}" for k in target.key_files),
+            "  IdentitiesOnly yes",
+            f"  ProxyJump {jump}",
+            # Throwaway VMs: a new key each `up`, as vagrant's own ssh-config says.
+            "  UserKnownHostsFile /dev/null",
+            "  StrictHostKeyChecking no",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def revoke_access(paths: ClassPaths, host: ClassHost, student: str) -> None:
+    """Remove the student's entry from the host's authorized_keys."""
+    with host_transport(host) as transport:
+        access.set_entries(transport, host.name, {access.marker(paths, student): ""})
+
+
+def _copy_host_key(known_hosts: Path, name: str, out: Path) -> None:
+    """The student's known_hosts: only their host's pinned key."""
+    pinned = paramiko.HostKeys(str(known_hosts)).lookup(name)
+    if not pinned:
+        raise KubelabError(f"no pinned host key for {name} in {known_hosts}: run class.hosts")
+    mine = paramiko.HostKeys()
+    for key_type, key in pinned.items():
+        mine.add(name, key_type, key)
+    mine.save(str(out))
 
 
 def _one_line(message: str) -> str:

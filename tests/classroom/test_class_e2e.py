@@ -121,6 +121,49 @@ def test_a_class_across_three_hosts(tmp_path: Path) -> None:
         ssh_config = paths.ssh_config("S001").read_text()
         assert "ProxyJump kubelab-host-" in ssh_config
 
+        # Each student's own ssh_config and key reach their VM, with the real ssh client;
+        # S001's key reaches nothing else: not S002's host, not another address.
+        def ssh(config_file: Path, *argv: str) -> tuple[int, str]:
+            done = mh.run_teacher(
+                ["ssh", "-F", str(config_file), "-o", "BatchMode=yes", *argv], timeout=120
+            )
+            return done.returncode, done.stdout.strip() or done.stderr.strip()
+
+        started = time.monotonic()
+        for student in seats:
+            rc, out = ssh(paths.ssh_config(student), f"master-{student.lower()}", "hostname")
+            assert rc == 0 and out == f"master-{student.lower()}", (student, out)
+        figures.append(
+            f"ssh to each student's VM with their own config: {time.monotonic() - started:.1f} s"
+        )
+        own_host = mh.hosts[seats["S001"].host].address
+        other_host = mh.hosts[seats["S002"].host].address
+        key = paths.ssh_config("S001").with_name("id_ed25519")
+        rc, out = ssh(
+            paths.ssh_config("S001"),
+            "-i",
+            str(key),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            f"root@{other_host}",
+            "true",
+        )
+        assert rc != 0 and "Permission denied" in out, out
+        rc, out = ssh(
+            paths.ssh_config("S001"),
+            "-o",
+            f"HostName={own_host}",
+            "-o",
+            "User=root",
+            "-o",
+            "ProxyJump=kubelab-host-" + seats["S001"].host,
+            "master-s001",
+            "true",
+        )
+        assert rc != 0 and "prohibited" in out, out
+
         # One host leaves the network: its student is named, the others go on.
         lost = seats["S003"].host
         mh.set_link(lost, up=False)
