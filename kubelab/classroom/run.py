@@ -23,7 +23,7 @@ import paramiko
 from rich.console import Console
 
 from kubelab import labs, lifecycle
-from kubelab.backend import libvirt_hosts
+from kubelab.backend import libvirt_inspect
 from kubelab.backend.libvirt_inspect import LibvirtInspector
 from kubelab.backend.vagrant_driver import VagrantDriver
 from kubelab.classroom import access
@@ -60,7 +60,7 @@ class HostCheck:
 
     host: ClassHost
     key: KeyCheck | None = None
-    figures: libvirt_hosts.HostFigures | None = None
+    figures: libvirt_inspect.HostFigures | None = None
     problem: str = ""
     seconds: float = 0.0
 
@@ -102,8 +102,8 @@ def check_host(host: ClassHost, paths: ClassPaths, box_name: str) -> HostCheck:
             seconds=time.monotonic() - started,
         )
     try:
-        figures = libvirt_hosts.read_figures(
-            host.uri, spec.pool, libvirt_hosts.box_volume_prefix(box_name)
+        figures = libvirt_inspect.read_figures(
+            host.uri, spec.pool, libvirt_inspect.box_volume_prefix(box_name)
         )
     except KubelabError as exc:
         return HostCheck(host, key=key, problem=exc.message, seconds=time.monotonic() - started)
@@ -188,8 +188,8 @@ def boot_files_for(box_dir: Path | None) -> dict[str, Path]:
     if not (kernel.is_file() and initrd.is_file()):
         return {}
     return {
-        libvirt_hosts.boot_volume_name("vmlinuz", kernel): kernel,
-        libvirt_hosts.boot_volume_name("initrd", initrd): initrd,
+        libvirt_inspect.boot_volume_name("vmlinuz", kernel): kernel,
+        libvirt_inspect.boot_volume_name("initrd", initrd): initrd,
     }
 
 
@@ -212,7 +212,7 @@ def boot_paths(boot: Mapping[str, Path]) -> BootFiles | None:
     if not boot:
         return None
     by_role = {name.split("-", 1)[0]: name for name in boot}
-    folder = libvirt_hosts.BOOT_POOL_DIR
+    folder = libvirt_inspect.BOOT_POOL_DIR
     return BootFiles(
         kernel=f"{folder}/{by_role['vmlinuz']}", initrd=f"{folder}/{by_role['initrd']}"
     )
@@ -268,7 +268,7 @@ def class_up(
             return
         started = time.monotonic()
         try:
-            libvirt_hosts.stage_boot_files(hosts[name].uri, boot)
+            libvirt_inspect.stage_boot_files(hosts[name].uri, boot)
         except KubelabError as exc:
             host_errors[name] = exc.message
             return
@@ -518,10 +518,10 @@ def class_down(
     def tidy(name: str) -> None:
         uri = hosts[name].uri
         try:
-            removed = libvirt_hosts.remove_boot_files(uri)
+            removed = libvirt_inspect.remove_boot_files(uri)
             if box_name:
-                removed += libvirt_hosts.remove_box_volumes(
-                    uri, hosts[name].spec.pool, libvirt_hosts.box_volume_prefix(box_name)
+                removed += libvirt_inspect.remove_box_volumes(
+                    uri, hosts[name].spec.pool, libvirt_inspect.box_volume_prefix(box_name)
                 )
         except KubelabError as exc:
             removed = [f"FAILED: {_one_line(exc.message)}"]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from kubelab.backend import libvirt_hosts
+from kubelab.backend import libvirt_inspect
 from kubelab.classroom.hosts import load_hosts
 from kubelab.classroom.seating import class_host
 from kubelab.classroom.state import ClassPaths, load_seats
@@ -84,7 +84,7 @@ def test_a_class_across_three_hosts(tmp_path: Path) -> None:
         uris = {s.name: class_host(s, base, paths).uri for s in specs}
 
         def inventory() -> dict[str, dict[str, list[str]]]:
-            return {name: libvirt_hosts.everything(uri) for name, uri in uris.items()}
+            return {name: libvirt_inspect.everything(uri) for name, uri in uris.items()}
 
         before = mh.call_teacher(inventory)
 
@@ -207,7 +207,7 @@ def test_a_class_across_three_hosts(tmp_path: Path) -> None:
         for host in HOSTS:
             for kind in ("domains", "networks", "volumes"):
                 assert after[host][kind] == before[host][kind], (host, kind, after[host])
-            assert libvirt_hosts.BOOT_POOL not in after[host]["pools"]
+            assert libvirt_inspect.BOOT_POOL not in after[host]["pools"]
             # Nor on the host's disk: the VMs' serial and QEMU logs went with their labs.
             logs = Path(f"/proc/{mh.hosts[host].libvirt.pid}/root/var/log/libvirt/qemu")
             assert not list(logs.glob("kubelab-cls-*")), (host, list(logs.iterdir()))

@@ -110,7 +110,7 @@ def test_boot_files_go_up_through_libvirt_and_come_off_again(tmp_path: Path) -> 
     reason = missing_requirements()
     if reason:
         pytest.skip(reason)
-    from kubelab.backend import libvirt_hosts
+    from kubelab.backend import libvirt_inspect
     from kubelab.classroom.hostkeys import check_or_pin, offered_key
     from kubelab.classroom.hosts import HostSpec
     from kubelab.classroom.seating import class_host
@@ -118,7 +118,7 @@ def test_boot_files_go_up_through_libvirt_and_come_off_again(tmp_path: Path) -> 
 
     kernel = tmp_path / "vmlinuz"
     kernel.write_bytes(bytes(range(256)) * 40_000)  # 10 MB: several stream chunks
-    boot = {libvirt_hosts.boot_volume_name("vmlinuz", kernel): kernel}
+    boot = {libvirt_inspect.boot_volume_name("vmlinuz", kernel): kernel}
     (name,) = boot
     with MultiHost(["a"], tag="mhb") as mh:
         paths = ClassPaths(mh.teacher_dir / "class")
@@ -130,24 +130,24 @@ def test_boot_files_go_up_through_libvirt_and_come_off_again(tmp_path: Path) -> 
 
         def body() -> tuple[dict[str, str], dict[str, list[str]], list[str], dict[str, list[str]]]:
             check_or_pin(paths.known_hosts, address, offered_key(address, 22, 10))
-            placed = libvirt_hosts.stage_boot_files(host.uri, boot)
-            again = libvirt_hosts.stage_boot_files(host.uri, boot)  # already there: kept
+            placed = libvirt_inspect.stage_boot_files(host.uri, boot)
+            again = libvirt_inspect.stage_boot_files(host.uri, boot)  # already there: kept
             assert again == placed
-            during = libvirt_hosts.everything(host.uri)
+            during = libvirt_inspect.everything(host.uri)
             # What libvirtd wrote, seen on the host's own disk (its mount namespace).
             on_host = Path(f"/proc/{mh.hosts['a'].libvirt.pid}/root{placed[name]}")
             assert on_host.read_bytes() == kernel.read_bytes()
-            removed = libvirt_hosts.remove_boot_files(host.uri)
-            return placed, during, removed, libvirt_hosts.everything(host.uri)
+            removed = libvirt_inspect.remove_boot_files(host.uri)
+            return placed, during, removed, libvirt_inspect.everything(host.uri)
 
         placed, during, removed, after = mh.call_teacher(body)
-        assert placed == {name: f"{libvirt_hosts.BOOT_POOL_DIR}/{name}"}
-        assert f"{libvirt_hosts.BOOT_POOL}/{name}" in during["volumes"]
+        assert placed == {name: f"{libvirt_inspect.BOOT_POOL_DIR}/{name}"}
+        assert f"{libvirt_inspect.BOOT_POOL}/{name}" in during["volumes"]
         assert removed == [
-            f"volume {libvirt_hosts.BOOT_POOL}/{name}",
-            f"pool {libvirt_hosts.BOOT_POOL}",
+            f"volume {libvirt_inspect.BOOT_POOL}/{name}",
+            f"pool {libvirt_inspect.BOOT_POOL}",
         ]
-        assert libvirt_hosts.BOOT_POOL not in after["pools"]
+        assert libvirt_inspect.BOOT_POOL not in after["pools"]
 
 
 def test_a_labs_logs_on_the_host_are_fetched_then_removed(tmp_path: Path) -> None:

@@ -151,7 +151,7 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-unt
                 raise _lost(address)
 
     monkeypatch.setattr(run.lifecycle, "driver_for", driver_for)
-    monkeypatch.setattr(run.libvirt_hosts, "stage_boot_files", upload)
+    monkeypatch.setattr(run.libvirt_inspect, "stage_boot_files", upload)
     monkeypatch.setattr(
         run.lifecycle, "inspector_for", lambda plan: Inspector(world, plan.config.libvirt.uri)
     )
