@@ -699,13 +699,19 @@ def _class_help(*names: str, **extra: str) -> dict[str, str]:
     return {**{name: CLASS_HELP[name] for name in names}, **extra}
 
 
+def _class_paths(class_dir):
+    from kubelab.classroom.state import ClassPaths
+
+    return ClassPaths(Path(class_dir) if class_dir else ROOT / ".class")
+
+
 def _class(hosts, class_dir):
     """The class folder and its hosts, every derived fact made once."""
     from kubelab.classroom.hosts import load_hosts
     from kubelab.classroom.seating import class_host
-    from kubelab.classroom.state import ClassPaths, prepare
+    from kubelab.classroom.state import prepare
 
-    paths = ClassPaths(Path(class_dir) if class_dir else ROOT / ".class")
+    paths = _class_paths(class_dir)
     prepare(paths)
     specs, base_dir = load_hosts(Path(hosts))
     return paths, {s.name: class_host(s, base_dir, paths) for s in specs}
@@ -717,6 +723,19 @@ def _class_config(config, stages=None):
     return load_config(
         Path(config) if config else None, {"provision.stages": stages}, search_dir=ROOT
     )
+
+
+def _class_outcomes(name, title, outcomes, *lines, rerun=False):
+    """One row per student, the figures, then exit 1 naming every student that failed."""
+    from kubelab.classroom import tables
+
+    ui.console.print(tables.outcomes_table(title, outcomes))
+    for line in lines:
+        ui.console.print(line)
+    failed = [o.student for o in outcomes if not o.ok]
+    if failed:
+        more = " (rerun continues)" if rerun else ""
+        raise Exit(f"{name}: failed for {', '.join(failed)}{more}", code=1)
 
 
 def _vagrant_home() -> Path:
@@ -795,13 +814,15 @@ def class_up(
         if outcome.ok and outcome.student in no_access:
             outcome.ok = False
             outcome.detail = f"up, but no student access: {no_access[outcome.student]}"
-    ui.console.print(tables.outcomes_table("class up", outcomes))
     figures = ", ".join(f"{h} {s:.1f} s" for h, s in sorted(uploads.items()))
-    ui.console.print(f"boot files uploaded: {figures or 'none needed'}")
-    ui.console.print(f"class up in {time.monotonic() - started:.0f} s")
-    failed = [o.student for o in outcomes if not o.ok]
-    if failed:
-        raise Exit(f"class.up: failed for {', '.join(failed)} (rerun continues)", code=1)
+    _class_outcomes(
+        "class.up",
+        "class up",
+        outcomes,
+        f"boot files uploaded: {figures or 'none needed'}",
+        f"class up in {time.monotonic() - started:.0f} s",
+        rerun=True,
+    )
 
 
 @task(name="status", help=_class_help("hosts", "class_dir"))
@@ -822,16 +843,17 @@ def class_status(c, hosts, class_dir=None):
 @_user_errors
 def class_verify(c, hosts, class_dir=None):
     """Reach every VM of every lab through its host, concurrently: hostname and addresses."""
-    from kubelab.classroom import run, tables
+    from kubelab.classroom import run
 
     paths, hosts_by_name = _class(hosts, class_dir)
     started = time.monotonic()
     outcomes = run.class_reach(paths, hosts_by_name, "hostname; hostname -I")
-    ui.console.print(tables.outcomes_table("class verify (reach)", outcomes))
-    ui.console.print(f"class verify in {time.monotonic() - started:.1f} s")
-    failed = [o.student for o in outcomes if not o.ok]
-    if failed:
-        raise Exit(f"class.verify: failed for {', '.join(failed)}", code=1)
+    _class_outcomes(
+        "class.verify",
+        "class verify (reach)",
+        outcomes,
+        f"class verify in {time.monotonic() - started:.1f} s",
+    )
 
 
 @task(
@@ -852,9 +874,12 @@ def class_grade(
 ):
     """Grade every student's lab live, through its host (an inventory kubelab writes)."""
     from kubelab.classroom.grading import write_inventory
+    from kubelab.classroom.state import load_seats
     from kubelab.grade import grade_inventory
 
     paths, hosts_by_name = _class(hosts, class_dir)
+    if not load_seats(paths):
+        raise Exit(f"no lab in the class folder {paths.root}: run class.up first", code=2)
     started = time.monotonic()
     inventory, unknown = write_inventory(paths, hosts_by_name)
     ui.console.print(f"inventory: {inventory}")
@@ -883,17 +908,16 @@ def class_grade(
 @_user_errors
 def class_reset(c, exercise, class_dir=None):
     """Every lab back to the exercise's start snapshot (taken by class.up --exercise N)."""
-    from kubelab.classroom import run, tables
-    from kubelab.classroom.state import ClassPaths
+    from kubelab.classroom import run
 
-    paths = ClassPaths(Path(class_dir) if class_dir else ROOT / ".class")
     started = time.monotonic()
-    outcomes = run.class_reset(paths, int(exercise))
-    ui.console.print(tables.outcomes_table(f"class reset to exercise {exercise}", outcomes))
-    ui.console.print(f"class reset in {time.monotonic() - started:.0f} s")
-    failed = [o.student for o in outcomes if not o.ok]
-    if failed:
-        raise Exit(f"class.reset: failed for {', '.join(failed)}", code=1)
+    outcomes = run.class_reset(_class_paths(class_dir), int(exercise))
+    _class_outcomes(
+        "class.reset",
+        f"class reset to exercise {exercise}",
+        outcomes,
+        f"class reset in {time.monotonic() - started:.0f} s",
+    )
 
 
 @task(
@@ -908,18 +932,22 @@ def class_reset(c, exercise, class_dir=None):
 @_user_errors
 def class_down(c, hosts, class_dir=None, config=None, box_volumes=False):
     """Destroy every lab; check each host has nothing of it left; remove the boot files."""
-    from kubelab.classroom import run, tables
+    from kubelab.classroom import run
 
     paths, hosts_by_name = _class(hosts, class_dir)
     box_name = _class_config(config).box.name if box_volumes else ""
     report = run.class_down(paths, hosts_by_name, Reporter(ui.console), box_name=box_name)
-    ui.console.print(tables.outcomes_table("class down", report.outcomes))
-    for host, removed in sorted(report.host_cleanup.items()):
-        ui.console.print(f"{host}: removed {', '.join(removed) or 'nothing'}")
-    ui.console.print(f"class down in {report.seconds:.0f} s")
-    failed = [o.student for o in report.outcomes if not o.ok]
-    if failed:
-        raise Exit(f"class.down: failed for {', '.join(failed)} (rerun continues)", code=1)
+    _class_outcomes(
+        "class.down",
+        "class down",
+        report.outcomes,
+        *(
+            f"{host}: removed {', '.join(removed) or 'nothing'}"
+            for host, removed in sorted(report.host_cleanup.items())
+        ),
+        f"class down in {report.seconds:.0f} s",
+        rerun=True,
+    )
 
 
 @task(
@@ -930,10 +958,9 @@ def class_down(c, hosts, class_dir=None, config=None, box_volumes=False):
 @_user_errors
 def class_ssh(c, node, student, class_dir=None):
     """Open a shell on a student's VM, through the lab's host (students/<id>/ssh_config)."""
-    from kubelab.classroom.state import ClassPaths
     from kubelab.config import hostname_for
 
-    paths = ClassPaths(Path(class_dir) if class_dir else ROOT / ".class")
+    paths = _class_paths(class_dir)
     config_file = paths.ssh_config(student)
     if not config_file.is_file():
         raise Exit(f"no {config_file}: run class.up first", code=2)
