@@ -189,3 +189,57 @@ def test_a_labs_logs_on_the_host_are_fetched_then_removed(tmp_path: Path) -> Non
             assert text.endswith(".log\n") and 0 < len(text) <= 65536  # the tail, capped
         assert not any((on_host / path.lstrip("/")).exists() for path in remote)
         assert other.exists()
+
+
+def test_a_students_entry_is_honoured_by_the_hosts_sshd_and_removed(tmp_path: Path) -> None:
+    """The student's restricted entry in the host user's own ~/.ssh/authorized_keys (on
+    the test hosts, a folder of the test's bound over /root, never the machine's)."""
+    reason = missing_requirements()
+    if reason:
+        pytest.skip(reason)
+    import dataclasses
+
+    from kubelab.classroom import access
+    from kubelab.classroom.hostkeys import check_or_pin
+    from kubelab.classroom.hosts import HostSpec
+    from kubelab.classroom.run import host_transport, revoke_access
+    from kubelab.classroom.seating import class_host
+    from kubelab.classroom.state import ClassPaths, prepare
+    from kubelab.transport import SSHTarget, Transport, TransportError
+
+    machine_ssh = Path("/root/.ssh")
+    existed = machine_ssh.exists()
+    with MultiHost(["a"], tag="mha") as mh:
+        paths = ClassPaths(mh.teacher_dir / "class")
+        prepare(paths)
+        address = mh.hosts["a"].address
+        host = class_host(
+            HostSpec(name="a", address=address, key_file=str(mh.key)), tmp_path, paths
+        )
+        # No VM here: the host's own sshd stands in for the student's VM.
+        line = access.entry(paths, "S001", [address])
+        student = dataclasses.replace(host.jump, key_file=access.student_key(paths, "S001"))
+
+        def reach(to: str) -> str:
+            target = SSHTarget("vm", to, 22, "root", key_file=mh.key, jump=student)
+            with Transport({"vm": target}, connect_timeout=10) as transport:
+                return transport.run("vm", "true").command
+
+        def grant() -> None:
+            check_or_pin(paths.known_hosts, address, offered_key(address, 22, 10))
+            with host_transport(host) as transport:
+                access.set_entries(transport, "a", {access.marker(paths, "S001"): line})
+
+        mh.call_teacher(grant)
+        keys = mh.hosts["a"].ssh_dir / "root-home" / ".ssh" / "authorized_keys"
+        assert keys.read_text().splitlines() == [line]
+        assert mh.call_teacher(reach, address) == "true"
+        with pytest.raises(TransportError) as caught:
+            mh.call_teacher(reach, "127.0.0.1")
+        assert "prohibited" in caught.value.message
+
+        mh.call_teacher(revoke_access, paths, host, "S001")
+        assert keys.read_text() == ""
+        with pytest.raises(TransportError):
+            mh.call_teacher(reach, address)
+    assert machine_ssh.exists() == existed
