@@ -584,13 +584,13 @@ def write_ssh_configs(paths: ClassPaths, hosts: Mapping[str, ClassHost]) -> dict
             targets = [
                 targets_from_ssh_config(driver.ssh_config(n.name))[n.name] for n in plan.nodes
             ]
+            known_hosts = paths.ssh_config(student).with_name("known_hosts")
+            known_hosts.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _copy_host_key(paths.known_hosts, host.spec.known_hosts_name, known_hosts)
         except KubelabError as exc:
             failed[student] = _one_line(exc.message)
             continue
-        folder = paths.ssh_config(student).parent
         key = access.student_key(paths, student)
-        known_hosts = folder / "known_hosts"
-        _copy_host_key(paths.known_hosts, host.spec.known_hosts_name, known_hosts)
         text = ssh_config_text(student, host, key, known_hosts, plan, targets)
         out = paths.ssh_config(student)
         partial = out.with_name(out.name + ".partial")

@@ -10,8 +10,10 @@ ones do when a host leaves the network (../shared/MULTIHOST_LIBVIRT_HERE.md, sec
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from kubelab.classroom import run
@@ -27,6 +29,8 @@ from kubelab.progress import Reporter
 from kubelab.transport import CommandResult
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "classroom"
+SSH_CONFIG = Path(__file__).resolve().parents[1] / "support" / "stubs" / "ssh-config-host.template"
+VM_KEY = "/home/teacher/.vagrant.d/insecure_private_keys/vagrant.key.ed25519"
 ADDRESSES = {"a": "10.77.0.11", "b": "10.77.0.12", "c": "10.77.0.13"}
 SEATS = {"S001": Seat("a", 0), "S002": Seat("b", 0), "S003": Seat("c", 0)}
 
@@ -50,6 +54,8 @@ class Hosts:
         self.snapshots: list[tuple[str, str]] = []
         self.snapshot_hosts: list[str] = []
         self.reverted: list[tuple[str, str]] = []
+        self.authorized: dict[str, dict[str, str]] = {}  # host -> marker -> entry
+        self.class_hosts: dict[str, object] = {}
 
 
 class Driver:
@@ -65,6 +71,13 @@ class Driver:
     def status(self) -> dict[str, str]:
         self._reach()
         return {"master": RUNNING} if self.lab in self.hosts.running[self.host] else {}
+
+    def ssh_config(self, name: str) -> str:
+        """`vagrant ssh-config NAME`, in vagrant's format (tests/support/stubs)."""
+        self._reach()
+        return string.Template(SSH_CONFIG.read_text()).substitute(
+            name=name, address="192.168.121.50", user="vagrant", port=22, key_file=VM_KEY
+        )
 
     def up(self, vm_names: list[str], provision: bool) -> None:
         self._reach()
@@ -96,6 +109,25 @@ class Inspector:
         if (domain, name) not in self.hosts.snapshots:
             raise KubelabError(f"{domain} has no snapshot {name!r}")
         self.hosts.reverted.append((domain, name))
+
+
+class HostShell:
+    """kubelab's SSH to a host itself: records the authorized_keys updates it runs."""
+
+    def __init__(self, hosts: Hosts, host: str) -> None:
+        self.hosts, self.host = hosts, host
+
+    def __enter__(self) -> HostShell:
+        if self.host in self.hosts.down:
+            raise KubelabError(f"{self.host}: cannot connect: No route to host")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def run(self, node: str, cmd: str, *args: str, **options: object) -> CommandResult:
+        self.hosts.authorized.setdefault(self.host, {})[args[1]] = args[2]
+        return CommandResult(node, cmd, 0, "", "", 0.1)
 
 
 class VMs:
@@ -161,7 +193,9 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-unt
         lambda plan, driver, host: VMs(world, host.name, plan.nodes[0].ip),
     )
     monkeypatch.setattr(run, "fetch_host_logs", lambda plan, host: fetched.append(host.name))
+    monkeypatch.setattr(run, "host_transport", lambda host: HostShell(world, host.name))
     checks = {name: HostCheck(host) for name, host in hosts.items()}
+    world.class_hosts = hosts
 
     def up(boot: dict[str, Path], exercise: Exercise | None = None) -> dict[str, run.LabOutcome]:
         outcomes, _ = run.class_up(
@@ -172,11 +206,11 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-unt
     def reset(number: int) -> dict[str, run.LabOutcome]:
         return {o.student: o for o in run.class_reset(paths, number)}
 
-    return world, up, fetched, reset
+    return world, up, fetched, reset, paths
 
 
 def test_a_host_that_dies_during_up_stops_only_its_labs(lab, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    world, up, fetched, _ = lab
+    world, up, fetched, _, _ = lab
     world.dies_during_up.add("c")
     outcomes = up({})
     assert outcomes["S001"].ok and outcomes["S002"].ok, outcomes
@@ -194,7 +228,7 @@ def test_a_host_that_dies_during_up_stops_only_its_labs(lab, tmp_path: Path) -> 
 
 
 def test_a_host_lost_before_the_upload_names_its_students(lab, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    world, up, _, _ = lab
+    world, up, _, _, _ = lab
     world.down.add("b")
     boot = {"vmlinuz-0": tmp_path / "vmlinuz", "initrd-0": tmp_path / "initrd"}
     outcomes = up(boot)
@@ -204,7 +238,7 @@ def test_a_host_lost_before_the_upload_names_its_students(lab, tmp_path: Path) -
 
 
 def test_class_reset_reverts_every_lab_but_the_lost_hosts(lab) -> None:  # type: ignore[no-untyped-def]
-    world, up, _, reset = lab
+    world, up, _, reset, _ = lab
     exercise = load_exercise(1)
     name = snapshot_name(exercise)
     outcomes = up({}, exercise)
@@ -229,3 +263,26 @@ def test_class_reset_reverts_every_lab_but_the_lost_hosts(lab) -> None:  # type:
     assert not any(o.ok for o in outcomes.values())
     assert all("class.up --exercise 2" in o.detail for o in outcomes.values()), outcomes
     assert len(world.reverted) == 2
+
+
+def test_each_student_gets_a_config_and_an_entry_on_their_host_only(lab) -> None:  # type: ignore[no-untyped-def]
+    world, up, _, _, paths = lab
+    assert all(o.ok for o in up({}).values())
+    pinned = paramiko.HostKeys()  # as class.hosts left it: every host's key pinned
+    for address in ADDRESSES.values():
+        key = paramiko.RSAKey.generate(2048)
+        pinned.add(address, key.get_name(), key)
+    pinned.save(str(paths.known_hosts))
+    world.down.add("c")
+    failed = run.write_ssh_configs(paths, world.class_hosts)
+    assert sorted(failed) == ["S003"] and "No route to host" in failed["S003"]
+    assert "c" not in world.authorized
+    for student in ("S001", "S002"):
+        ((mark, line),) = world.authorized[SEATS[student].host].items()
+        assert mark.endswith(f"-{student}") and line.endswith(" " + mark)
+        assert line.startswith("restrict,port-forwarding,")
+        assert 'permitopen="192.168.56.10:22",command="/bin/false" ssh-ed25519 ' in line
+        config = paths.ssh_config(student).read_text()
+        assert "HostName 192.168.56.10" in config and f"IdentityFile {VM_KEY}" in config
+        assert str(paths.ssh_config(student).with_name("id_ed25519").resolve()) in config
+        assert "PRIVATE KEY" not in config + line
