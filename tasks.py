@@ -707,13 +707,19 @@ def _class_help(*names: str, **extra: str) -> dict[str, str]:
     return {**{name: CLASS_HELP[name] for name in names}, **extra}
 
 
+def _class_paths(class_dir):
+    from kubelab.classroom.state import ClassPaths
+
+    return ClassPaths(Path(class_dir) if class_dir else ROOT / ".class")
+
+
 def _class(hosts, class_dir):
     """The class folder and its hosts, every derived fact made once."""
     from kubelab.classroom.hosts import load_hosts
     from kubelab.classroom.seating import class_host
-    from kubelab.classroom.state import ClassPaths, prepare
+    from kubelab.classroom.state import prepare
 
-    paths = ClassPaths(Path(class_dir) if class_dir else ROOT / ".class")
+    paths = _class_paths(class_dir)
     prepare(paths)
     specs, base_dir = load_hosts(Path(hosts))
     return paths, {s.name: class_host(s, base_dir, paths) for s in specs}
@@ -725,6 +731,19 @@ def _class_config(config, stages=None):
     return load_config(
         Path(config) if config else None, {"provision.stages": stages}, search_dir=ROOT
     )
+
+
+def _class_outcomes(name, title, outcomes, *lines, rerun=False):
+    """One row per student, the figures, then exit 1 naming every student that failed."""
+    from kubelab.classroom import tables
+
+    ui.console.print(tables.outcomes_table(title, outcomes))
+    for line in lines:
+        ui.console.print(line)
+    failed = [o.student for o in outcomes if not o.ok]
+    if failed:
+        more = " (rerun continues)" if rerun else ""
+        raise Exit(f"{name}: failed for {', '.join(failed)}{more}", code=1)
 
 
 def _vagrant_home() -> Path:
@@ -764,12 +783,14 @@ def class_up(
     """Place each student's whole lab on a host by capacity, print the plan, bring all up."""
     from kubelab import labs
     from kubelab.classroom import run, tables
+    from kubelab.classroom.grading import write_inventory
     from kubelab.classroom.state import save_seats
     from kubelab.grade.roster import load_roster
 
     started = time.monotonic()
     paths, hosts_by_name = _class(hosts, class_dir)
-    stages = list(labs.load_exercise(exercise).start) if exercise else None
+    chosen = labs.load_exercise(exercise) if exercise else None
+    stages = list(chosen.start) if chosen else None
     base = _class_config(config, stages)
     students = list(load_roster(roster).students)
     if not students:
@@ -785,16 +806,31 @@ def class_up(
         return
     save_seats(paths, seats)  # before any boot: class.down finds every lab even after a crash
     outcomes, uploads = run.class_up(
-        paths, hosts_by_name, checks, configs, seats, boot, Reporter(ui.console), int(parallel)
+        paths,
+        hosts_by_name,
+        checks,
+        configs,
+        seats,
+        boot,
+        Reporter(ui.console),
+        int(parallel),
+        exercise=chosen,
     )
-    run.write_ssh_configs(paths, hosts_by_name)
-    ui.console.print(tables.outcomes_table("class up", outcomes))
+    no_access = run.write_ssh_configs(paths, hosts_by_name)
+    write_inventory(paths, hosts_by_name)  # its keys stay known if a host dies later
+    for outcome in outcomes:
+        if outcome.ok and outcome.student in no_access:
+            outcome.ok = False
+            outcome.detail = f"up, but no student access: {no_access[outcome.student]}"
     figures = ", ".join(f"{h} {s:.1f} s" for h, s in sorted(uploads.items()))
-    ui.console.print(f"boot files uploaded: {figures or 'none needed'}")
-    ui.console.print(f"class up in {time.monotonic() - started:.0f} s")
-    failed = [o.student for o in outcomes if not o.ok]
-    if failed:
-        raise Exit(f"class.up: failed for {', '.join(failed)} (rerun continues)", code=1)
+    _class_outcomes(
+        "class.up",
+        "class up",
+        outcomes,
+        f"boot files uploaded: {figures or 'none needed'}",
+        f"class up in {time.monotonic() - started:.0f} s",
+        rerun=True,
+    )
 
 
 @task(name="status", help=_class_help("hosts", "class_dir"))
@@ -815,16 +851,81 @@ def class_status(c, hosts, class_dir=None):
 @_user_errors
 def class_verify(c, hosts, class_dir=None):
     """Reach every VM of every lab through its host, concurrently: hostname and addresses."""
-    from kubelab.classroom import run, tables
+    from kubelab.classroom import run
 
     paths, hosts_by_name = _class(hosts, class_dir)
     started = time.monotonic()
     outcomes = run.class_reach(paths, hosts_by_name, "hostname; hostname -I")
-    ui.console.print(tables.outcomes_table("class verify (reach)", outcomes))
-    ui.console.print(f"class verify in {time.monotonic() - started:.1f} s")
-    failed = [o.student for o in outcomes if not o.ok]
+    _class_outcomes(
+        "class.verify",
+        "class verify (reach)",
+        outcomes,
+        f"class verify in {time.monotonic() - started:.1f} s",
+    )
+
+
+@task(
+    name="grade",
+    help=_class_help(
+        "hosts",
+        "class_dir",
+        exercise="the exercise to grade (its rubric)",
+        out_dir="where the gradebook goes (default: grades/ in the class folder)",
+        concurrency="clusters graded at once (default 16)",
+        deadline="seconds per cluster (default 600)",
+        force="regrade students already graded",
+    ),
+)
+@_user_errors
+def class_grade(
+    c, hosts, exercise, class_dir=None, out_dir=None, concurrency=16, deadline=600, force=False
+):
+    """Grade every student's lab live, through its host (an inventory kubelab writes)."""
+    from kubelab.classroom.grading import write_inventory
+    from kubelab.classroom.state import load_seats
+    from kubelab.grade import grade_inventory
+
+    paths, hosts_by_name = _class(hosts, class_dir)
+    if not load_seats(paths):
+        raise Exit(f"no lab in the class folder {paths.root}: run class.up first", code=2)
+    started = time.monotonic()
+    inventory, unknown = write_inventory(paths, hosts_by_name)
+    ui.console.print(f"inventory: {inventory}")
+    for student, why in sorted(unknown.items()):
+        ui.console.print(f"{student}: not graded: {why}", markup=False)
+    report = grade_inventory(
+        inventory,
+        int(exercise),
+        Path(out_dir) if out_dir else paths.root / "grades",
+        int(concurrency),
+        float(deadline),
+        force,
+        console=ui.console,
+    )
+    ui.console.print(report.summary(), soft_wrap=True, markup=False, highlight=False)
+    ui.console.print(f"class grade in {time.monotonic() - started:.1f} s")
+    failed = sorted([g.student for g in report.errors] + list(unknown))
     if failed:
-        raise Exit(f"class.verify: failed for {', '.join(failed)}", code=1)
+        raise Exit(f"class.grade: not graded: {', '.join(failed)}", code=1)
+
+
+@task(
+    name="reset",
+    help=_class_help("class_dir", exercise="the exercise whose start every lab goes back to"),
+)
+@_user_errors
+def class_reset(c, exercise, class_dir=None):
+    """Every lab back to the exercise's start snapshot (taken by class.up --exercise N)."""
+    from kubelab.classroom import run
+
+    started = time.monotonic()
+    outcomes = run.class_reset(_class_paths(class_dir), int(exercise))
+    _class_outcomes(
+        "class.reset",
+        f"class reset to exercise {exercise}",
+        outcomes,
+        f"class reset in {time.monotonic() - started:.0f} s",
+    )
 
 
 @task(
@@ -839,18 +940,22 @@ def class_verify(c, hosts, class_dir=None):
 @_user_errors
 def class_down(c, hosts, class_dir=None, config=None, box_volumes=False):
     """Destroy every lab; check each host has nothing of it left; remove the boot files."""
-    from kubelab.classroom import run, tables
+    from kubelab.classroom import run
 
     paths, hosts_by_name = _class(hosts, class_dir)
     box_name = _class_config(config).box.name if box_volumes else ""
     report = run.class_down(paths, hosts_by_name, Reporter(ui.console), box_name=box_name)
-    ui.console.print(tables.outcomes_table("class down", report.outcomes))
-    for host, removed in sorted(report.host_cleanup.items()):
-        ui.console.print(f"{host}: removed {', '.join(removed) or 'nothing'}")
-    ui.console.print(f"class down in {report.seconds:.0f} s")
-    failed = [o.student for o in report.outcomes if not o.ok]
-    if failed:
-        raise Exit(f"class.down: failed for {', '.join(failed)} (rerun continues)", code=1)
+    _class_outcomes(
+        "class.down",
+        "class down",
+        report.outcomes,
+        *(
+            f"{host}: removed {', '.join(removed) or 'nothing'}"
+            for host, removed in sorted(report.host_cleanup.items())
+        ),
+        f"class down in {report.seconds:.0f} s",
+        rerun=True,
+    )
 
 
 @task(
@@ -861,10 +966,9 @@ def class_down(c, hosts, class_dir=None, config=None, box_volumes=False):
 @_user_errors
 def class_ssh(c, node, student, class_dir=None):
     """Open a shell on a student's VM, through the lab's host (students/<id>/ssh_config)."""
-    from kubelab.classroom.state import ClassPaths
     from kubelab.config import hostname_for
 
-    paths = ClassPaths(Path(class_dir) if class_dir else ROOT / ".class")
+    paths = _class_paths(class_dir)
     config_file = paths.ssh_config(student)
     if not config_file.is_file():
         raise Exit(f"no {config_file}: run class.up first", code=2)
@@ -872,7 +976,16 @@ def class_ssh(c, node, student, class_dir=None):
 
 
 box = Collection("box", box_list, box_import, box_remove, box_build)
-classroom = Collection("class", class_hosts, class_up, class_status, class_verify, class_down)
+classroom = Collection(
+    "class",
+    class_hosts,
+    class_up,
+    class_status,
+    class_verify,
+    class_grade,
+    class_reset,
+    class_down,
+)
 classroom.add_task(class_ssh, name="ssh")
 bench = Collection("bench")
 bench.add_task(bench_grade, name="grade")

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import paramiko
 from rich.console import Console
 
-from kubelab import lifecycle
-from kubelab.backend import libvirt_hosts
+from kubelab import labs, lifecycle
+from kubelab.backend import libvirt_inspect
 from kubelab.backend.libvirt_inspect import LibvirtInspector
 from kubelab.backend.vagrant_driver import VagrantDriver
+from kubelab.classroom import access
 from kubelab.classroom.hostkeys import KeyCheck, check_or_pin, offered_key
 from kubelab.classroom.placement import HostCapacity, Placement, place
 from kubelab.classroom.seating import (
@@ -43,7 +45,7 @@ from kubelab.plan import Plan, make_plan
 from kubelab.progress import Reporter
 from kubelab.provision import StageRunner
 from kubelab.render import MANIFEST_NAME
-from kubelab.transport import Transport, targets_from_ssh_config
+from kubelab.transport import SSHTarget, Transport, targets_from_ssh_config
 
 T = TypeVar("T")
 DEFAULT_PARALLEL = 8
@@ -58,7 +60,7 @@ class HostCheck:
 
     host: ClassHost
     key: KeyCheck | None = None
-    figures: libvirt_hosts.HostFigures | None = None
+    figures: libvirt_inspect.HostFigures | None = None
     problem: str = ""
     seconds: float = 0.0
 
@@ -100,8 +102,8 @@ def check_host(host: ClassHost, paths: ClassPaths, box_name: str) -> HostCheck:
             seconds=time.monotonic() - started,
         )
     try:
-        figures = libvirt_hosts.read_figures(
-            host.uri, spec.pool, libvirt_hosts.box_volume_prefix(box_name)
+        figures = libvirt_inspect.read_figures(
+            host.uri, spec.pool, libvirt_inspect.box_volume_prefix(box_name)
         )
     except KubelabError as exc:
         return HostCheck(host, key=key, problem=exc.message, seconds=time.monotonic() - started)
@@ -186,8 +188,8 @@ def boot_files_for(box_dir: Path | None) -> dict[str, Path]:
     if not (kernel.is_file() and initrd.is_file()):
         return {}
     return {
-        libvirt_hosts.boot_volume_name("vmlinuz", kernel): kernel,
-        libvirt_hosts.boot_volume_name("initrd", initrd): initrd,
+        libvirt_inspect.boot_volume_name("vmlinuz", kernel): kernel,
+        libvirt_inspect.boot_volume_name("initrd", initrd): initrd,
     }
 
 
@@ -210,7 +212,7 @@ def boot_paths(boot: Mapping[str, Path]) -> BootFiles | None:
     if not boot:
         return None
     by_role = {name.split("-", 1)[0]: name for name in boot}
-    folder = libvirt_hosts.BOOT_POOL_DIR
+    folder = libvirt_inspect.BOOT_POOL_DIR
     return BootFiles(
         kernel=f"{folder}/{by_role['vmlinuz']}", initrd=f"{folder}/{by_role['initrd']}"
     )
@@ -250,8 +252,10 @@ def class_up(
     boot: Mapping[str, Path],
     reporter: Reporter,
     parallel: int = DEFAULT_PARALLEL,
+    exercise: labs.Exercise | None = None,
 ) -> tuple[list[LabOutcome], dict[str, float]]:
-    """Upload the boot files to each host in use, then bring every lab up, concurrently."""
+    """Upload the boot files to each host in use, then bring every lab up, concurrently;
+    with an exercise, snapshot each lab at its start (class.reset goes back to it)."""
     in_use = sorted({seats[s].host for s in configs})
     uploads: dict[str, float] = {}
     host_errors: dict[str, str] = {}
@@ -264,7 +268,7 @@ def class_up(
             return
         started = time.monotonic()
         try:
-            libvirt_hosts.stage_boot_files(hosts[name].uri, boot)
+            libvirt_inspect.stage_boot_files(hosts[name].uri, boot)
         except KubelabError as exc:
             host_errors[name] = exc.message
             return
@@ -278,12 +282,18 @@ def class_up(
         if host in host_errors:
             return LabOutcome(student, host, False, host_errors[host])
         plan = student_plan(configs[student], paths)
-        return up_lab(plan, hosts[host], reporter, student)
+        return up_lab(plan, hosts[host], reporter, student, exercise)
 
     return _each(sorted(configs), one, parallel), uploads
 
 
-def up_lab(plan: Plan, host: ClassHost, reporter: Reporter, student: str) -> LabOutcome:
+def up_lab(
+    plan: Plan,
+    host: ClassHost,
+    reporter: Reporter,
+    student: str,
+    exercise: labs.Exercise | None = None,
+) -> LabOutcome:
     timings: dict[str, float] = {}
     started = time.monotonic()
     log = plan.log_dir / "class.log"
@@ -306,6 +316,10 @@ def up_lab(plan: Plan, host: ClassHost, reporter: Reporter, student: str) -> Lab
                 provision_started = time.monotonic()
                 StageRunner(plan, files, transport, own).run()
                 timings["provision"] = time.monotonic() - provision_started
+            if exercise is not None:
+                snapshot_started = time.monotonic()
+                if start_snapshot(plan, exercise, student):
+                    timings["snapshot"] = time.monotonic() - snapshot_started
         timings["total"] = time.monotonic() - started
     except KubelabError as exc:
         reporter.info(f"{student} on {host.name}: FAILED {exc.message.splitlines()[0]}")
@@ -316,6 +330,53 @@ def up_lab(plan: Plan, host: ClassHost, reporter: Reporter, student: str) -> Lab
     boot = f" (boot {timings['boot']:.0f} s)" if "boot" in timings else ""
     reporter.info(f"{student} on {host.name}: up in {timings['total']:.0f} s{boot}")
     return LabOutcome(student, host.name, True, "up", timings)
+
+
+def start_snapshot(plan: Plan, exercise: labs.Exercise, student: str) -> bool:
+    """Snapshot every VM at the exercise's start, over the host's URI (the lab config's),
+    once: a rerun of class.up must not replace the start state with the student's work."""
+    name = labs.snapshot_name(exercise)
+    state = labs.read_state(plan.lab_dir)
+    if state is not None and state.exercise == exercise.number and state.snapshot == name:
+        return False
+    inspector = lifecycle.inspector_for(plan)
+    for node in plan.nodes:
+        inspector.snapshot(
+            labs.domain_name(plan, node.name),
+            name,
+            f"kubelab: exercise {exercise.number} start state for {student}",
+        )
+    labs.write_state(
+        plan.lab_dir,
+        labs.LabState(exercise.number, student, started_at=labs.now(), snapshot=name),
+    )
+    return True
+
+
+def class_reset(
+    paths: ClassPaths, exercise: int, parallel: int = DEFAULT_PARALLEL
+) -> list[LabOutcome]:
+    """Every lab back to the exercise's start snapshot (labs.reset, over its host's URI)."""
+    seats = load_seats(paths)
+
+    def one(student: str) -> LabOutcome:
+        host = seats[student].host
+        try:
+            plan = existing_plan(paths, student)
+            state = labs.read_state(plan.lab_dir)
+            if state is None or state.exercise != exercise or not state.snapshot:
+                raise KubelabError(
+                    f"no start-state snapshot of exercise {exercise} "
+                    f"(class.up --exercise {exercise} takes it)"
+                )
+            with (plan.log_dir / "class.log").open("a") as out:
+                own = Reporter(Console(file=out, highlight=False, force_terminal=False))
+                _, took = labs.reset(plan, state, own)
+        except KubelabError as exc:
+            return LabOutcome(student, host, False, _one_line(exc.message))
+        return LabOutcome(student, host, True, f"reverted to {state.snapshot}", {"total": took})
+
+    return _each(sorted(seats), one, parallel)
 
 
 def lab_transport(plan: Plan, driver: VagrantDriver, host: ClassHost) -> Transport:
@@ -429,6 +490,9 @@ def class_down(
             return LabOutcome(student, seat.host, False, f"host {seat.host} not in hosts.yaml")
         try:
             plan = existing_plan(paths, student)
+            if labs.read_state(plan.lab_dir) is not None:
+                # libvirt refuses to undefine a domain that has snapshots.
+                LibvirtInspector(host.uri).delete_snapshots(plan.prefix)
             if (plan.lab_dir / "Vagrantfile").is_file():
                 lifecycle.driver_for(plan).destroy()
             left = LibvirtInspector(host.uri).leftovers(
@@ -436,6 +500,7 @@ def class_down(
             )
             if not left:
                 remove_host_logs(plan, host)
+                revoke_access(paths, host, student)
         except KubelabError as exc:
             reporter.info(f"{student} on {host.name}: FAILED {exc.message.splitlines()[0]}")
             return LabOutcome(student, host.name, False, _one_line(exc.message))
@@ -453,10 +518,10 @@ def class_down(
     def tidy(name: str) -> None:
         uri = hosts[name].uri
         try:
-            removed = libvirt_hosts.remove_boot_files(uri)
+            removed = libvirt_inspect.remove_boot_files(uri)
             if box_name:
-                removed += libvirt_hosts.remove_box_volumes(
-                    uri, hosts[name].spec.pool, libvirt_hosts.box_volume_prefix(box_name)
+                removed += libvirt_inspect.remove_box_volumes(
+                    uri, hosts[name].spec.pool, libvirt_inspect.box_volume_prefix(box_name)
                 )
         except KubelabError as exc:
             removed = [f"FAILED: {_one_line(exc.message)}"]
@@ -504,9 +569,13 @@ def remove_host_logs(plan: Plan, host: ClassHost) -> None:
 # --- students' ssh configs -------------------------------------------------------------
 
 
-def write_ssh_configs(paths: ClassPaths, hosts: Mapping[str, ClassHost]) -> list[Path]:
-    """students/<id>/ssh_config: each VM as <node>-<id>, reached through the lab's host."""
-    written = []
+def write_ssh_configs(paths: ClassPaths, hosts: Mapping[str, ClassHost]) -> dict[str, str]:
+    """students/<id>/: an ssh_config naming each VM <node>-<id> by its lab address,
+    reached through the lab's host with the student's own key, and that key allowed on
+    the host for those addresses only. Returns student -> the error, for those not done."""
+    written: dict[str, list[str]] = {}  # host -> students
+    entries: dict[str, dict[str, str]] = {}
+    failed: dict[str, str] = {}
     for student, seat in sorted(load_seats(paths).items()):
         host = hosts[seat.host]
         try:
@@ -515,40 +584,88 @@ def write_ssh_configs(paths: ClassPaths, hosts: Mapping[str, ClassHost]) -> list
             targets = [
                 targets_from_ssh_config(driver.ssh_config(n.name))[n.name] for n in plan.nodes
             ]
-        except KubelabError:
+            known_hosts = paths.ssh_config(student).with_name("known_hosts")
+            known_hosts.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _copy_host_key(paths.known_hosts, host.spec.known_hosts_name, known_hosts)
+        except KubelabError as exc:
+            failed[student] = _one_line(exc.message)
             continue
-        jump = f"kubelab-host-{host.name}"
-        lines = [
-            f"# Written by kubelab for {student}: the lab on host {host.name}.",
-            f"Host {jump}",
-            f"  HostName {host.spec.address}",
-            f"  Port {host.spec.port}",
-            f"  User {host.spec.user}",
-            f"  IdentityFile {host.key}",
-            "  IdentitiesOnly yes",
-            f"  UserKnownHostsFile {paths.known_hosts.resolve()}",
-            "  StrictHostKeyChecking yes",
-            f"  ConnectTimeout {CONNECT_TIMEOUT}",
-        ]
-        for node, target in zip(plan.nodes, targets, strict=True):
-            lines += [
-                f"Host {node.hostname}",
-                f"  HostName {target.host}",
-                f"  User {target.user}",
-                *(f"  IdentityFile {k}" for k in target.key_files),
-                "  IdentitiesOnly yes",
-                f"  ProxyJump {jump}",
-                # Throwaway VMs: a new key each `up`, as vagrant's own ssh-config says.
-                "  UserKnownHostsFile /dev/null",
-                "  StrictHostKeyChecking no",
-            ]
+        key = access.student_key(paths, student)
+        text = ssh_config_text(student, host, key, known_hosts, plan, targets)
         out = paths.ssh_config(student)
-        out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(out.name + ".partial")
-        partial.write_text("\n".join(lines) + "\n")
+        partial.write_text(text)
         os.replace(partial, out)
-        written.append(out)
-    return written
+        entries.setdefault(host.name, {})[access.marker(paths, student)] = access.entry(
+            paths, student, [n.ip for n in plan.nodes]
+        )
+        written.setdefault(host.name, []).append(student)
+
+    def grant(name: str) -> None:
+        try:
+            with host_transport(hosts[name]) as transport:
+                access.set_entries(transport, name, entries[name])
+        except KubelabError as exc:
+            for student in written[name]:
+                failed[student] = _one_line(exc.message)
+
+    _each(sorted(entries), grant)
+    return failed
+
+
+def ssh_config_text(
+    student: str,
+    host: ClassHost,
+    key: Path,
+    known_hosts: Path,
+    plan: Plan,
+    targets: list[SSHTarget],
+) -> str:
+    """The student's ssh_config: each VM by its lab address, through the host, own key."""
+    jump = f"kubelab-host-{host.name}"
+    lines = [
+        f"# Written by kubelab for {student}: the lab on host {host.name}.",
+        f"Host {jump}",
+        f"  HostName {host.spec.address}",
+        f"  Port {host.spec.port}",
+        f"  User {host.spec.user}",
+        f"  IdentityFile {key.resolve()}",
+        "  IdentitiesOnly yes",
+        f"  UserKnownHostsFile {known_hosts.resolve()}",
+        "  StrictHostKeyChecking yes",
+        f"  ConnectTimeout {CONNECT_TIMEOUT}",
+    ]
+    for node, target in zip(plan.nodes, targets, strict=True):
+        lines += [
+            f"Host {node.hostname}",
+            # The lab address, as the host's authorized_keys entry permits it.
+            f"  HostName {node.ip}",
+            f"  User {target.user}",
+            *(f"  IdentityFile {k}" for k in target.key_files),
+            "  IdentitiesOnly yes",
+            f"  ProxyJump {jump}",
+            # Throwaway VMs: a new key each `up`, as vagrant's own ssh-config says.
+            "  UserKnownHostsFile /dev/null",
+            "  StrictHostKeyChecking no",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def revoke_access(paths: ClassPaths, host: ClassHost, student: str) -> None:
+    """Remove the student's entry from the host's authorized_keys."""
+    with host_transport(host) as transport:
+        access.set_entries(transport, host.name, {access.marker(paths, student): ""})
+
+
+def _copy_host_key(known_hosts: Path, name: str, out: Path) -> None:
+    """The student's known_hosts: only their host's pinned key."""
+    pinned = paramiko.HostKeys(str(known_hosts)).lookup(name)
+    if not pinned:
+        raise KubelabError(f"no pinned host key for {name} in {known_hosts}: run class.hosts")
+    mine = paramiko.HostKeys()
+    for key_type, key in pinned.items():
+        mine.add(name, key_type, key)
+    mine.save(str(out))
 
 
 def _one_line(message: str) -> str:

@@ -20,6 +20,8 @@
       "2021002":
         master: {host: lab.example.edu, port: 2201, ip: 192.168.56.10}
         nodes: [{host: lab.example.edu, port: 2202, ip: 192.168.56.11}]
+    jumps:                     # optional: hosts the grader goes through (class.grade)
+      school-a: {host: 10.20.0.2, user: kubelab, key_file: keys/host, known_hosts: known_hosts}
 
 Per host: host, port, user, key_file | key_env (kubelab.transport's keys), and for
 grading: ip, the private address kubelet must register (default: host, when host is
@@ -28,6 +30,11 @@ Host keys, per host or in defaults: host_key (a fingerprint, SHA256:... as
 `ssh-keygen -lf` prints it) or known_hosts (a file, as ssh writes it); with neither,
 live grading accepts the key a host offers and records its fingerprint (live.py).
 A private key never sits in the inventory: an entry holding one is refused.
+
+A lab behind a libvirt host (`invoke class.grade` writes such an inventory itself):
+a host's `jump` names an entry of `jumps`, whose sshd opens the connection to the VM;
+a jump host's key is always pinned (known_hosts is required). `more_key_files` are
+keys offered after key_file, in order, as vagrant's ssh-config lists several.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +55,7 @@ from kubelab.names import bare_version, is_student_id
 from kubelab.transport import INVENTORY_KEYS, SECRET_KEYS, SSHTarget, target_from_inventory
 from kubelab.verify.collect import DEFAULT_KUBECTL
 
-GRADING_KEYS = ("ip", "name", "host_key", "known_hosts")
+GRADING_KEYS = ("ip", "name", "host_key", "known_hosts", "jump", "more_key_files")
 # An OpenSSH key fingerprint as `ssh-keygen -lf` prints it: SHA256, base64, no padding.
 HOST_KEY = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$")
 # The start of every PEM and OpenSSH private key file.
@@ -84,7 +91,9 @@ class StudentLab:
 
     @property
     def address(self) -> str:
-        return self.master.target.address
+        """Where the master is; two labs behind different hosts may share a VM address."""
+        target = self.master.target
+        return f"{target.address} via {target.jump.address}" if target.jump else target.address
 
 
 @dataclass(frozen=True)
@@ -134,7 +143,7 @@ def parse_inventory(data: Any, source: Path) -> Inventory:
     problems: list[str] = []
     if not isinstance(data, dict):
         raise ConfigError([f"{source}: expected a mapping with a 'students' section"])
-    unknown = set(data) - {"defaults", "grading", "students"}
+    unknown = set(data) - {"defaults", "grading", "students", "jumps"}
     if unknown:
         problems.append(f"{source}: unknown sections {', '.join(sorted(map(str, unknown)))}")
     defaults = data.get("defaults") or {}
@@ -142,6 +151,7 @@ def parse_inventory(data: Any, source: Path) -> Inventory:
         problems.append(f"{source}: defaults must be a mapping of host keys")
         defaults = {}
     settings = _settings(data.get("grading") or {}, source, problems)
+    jumps = _jumps(data.get("jumps") or {}, source, problems)
     students = data.get("students")
     if not isinstance(students, dict) or not students:
         problems.append(f"{source}: students must map each student ID to its hosts")
@@ -176,6 +186,7 @@ def parse_inventory(data: Any, source: Path) -> Inventory:
                 defaults,
                 source.parent,
                 problems,
+                jumps,
             )
             if host is not None:
                 hosts.append(host)
@@ -193,6 +204,7 @@ def _host(
     defaults: Mapping[str, Any],
     base_dir: Path,
     problems: list[str],
+    jumps: Mapping[str, SSHTarget],
 ) -> Host | None:
     if not isinstance(raw, dict):
         problems.append(f"{where}: expected a mapping with host (and port, user, key_file)")
@@ -213,8 +225,25 @@ def _host(
     except ConfigError as exc:
         problems += [f"{where}: {p.split(': ', 1)[-1]}" for p in exc.problems]
         return None
+    jump = entry.get("jump")
+    if jump is not None and jump not in jumps:
+        problems.append(f"{where}: jump {safeio.shown(repr(jump), 80)} is not one of jumps")
+        return None
+    more_key_files = entry.get("more_key_files") or []
+    if not isinstance(more_key_files, list) or not all(
+        isinstance(k, str) and k for k in more_key_files
+    ):
+        problems.append(f"{where}: more_key_files must be a list of key file paths")
+        return None
     target = SSHTarget(
-        machine, target.host, target.port, target.user, target.key_file, target.key_env
+        machine,
+        target.host,
+        target.port,
+        target.user,
+        target.key_file,
+        target.key_env,
+        more_key_files=tuple(_path(k, base_dir) for k in more_key_files),
+        jump=jumps[jump] if jump is not None else None,
     )
     ip = entry.get("ip")
     if ip is None:
@@ -249,13 +278,46 @@ def _host(
         if not isinstance(known_hosts, str) or not known_hosts:
             problems.append(f"{where}: known_hosts must be the path of a known_hosts file")
             return None
-        known_hosts_path = Path(known_hosts).expanduser()
-        if not known_hosts_path.is_absolute():
-            known_hosts_path = base_dir / known_hosts_path
+        known_hosts_path = _path(known_hosts, base_dir)
         if not known_hosts_path.is_file():
             problems.append(f"{where}: known_hosts file {known_hosts_path} does not exist")
             return None
     return Host(machine, role, target, ip, name, host_key, known_hosts_path)
+
+
+def _path(value: str, base_dir: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def _jumps(raw: Any, source: Path, problems: list[str]) -> dict[str, SSHTarget]:
+    """The hosts labs sit behind, each pinned by a known_hosts file."""
+    if not isinstance(raw, dict):
+        problems.append(f"{source}: jumps must map a name to a host")
+        return {}
+    jumps = {}
+    for raw_name, entry in raw.items():
+        name = str(raw_name)
+        where = f"{source}: jumps: {name}"
+        if not isinstance(entry, dict):
+            problems.append(f"{where}: expected a mapping with host, user, key_file, known_hosts")
+            continue
+        known_hosts = entry.get("known_hosts")
+        if not isinstance(known_hosts, str) or not known_hosts:
+            problems.append(f"{where}: known_hosts is required (a jump host's key is pinned)")
+            continue
+        known_hosts_path = _path(known_hosts, source.parent)
+        if not known_hosts_path.is_file():
+            problems.append(f"{where}: known_hosts file {known_hosts_path} does not exist")
+            continue
+        ssh = {k: v for k, v in entry.items() if k != "known_hosts"}
+        try:
+            target = target_from_inventory(name, ssh, base_dir=source.parent)
+        except ConfigError as exc:
+            problems += [f"{where}: {p.split(': ', 1)[-1]}" for p in exc.problems]
+            continue
+        jumps[name] = replace(target, known_hosts=known_hosts_path)
+    return jumps
 
 
 def _settings(raw: Any, source: Path, problems: list[str]) -> Settings:

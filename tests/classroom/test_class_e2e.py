@@ -4,8 +4,9 @@ Three libvirt hosts and a teacher in network namespaces of the test's own
 (tests/support/multihost.py). The teacher runs the real tasks: class.hosts pins the
 host keys, class.up places one lab per student (one VM each, stage smoke) across the
 hosts and boots them over qemu+ssh, class.verify reaches every VM through its host,
-then one host is taken off the network: class.status, class.verify and class.down
-name its student as the error while the others finish; once it is back, class.down
+then one host is taken off the network: class.status, class.grade, class.verify and
+class.down name its student as the error while the others finish (class.grade grades
+the other two through their hosts); once it is back, class.down
 ends with nothing of the class on any host, checked over qemu+ssh with libvirt-python.
 
 Run it alone, under the VM lock:
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from kubelab.backend import libvirt_hosts
+from kubelab.backend import libvirt_inspect
 from kubelab.classroom.hosts import load_hosts
 from kubelab.classroom.seating import class_host
 from kubelab.classroom.state import ClassPaths, load_seats
@@ -83,7 +84,7 @@ def test_a_class_across_three_hosts(tmp_path: Path) -> None:
         uris = {s.name: class_host(s, base, paths).uri for s in specs}
 
         def inventory() -> dict[str, dict[str, list[str]]]:
-            return {name: libvirt_hosts.everything(uri) for name, uri in uris.items()}
+            return {name: libvirt_inspect.everything(uri) for name, uri in uris.items()}
 
         before = mh.call_teacher(inventory)
 
@@ -120,6 +121,49 @@ def test_a_class_across_three_hosts(tmp_path: Path) -> None:
         ssh_config = paths.ssh_config("S001").read_text()
         assert "ProxyJump kubelab-host-" in ssh_config
 
+        # Each student's own ssh_config and key reach their VM, with the real ssh client;
+        # S001's key reaches nothing else: not S002's host, not another address.
+        def ssh(config_file: Path, *argv: str) -> tuple[int, str]:
+            done = mh.run_teacher(
+                ["ssh", "-F", str(config_file), "-o", "BatchMode=yes", *argv], timeout=120
+            )
+            return done.returncode, done.stdout.strip() or done.stderr.strip()
+
+        started = time.monotonic()
+        for student in seats:
+            rc, out = ssh(paths.ssh_config(student), f"master-{student.lower()}", "hostname")
+            assert rc == 0 and out == f"master-{student.lower()}", (student, out)
+        figures.append(
+            f"ssh to each student's VM with their own config: {time.monotonic() - started:.1f} s"
+        )
+        own_host = mh.hosts[seats["S001"].host].address
+        other_host = mh.hosts[seats["S002"].host].address
+        key = paths.ssh_config("S001").with_name("id_ed25519")
+        rc, out = ssh(
+            paths.ssh_config("S001"),
+            "-i",
+            str(key),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            f"root@{other_host}",
+            "true",
+        )
+        assert rc != 0 and "Permission denied" in out, out
+        rc, out = ssh(
+            paths.ssh_config("S001"),
+            "-o",
+            f"HostName={own_host}",
+            "-o",
+            "User=root",
+            "-o",
+            "ProxyJump=kubelab-host-" + seats["S001"].host,
+            "master-s001",
+            "true",
+        )
+        assert rc != 0 and "prohibited" in out, out
+
         # One host leaves the network: its student is named, the others go on.
         lost = seats["S003"].host
         mh.set_link(lost, up=False)
@@ -127,6 +171,23 @@ def test_a_class_across_three_hosts(tmp_path: Path) -> None:
         print(out)
         assert rc == 1 and "S003" in out.split("no answer for", 1)[-1], out
         figures.append(f"class.status with host {lost} down: {secs:.1f} s")
+        # Graded live through their hosts (the smoke lab has no cluster: graded, not
+        # errors); the lost host's student is an error row, the grader does not crash.
+        rc, out, secs = _invoke(
+            mh, log, "class.grade", *common, "--exercise", "1", "--deadline", "300"
+        )
+        print(out)
+        assert rc == 1 and "not graded: S003" in out, out
+        grades = {
+            g["student"]: g
+            for g in (
+                json.loads(p.read_text()) for p in (class_dir / "grades" / "results").glob("*.json")
+            )
+        }
+        assert sorted(grades) == ["S001", "S002", "S003"], grades.keys()
+        assert grades["S003"]["status"] == "error", grades["S003"]
+        assert all(grades[s]["status"] == "graded" for s in ("S001", "S002")), grades
+        figures.append(f"class.grade with host {lost} down (2 labs graded): {secs:.1f} s")
         rc, out, secs = _invoke(mh, log, "class.verify", *common)
         assert rc == 1 and "failed for S003" in out, out
         rc, out, secs = _invoke(mh, log, "class.down", *common, *config, "--box-volumes")
@@ -146,7 +207,7 @@ def test_a_class_across_three_hosts(tmp_path: Path) -> None:
         for host in HOSTS:
             for kind in ("domains", "networks", "volumes"):
                 assert after[host][kind] == before[host][kind], (host, kind, after[host])
-            assert libvirt_hosts.BOOT_POOL not in after[host]["pools"]
+            assert libvirt_inspect.BOOT_POOL not in after[host]["pools"]
             # Nor on the host's disk: the VMs' serial and QEMU logs went with their labs.
             logs = Path(f"/proc/{mh.hosts[host].libvirt.pid}/root/var/log/libvirt/qemu")
             assert not list(logs.glob("kubelab-cls-*")), (host, list(logs.iterdir()))

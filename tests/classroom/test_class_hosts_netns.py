@@ -110,7 +110,7 @@ def test_boot_files_go_up_through_libvirt_and_come_off_again(tmp_path: Path) -> 
     reason = missing_requirements()
     if reason:
         pytest.skip(reason)
-    from kubelab.backend import libvirt_hosts
+    from kubelab.backend import libvirt_inspect
     from kubelab.classroom.hostkeys import check_or_pin, offered_key
     from kubelab.classroom.hosts import HostSpec
     from kubelab.classroom.seating import class_host
@@ -118,7 +118,7 @@ def test_boot_files_go_up_through_libvirt_and_come_off_again(tmp_path: Path) -> 
 
     kernel = tmp_path / "vmlinuz"
     kernel.write_bytes(bytes(range(256)) * 40_000)  # 10 MB: several stream chunks
-    boot = {libvirt_hosts.boot_volume_name("vmlinuz", kernel): kernel}
+    boot = {libvirt_inspect.boot_volume_name("vmlinuz", kernel): kernel}
     (name,) = boot
     with MultiHost(["a"], tag="mhb") as mh:
         paths = ClassPaths(mh.teacher_dir / "class")
@@ -130,24 +130,24 @@ def test_boot_files_go_up_through_libvirt_and_come_off_again(tmp_path: Path) -> 
 
         def body() -> tuple[dict[str, str], dict[str, list[str]], list[str], dict[str, list[str]]]:
             check_or_pin(paths.known_hosts, address, offered_key(address, 22, 10))
-            placed = libvirt_hosts.stage_boot_files(host.uri, boot)
-            again = libvirt_hosts.stage_boot_files(host.uri, boot)  # already there: kept
+            placed = libvirt_inspect.stage_boot_files(host.uri, boot)
+            again = libvirt_inspect.stage_boot_files(host.uri, boot)  # already there: kept
             assert again == placed
-            during = libvirt_hosts.everything(host.uri)
+            during = libvirt_inspect.everything(host.uri)
             # What libvirtd wrote, seen on the host's own disk (its mount namespace).
             on_host = Path(f"/proc/{mh.hosts['a'].libvirt.pid}/root{placed[name]}")
             assert on_host.read_bytes() == kernel.read_bytes()
-            removed = libvirt_hosts.remove_boot_files(host.uri)
-            return placed, during, removed, libvirt_hosts.everything(host.uri)
+            removed = libvirt_inspect.remove_boot_files(host.uri)
+            return placed, during, removed, libvirt_inspect.everything(host.uri)
 
         placed, during, removed, after = mh.call_teacher(body)
-        assert placed == {name: f"{libvirt_hosts.BOOT_POOL_DIR}/{name}"}
-        assert f"{libvirt_hosts.BOOT_POOL}/{name}" in during["volumes"]
+        assert placed == {name: f"{libvirt_inspect.BOOT_POOL_DIR}/{name}"}
+        assert f"{libvirt_inspect.BOOT_POOL}/{name}" in during["volumes"]
         assert removed == [
-            f"volume {libvirt_hosts.BOOT_POOL}/{name}",
-            f"pool {libvirt_hosts.BOOT_POOL}",
+            f"volume {libvirt_inspect.BOOT_POOL}/{name}",
+            f"pool {libvirt_inspect.BOOT_POOL}",
         ]
-        assert libvirt_hosts.BOOT_POOL not in after["pools"]
+        assert libvirt_inspect.BOOT_POOL not in after["pools"]
 
 
 def test_a_labs_logs_on_the_host_are_fetched_then_removed(tmp_path: Path) -> None:
@@ -189,3 +189,57 @@ def test_a_labs_logs_on_the_host_are_fetched_then_removed(tmp_path: Path) -> Non
             assert text.endswith(".log\n") and 0 < len(text) <= 65536  # the tail, capped
         assert not any((on_host / path.lstrip("/")).exists() for path in remote)
         assert other.exists()
+
+
+def test_a_students_entry_is_honoured_by_the_hosts_sshd_and_removed(tmp_path: Path) -> None:
+    """The student's restricted entry in the host user's own ~/.ssh/authorized_keys (on
+    the test hosts, a folder of the test's bound over /root, never the machine's)."""
+    reason = missing_requirements()
+    if reason:
+        pytest.skip(reason)
+    import dataclasses
+
+    from kubelab.classroom import access
+    from kubelab.classroom.hostkeys import check_or_pin
+    from kubelab.classroom.hosts import HostSpec
+    from kubelab.classroom.run import host_transport, revoke_access
+    from kubelab.classroom.seating import class_host
+    from kubelab.classroom.state import ClassPaths, prepare
+    from kubelab.transport import SSHTarget, Transport, TransportError
+
+    machine_ssh = Path("/root/.ssh")
+    existed = machine_ssh.exists()
+    with MultiHost(["a"], tag="mha") as mh:
+        paths = ClassPaths(mh.teacher_dir / "class")
+        prepare(paths)
+        address = mh.hosts["a"].address
+        host = class_host(
+            HostSpec(name="a", address=address, key_file=str(mh.key)), tmp_path, paths
+        )
+        # No VM here: the host's own sshd stands in for the student's VM.
+        line = access.entry(paths, "S001", [address])
+        student = dataclasses.replace(host.jump, key_file=access.student_key(paths, "S001"))
+
+        def reach(to: str) -> str:
+            target = SSHTarget("vm", to, 22, "root", key_file=mh.key, jump=student)
+            with Transport({"vm": target}, connect_timeout=10) as transport:
+                return transport.run("vm", "true").command
+
+        def grant() -> None:
+            check_or_pin(paths.known_hosts, address, offered_key(address, 22, 10))
+            with host_transport(host) as transport:
+                access.set_entries(transport, "a", {access.marker(paths, "S001"): line})
+
+        mh.call_teacher(grant)
+        keys = mh.hosts["a"].ssh_dir / "root-home" / ".ssh" / "authorized_keys"
+        assert keys.read_text().splitlines() == [line]
+        assert mh.call_teacher(reach, address) == "true"
+        with pytest.raises(TransportError) as caught:
+            mh.call_teacher(reach, "127.0.0.1")
+        assert "prohibited" in caught.value.message
+
+        mh.call_teacher(revoke_access, paths, host, "S001")
+        assert keys.read_text() == ""
+        with pytest.raises(TransportError):
+            mh.call_teacher(reach, address)
+    assert machine_ssh.exists() == existed

@@ -117,3 +117,56 @@ def test_host_keys_are_checked_at_load(tmp_path: Path) -> None:
     problems = info.value.problems
     assert any("2021001: master: host_key must be a fingerprint" in p for p in problems)
     assert any("2021002: master: known_hosts file" in p and "does not exist" in p for p in problems)
+
+
+def test_hosts_behind_a_jump_host(tmp_path: Path) -> None:
+    (tmp_path / "known_hosts").write_text("")
+    doc = {
+        "jumps": {
+            "school-a": {
+                "host": "10.20.0.2",
+                "user": "kubelab",
+                "key_file": "host-key",
+                "known_hosts": "known_hosts",
+            },
+            "school-b": {"host": "10.20.0.3", "key_file": "host-key"},
+            "school-c": {"host": "10.20.0.4", "known_hosts": "missing", "password": "x"},
+        },
+        "students": {
+            "2021001": {
+                "master": {
+                    "host": "192.168.56.10",
+                    "jump": "school-a",
+                    "key_file": "vm.ed",
+                    "more_key_files": ["vm.rsa"],
+                },
+            },
+            "2021002": {"master": {"host": "192.168.56.10", "jump": "school-z"}},
+            "2021003": {"master": {"host": "192.168.56.10", "more_key_files": "vm.rsa"}},
+        },
+    }
+    path = tmp_path / "inventory.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError) as caught:
+        load_inventory(path)
+    text = "\n".join(caught.value.problems)
+    for expected in (
+        "jumps: school-b: known_hosts is required",
+        "jumps: school-c: known_hosts file",
+        "2021002: master: jump 'school-z' is not one of jumps",
+        "2021003: master: more_key_files must be a list",
+    ):
+        assert expected in text
+    assert len(caught.value.problems) == 4, text
+
+    del doc["jumps"]["school-b"], doc["jumps"]["school-c"]
+    del doc["students"]["2021002"], doc["students"]["2021003"]
+    doc["students"]["2021004"] = {"master": {"host": "192.168.56.10", "jump": "school-a"}}
+    path.write_text(yaml.safe_dump(doc))
+    first, second = load_inventory(path).students
+    target = first.master.target
+    assert target.jump is not None and target.jump.known_hosts == tmp_path / "known_hosts"
+    assert (target.jump.host, target.jump.user) == ("10.20.0.2", "kubelab")
+    assert target.key_files == (tmp_path / "vm.ed", tmp_path / "vm.rsa")
+    # The address names the host too: labs on two hosts may share a VM address.
+    assert first.address == second.address == "vagrant@192.168.56.10:22 via kubelab@10.20.0.2:22"

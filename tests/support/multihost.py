@@ -149,7 +149,9 @@ class MultiHost:
                     f"ListenAddress {address}",
                     f"HostKey {ssh_dir / 'host_key'}",
                     f"PidFile {self.sshd_pid_file(host)}",
-                    f"AuthorizedKeysFile {ssh_dir / 'authorized_keys'}",
+                    # The teacher's key, then the login user's own file, where kubelab
+                    # puts the students' restricted entries (as on a real host).
+                    f"AuthorizedKeysFile {ssh_dir / 'authorized_keys'} .ssh/authorized_keys",
                     "PermitRootLogin prohibit-password",
                     "PasswordAuthentication no",
                     "KbdInteractiveAuthentication no",
@@ -166,6 +168,10 @@ class MultiHost:
         inside = ["nsenter", "-t", str(libvirt.pid), "-m", "-n", "--"]
         # The host must not see the teacher's files (box kernel, class folder).
         _check([*inside, "mount", "-t", "tmpfs", "-o", "size=1m", "hidden", str(self.teacher_dir)])
+        # root's home on this host is a folder of the test's: what kubelab writes to
+        # ~/.ssh there never reaches the machine's own /root.
+        (ssh_dir / "root-home").mkdir(mode=0o700)
+        _check([*inside, "mount", "--bind", str(ssh_dir / "root-home"), "/root"])
         _check([*inside, SSHD, "-f", str(ssh_dir / "sshd_config"), "-E", str(ssh_dir / "sshd.log")])
 
     @staticmethod
