@@ -17,12 +17,21 @@ cluster. Evidence under hardway/:
     pki/<node>/<cert>.pem          the certificates (public) as each VM holds them
     pki/<node>/keys.txt            `stat -c '%n %a %U:%G'` of the private keys: their
                                    modes, never their content
+    flannel/config.txt             my_etcdctl get <prefix>/config --print-value-only
+    flannel/subnets.json           my_etcdctl get <prefix>/subnets --prefix -w json
+    flannel/docker0/<node>.json    {node, rc, stdout, stderr, error}: ip -4 -o addr show
+                                   dev docker0 (the bridge docker takes from flannel)
+
+The flannel files are collected when the lab's stages include flannel-etcd.
 
 Private keys never leave the VMs.
 """
 
 from __future__ import annotations
 
+import base64
+import ipaddress
+import json
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -63,7 +72,14 @@ KUBE_CERTS = ("apiserver.pem", "admin.pem", "kube-proxy.pem", "apiserver-kubelet
 EXPIRY_MARGIN = timedelta(days=30)
 _MAX_TEXT = 64 * 1024  # a record's stdout/stderr kept in evidence
 
+FLANNEL_STAGE = "flannel-etcd"
+FLANNEL_PREFIX = str(catalog()["hardway"]["flannel_etcd_prefix"])
+FLANNEL_BACKEND = "vxlan"  # what the flannel-etcd stage writes (manual 004's choice)
+IP = "/usr/sbin/ip"  # a non-login SSH PATH on CentOS 7 has no /usr/sbin
+
 MEMBER_LIST = "hardway/etcd/member-list.json"
+FLANNEL_CONFIG = "hardway/flannel/config.txt"
+FLANNEL_SUBNETS = "hardway/flannel/subnets.json"
 STATUS = "hardway/etcd/status.json"
 
 
@@ -73,6 +89,10 @@ def health_path(node: str) -> str:
 
 def probe_path(kind: str, node: str) -> str:
     return f"hardway/etcd/{kind}/{node}.json"
+
+
+def docker0_path(node: str) -> str:
+    return f"hardway/flannel/docker0/{node}.json"
 
 
 def cert_path(node: str, name: str) -> str:
@@ -226,6 +246,34 @@ def _collect(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> Non
     for name in (KUBE_CA, *KUBE_CERTS):
         runner.run(
             "pki", master, ["sudo", "cat", f"{PKI_DIR}/{name}"], saves=cert_path(master.name, name)
+        )
+    if FLANNEL_STAGE in expected.stages:
+        _collect_flannel(runner, expected, writer)
+
+
+def _collect_flannel(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> None:
+    master = expected.masters[0]
+    get = ["sudo", ETCDCTL, "get"]
+    runner.run(
+        "flannel-etcd",
+        master,
+        [*get, f"{FLANNEL_PREFIX}/config", "--print-value-only"],
+        saves=FLANNEL_CONFIG,
+    )
+    runner.run(
+        "flannel-etcd",
+        master,
+        [*get, f"{FLANNEL_PREFIX}/subnets", "--prefix", "-w", "json"],
+        saves=FLANNEL_SUBNETS,
+    )
+    for node in expected.nodes:
+        rc, stdout, stderr, error = runner.run(
+            "flannel-etcd", node, [IP, "-4", "-o", "addr", "show", "dev", "docker0"]
+        )
+        record = {"node": node.name, "rc": rc, "stdout": stdout[:_MAX_TEXT]}
+        writer.write_json(
+            docker0_path(node.name),
+            {**record, "stderr": stderr[:_MAX_TEXT], "error": error or None},
         )
 
 
@@ -412,6 +460,81 @@ def check_pki(evidence: Evidence, expected: Expected) -> Verdict:
     )
 
 
+# --- the flannel-etcd check ------------------------------------------------------------
+
+
+def _leases(evidence: Evidence) -> list[tuple[ipaddress.IPv4Network, str]]:
+    """(subnet, PublicIP) of every lease under <prefix>/subnets, from etcdctl's JSON
+    (keys and values base64); a key not shaped <net>-<len> is unreadable evidence."""
+    leases = []
+    for kv in evidence.json(FLANNEL_SUBNETS).get("kvs") or []:
+        key = base64.b64decode(kv["key"]).decode()
+        subnet = key.rsplit("/", 1)[-1].replace("-", "/")
+        value = json.loads(base64.b64decode(kv["value"]))
+        leases.append((ipaddress.IPv4Network(subnet), str(value.get("PublicIP"))))
+    return leases
+
+
+_INET = re.compile(r"\binet (\d+\.\d+\.\d+\.\d+/\d+)")
+
+
+def check_flannel_etcd(evidence: Evidence, expected: Expected) -> Verdict:
+    problems: list[str] = []
+    hints = Hints()
+    key = f"{FLANNEL_PREFIX}/config"
+    text = evidence.text(FLANNEL_CONFIG).strip()
+    network = None
+    if not text:
+        problems.append(f"no network config at {key}")
+        hints.add("flannel_config", config_key=key, pod_cidr=expected.pod_cidr)
+    else:
+        try:
+            config = json.loads(text)
+            network = ipaddress.IPv4Network(str(config.get("Network")))
+            backend = str((config.get("Backend") or {}).get("Type"))
+        except (ValueError, AttributeError):
+            config, backend = None, ""
+        if network is None or str(network) != expected.pod_cidr:
+            problems.append(f"{key} gives Network {network}, not the pod CIDR {expected.pod_cidr}")
+            hints.add("flannel_config", config_key=key, pod_cidr=expected.pod_cidr)
+        elif backend != FLANNEL_BACKEND:
+            problems.append(f"{key} gives backend {backend}, not {FLANNEL_BACKEND}")
+            hints.add("flannel_config", config_key=key, pod_cidr=expected.pod_cidr)
+
+    leases = _leases(evidence)
+    bridges = []
+    for node in expected.nodes:
+        held = [subnet for subnet, public_ip in leases if public_ip == node.private_ip]
+        if len(held) != 1:
+            listed = f" ({', '.join(map(str, held))})" if held else ""
+            problems.append(f"{node.name} holds {len(held)} subnet leases{listed}, not 1")
+            hints.add("flannel_lease", node=node.name)
+            continue
+        subnet = held[0]
+        if network is not None and not subnet.subnet_of(network):
+            problems.append(f"{node.name}'s lease {subnet} is outside {network}")
+            hints.add("flannel_lease", node=node.name)
+        record = evidence.json(docker0_path(node.name))
+        found = _INET.search(str(record.get("stdout") or ""))
+        if record.get("rc") != 0 or not found:
+            continue  # no docker bridge: the runtime is containerd (pods use flannel's CNI)
+        bridge = ipaddress.IPv4Interface(found.group(1))
+        if bridge.network.subnet_of(subnet):
+            bridges.append(node.name)
+        else:
+            problems.append(f"{node.name}'s docker0 {bridge} is outside its subnet {subnet}")
+            hints.add("flannel_docker_bip", node=node.name, subnet=str(subnet))
+    if problems:
+        return _fail(problems, hints)
+    detail = (
+        f"{key}: Network {network}, {FLANNEL_BACKEND}; one subnet lease for each of "
+        f"{len(expected.nodes)} nodes"
+    )
+    if bridges:
+        detail += f"; docker0 inside its node's subnet on {', '.join(bridges)}"
+    return _ok(detail)
+
+
 HARDWAY_CHECKS: tuple[Check, ...] = (
     Check(
         "etcd-cluster",
@@ -419,4 +542,10 @@ HARDWAY_CHECKS: tuple[Check, ...] = (
         check_etcd_cluster,
     ),
     Check("pki", "Certificates: SANs, chain, expiry, key modes", check_pki),
+    Check(
+        "flannel-etcd",
+        "flannel's config and one subnet lease per node in etcd, docker's bridge inside it",
+        check_flannel_etcd,
+        only_if=lambda e: FLANNEL_STAGE in e.stages,
+    ),
 )

@@ -76,6 +76,9 @@ class Expected:
     # A lab built the hard way (etcd, no kubeadm): verify runs the checks of
     # kubelab/verify/checks_hardway.py instead of the cluster's.
     hardway: bool = False
+    # The stages that built it (the exercise's start + solution): a hard-way check of a
+    # part not built (the flannel network, the components) does not run.
+    stages: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Accept plain (name, role, private_ip[, machine]) tuples.
@@ -91,6 +94,7 @@ class Expected:
         if unknown:
             raise ValueError(f"unknown phases {unknown}: known are {PHASES}")
         object.__setattr__(self, "phases", phases)
+        object.__setattr__(self, "stages", tuple(self.stages))
         object.__setattr__(self, "kubernetes_version", self.kubernetes_version.removeprefix("v"))
 
     @property
@@ -108,6 +112,7 @@ class Expected:
         data = asdict(self)
         data["nodes"] = [n._asdict() for n in self.nodes]
         data["phases"] = list(self.phases)
+        data["stages"] = list(self.stages)
         return data
 
     @classmethod
@@ -172,6 +177,7 @@ _FIELD_TYPES: dict[str, type] = {
     "management_cidr": str,
     "student_id": str,
     "phases": tuple,
+    "stages": tuple,
     "language": str,
     "hardway": bool,
 }

@@ -30,8 +30,10 @@ def expected_from_plan(
     dns: bool = False,
     phases: tuple[str, ...] = DEFAULT_PHASES,
     language: str = "en",
-    hardway: bool | None = None,
+    stages: list[str] | None = None,
 ) -> Expected:
+    """`stages`: what built the lab (an exercise's start + solution); the plan's by default."""
+    built = [s.name for s in plan.stages] if stages is None else stages
     return Expected(
         nodes=tuple(
             ExpectedNode(name=n.hostname, role=n.role, private_ip=n.ip, machine=n.name)
@@ -45,7 +47,8 @@ def expected_from_plan(
         student_id=plan.config.student_id,
         phases=phases,
         language=language,
-        hardway=is_hardway([s.name for s in plan.stages]) if hardway is None else hardway,
+        hardway=is_hardway(built),
+        stages=tuple(built),
     )
 
 
@@ -81,12 +84,12 @@ def verify_lab(
 
     phases = load_exercise(exercise).phases if exercise else DEFAULT_PHASES
     language = state.language if state else "en"
-    hardway = None
+    stages = None
     if exercise is not None:  # the exercise says what is built, whatever the config lists
         chosen = load_exercise(exercise)
-        hardway = is_hardway([*chosen.start, *chosen.solution])
+        stages = [*chosen.start, *chosen.solution]
     expected = expected_from_plan(
-        plan, dns=dns, phases=phases or DEFAULT_PHASES, language=language, hardway=hardway
+        plan, dns=dns, phases=phases or DEFAULT_PHASES, language=language, stages=stages
     )
     out = evidence_out or default_evidence_dir(plan)
     if replace and out.is_dir():

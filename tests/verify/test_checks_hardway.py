@@ -3,10 +3,13 @@
 etcd's answers are real etcd 3.4.23 output (tests/data/verify/hardway/etcd-3.4.23,
 see its SOURCES.md): a 3-member TLS cluster healthy, with one member down, with
 two down. The certificates are real cfssl output (tests/data/verify/hardway/pki).
+flannel's config key, its subnet leases and docker's bridge are real etcd 3.4.23 and
+iproute2 output (tests/data/verify/hardway/flannel-etcd-3.4.23, see its SOURCES.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -16,11 +19,14 @@ import pytest
 from kubelab.verify.checks import evaluate
 from kubelab.verify.checks_hardway import (
     ETCD_CERTS,
+    FLANNEL_CONFIG,
+    FLANNEL_SUBNETS,
     KUBE_CA,
     KUBE_CERTS,
     MEMBER_LIST,
     STATUS,
     cert_path,
+    docker0_path,
     health_path,
     keys_path,
     probe_path,
@@ -44,6 +50,15 @@ EXPECTED = Expected(
     hardway=True,
 )
 COLLECTED = "2026-12-01T12:30:00.000+00:00"  # when the captures were made
+FLANNEL = DATA / "flannel-etcd-3.4.23"
+# The flannel captures' leases: m1-m3 at these lab addresses; a build with flannel-etcd.
+FLANNEL_EXPECTED = dataclasses.replace(
+    EXPECTED,
+    nodes=tuple(
+        ExpectedNode(n.name, n.role, f"192.168.56.{10 + i}") for i, n in enumerate(EXPECTED.nodes)
+    ),
+    stages=("prepare", "repos", "pki", "etcd", "runtime", "flannel-etcd"),
+)
 
 
 def capture(name: str) -> tuple[int, str, str]:
@@ -192,3 +207,98 @@ def test_the_evidence_folder_re_evaluates_to_the_same_verdicts(tmp_path: Path) -
     expected, results = reevaluate(copy)
     assert expected.hardway
     assert {r.id: (r.passed, r.detail) for r in results} == live
+
+
+def flannel_capture(name: str) -> tuple[int, str, str]:
+    rc = int((FLANNEL / f"{name}.rc").read_text())
+    return rc, (FLANNEL / f"{name}.stdout").read_text(), (FLANNEL / f"{name}.stderr").read_text()
+
+
+def build_flannel(
+    folder: Path,
+    *,
+    config: str = "config",
+    subnets: str = "subnets",
+    docker0: tuple[str, str, str] = ("docker0-bip", "docker0-none", "docker0-none"),
+) -> Path:
+    """The etcd evidence (healthy) plus the flannel files from the captures named."""
+    build(folder)
+    (folder / FLANNEL_CONFIG).parent.mkdir(parents=True, exist_ok=True)
+    (folder / FLANNEL_CONFIG).write_text(flannel_capture(config)[1])
+    (folder / FLANNEL_SUBNETS).write_text(flannel_capture(subnets)[1])
+    for node, name in zip(FLANNEL_EXPECTED.nodes, docker0, strict=True):
+        rc, stdout, stderr = flannel_capture(name)
+        record = {"node": node.name, "rc": rc, "stdout": stdout, "stderr": stderr, "error": None}
+        (folder / docker0_path(node.name)).parent.mkdir(parents=True, exist_ok=True)
+        (folder / docker0_path(node.name)).write_text(json.dumps(record))
+    return folder
+
+
+def flannel_verdict(folder: Path) -> tuple[bool, str, str]:
+    result = next(r for r in evaluate(folder, FLANNEL_EXPECTED) if r.id == "flannel-etcd")
+    return result.passed, result.detail, result.hint
+
+
+def test_the_flannel_check_runs_only_when_the_network_stage_built_the_lab(
+    tmp_path: Path,
+) -> None:
+    folder = build_flannel(tmp_path)
+    assert "flannel-etcd" not in verdicts(folder)  # exercise 4: pki and etcd only
+    assert "flannel-etcd" in {r.id for r in evaluate(folder, FLANNEL_EXPECTED)}
+
+
+def test_the_config_one_lease_per_node_and_docker_bridge_inside_it_pass(tmp_path: Path) -> None:
+    passed, detail, _ = flannel_verdict(build_flannel(tmp_path))
+    assert passed, detail
+    assert "Network 10.244.0.0/16, vxlan; one subnet lease for each of 3 nodes" in detail
+    assert "docker0 inside its node's subnet on m1" in detail
+
+
+def test_no_config_key_fails_with_the_command_that_writes_it(tmp_path: Path) -> None:
+    passed, detail, hint = flannel_verdict(build_flannel(tmp_path, config="empty-config"))
+    assert not passed
+    assert "no network config at /coreos.com/network/config" in detail
+    assert "my_etcdctl put /coreos.com/network/config" in hint and "10.244.0.0/16" in hint
+
+
+def test_a_config_for_another_network_fails(tmp_path: Path) -> None:
+    wrong = FLANNEL_EXPECTED.pod_cidr.replace("244", "245")  # the lab asked for another
+    expected = dataclasses.replace(FLANNEL_EXPECTED, pod_cidr=wrong)
+    result = next(r for r in evaluate(build_flannel(tmp_path), expected) if r.id == "flannel-etcd")
+    assert not result.passed
+    assert f"gives Network 10.244.0.0/16, not the pod CIDR {wrong}" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("subnets", "problem"),
+    [
+        ("twoleases", "m3 holds 0 subnet leases, not 1"),
+        ("empty-subnets", "m1 holds 0 subnet leases, not 1"),
+        ("twoforone", "m3 holds 2 subnet leases (10.244.12.0/24, 10.244.200.0/24), not 1"),
+    ],
+)
+def test_a_node_without_exactly_one_lease_fails_naming_it(
+    tmp_path: Path, subnets: str, problem: str
+) -> None:
+    passed, detail, hint = flannel_verdict(build_flannel(tmp_path, subnets=subnets))
+    assert not passed
+    assert problem in detail
+    assert "journalctl -u flanneld" in hint
+
+
+def test_docker_on_its_own_bridge_fails(tmp_path: Path) -> None:
+    docker0 = ("docker0-default", "docker0-none", "docker0-none")
+    passed, detail, hint = flannel_verdict(build_flannel(tmp_path, docker0=docker0))
+    assert not passed
+    assert "m1's docker0 172.17.0.1/16 is outside its subnet 10.244.37.0/24" in detail
+    assert "DOCKER_NETWORK_OPTIONS" in hint
+
+
+def test_the_flannel_evidence_re_evaluates_to_the_same_verdict(tmp_path: Path) -> None:
+    folder = build_flannel(tmp_path / "ev", subnets="twoleases")
+    (folder / "meta.json").write_text(json.dumps({"expected": FLANNEL_EXPECTED.to_dict()}))
+    live = {r.id: (r.passed, r.detail) for r in evaluate(folder, FLANNEL_EXPECTED)}
+    expected, results = reevaluate(folder)
+    assert expected.stages == FLANNEL_EXPECTED.stages
+    assert {r.id: (r.passed, r.detail) for r in results} == live
+    assert not live["flannel-etcd"][0]
