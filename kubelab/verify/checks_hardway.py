@@ -22,7 +22,14 @@ cluster. Evidence under hardway/:
     flannel/docker0/<node>.json    {node, rc, stdout, stderr, error}: ip -4 -o addr show
                                    dev docker0 (the bridge docker takes from flannel)
 
-The flannel files are collected when the lab's stages include flannel-etcd.
+    components/<node>/units.txt    systemctl is-active <the node's components>: one line
+                                   each, in the catalog's order
+    components/<node>/<unit>.json  {node, url, rc, http_status, body, error}: curl of the
+                                   component's health endpoint on the node itself
+
+The flannel files are collected when the lab's stages include flannel-etcd; a
+component's when they include the stage that builds it (catalog.yaml,
+hardway.components).
 
 Private keys never leave the VMs.
 """
@@ -75,7 +82,10 @@ _MAX_TEXT = 64 * 1024  # a record's stdout/stderr kept in evidence
 FLANNEL_STAGE = "flannel-etcd"
 FLANNEL_PREFIX = str(catalog()["hardway"]["flannel_etcd_prefix"])
 FLANNEL_BACKEND = "vxlan"  # what the flannel-etcd stage writes (manual 004's choice)
-IP = "/usr/sbin/ip"  # a non-login SSH PATH on CentOS 7 has no /usr/sbin
+IP = "/usr/sbin/ip"
+COMPONENTS: tuple[dict[str, str], ...] = tuple(
+    catalog()["hardway"]["components"]
+)  # a non-login SSH PATH on CentOS 7 has no /usr/sbin
 
 MEMBER_LIST = "hardway/etcd/member-list.json"
 FLANNEL_CONFIG = "hardway/flannel/config.txt"
@@ -93,6 +103,14 @@ def probe_path(kind: str, node: str) -> str:
 
 def docker0_path(node: str) -> str:
     return f"hardway/flannel/docker0/{node}.json"
+
+
+def units_path(node: str) -> str:
+    return f"hardway/components/{node}/units.txt"
+
+
+def component_health_path(node: str, unit: str) -> str:
+    return f"hardway/components/{node}/{unit}.json"
 
 
 def cert_path(node: str, name: str) -> str:
@@ -249,6 +267,41 @@ def _collect(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> Non
         )
     if FLANNEL_STAGE in expected.stages:
         _collect_flannel(runner, expected, writer)
+    _collect_components(runner, expected, writer)
+
+
+def components_of(expected: Expected, node: ExpectedNode) -> list[dict[str, str]]:
+    """The components the lab's stages put on `node`, in the catalog's order."""
+    return [
+        c
+        for c in COMPONENTS
+        if c["stage"] in expected.stages and c["runs_on"] in ("all", node.role)
+    ]
+
+
+def _collect_components(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> None:
+    for node in expected.nodes:
+        components = components_of(expected, node)
+        if not components:
+            continue
+        runner.run(
+            "components",
+            node,
+            ["systemctl", "is-active", *(c["unit"] for c in components)],
+            saves=units_path(node.name),
+            keep_on_failure=True,  # it exits 3 when one is not active, and lists them all
+        )
+        for component in components:
+            if not component["health"]:
+                continue
+            # -k: the health port's certificate is the component's own (self-signed for
+            # controller-manager and scheduler); this asks whether it answers, not who it is.
+            argv = ["curl", "-sS", "-k", "--noproxy", "*", "--max-time", "5"]
+            out = runner.run("components", node, [*argv, "-w", CURL_WRITE_OUT, component["health"]])
+            writer.write_json(
+                component_health_path(node.name, component["unit"]),
+                _curl_record(node.name, component["health"], out),
+            )
 
 
 def _collect_flannel(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> None:
@@ -535,6 +588,38 @@ def check_flannel_etcd(evidence: Evidence, expected: Expected) -> Verdict:
     return _ok(detail)
 
 
+# --- the components check ---------------------------------------------------------------
+
+
+def check_components(evidence: Evidence, expected: Expected) -> Verdict:
+    problems: list[str] = []
+    hints = Hints()
+    counted = 0
+    for node in expected.nodes:
+        components = components_of(expected, node)
+        if not components:
+            continue
+        states = evidence.text(units_path(node.name)).split()
+        for i, component in enumerate(components):
+            unit, counted = component["unit"], counted + 1
+            state = states[i] if i < len(states) else "not listed"
+            if state != "active":
+                problems.append(f"{node.name}: {unit} is {state}")
+                hints.add("component_down", node=node.name, unit=unit)
+                continue
+            if not component["health"]:
+                continue
+            record = evidence.json(component_health_path(node.name, unit))
+            body = str(record.get("body") or "").strip()
+            if record.get("http_status") != 200 or body != "ok":
+                got = record.get("error") or f"HTTP {record.get('http_status')} {body[:80]!r}"
+                problems.append(f"{node.name}: {unit} health {record.get('url')}: {got}")
+                hints.add("component_health", node=node.name, unit=unit, url=component["health"])
+    if problems:
+        return _fail(problems, hints)
+    return _ok(f"{counted} components active under systemd; each health endpoint answers ok")
+
+
 HARDWAY_CHECKS: tuple[Check, ...] = (
     Check(
         "etcd-cluster",
@@ -547,5 +632,11 @@ HARDWAY_CHECKS: tuple[Check, ...] = (
         "flannel's config and one subnet lease per node in etcd, docker's bridge inside it",
         check_flannel_etcd,
         only_if=lambda e: FLANNEL_STAGE in e.stages,
+    ),
+    Check(
+        "components",
+        "Every component's systemd unit active and its health endpoint answering",
+        check_components,
+        only_if=lambda e: any(components_of(e, n) for n in e.nodes),
     ),
 )

@@ -5,6 +5,8 @@ see its SOURCES.md): a 3-member TLS cluster healthy, with one member down, with
 two down. The certificates are real cfssl output (tests/data/verify/hardway/pki).
 flannel's config key, its subnet leases and docker's bridge are real etcd 3.4.23 and
 iproute2 output (tests/data/verify/hardway/flannel-etcd-3.4.23, see its SOURCES.md).
+A component's health answer is real curl output, refused or from a stand-in answering
+healthz's "ok" (tests/data/verify/hardway/components/SOURCES.md).
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ from kubelab.verify.checks_hardway import (
     MEMBER_LIST,
     STATUS,
     cert_path,
+    component_health_path,
+    components_of,
     docker0_path,
     health_path,
     keys_path,
     probe_path,
+    units_path,
 )
 from kubelab.verify.evidence import parse_curl_stdout
 from kubelab.verify.expect import Expected, ExpectedNode
@@ -302,3 +307,85 @@ def test_the_flannel_evidence_re_evaluates_to_the_same_verdict(tmp_path: Path) -
     assert expected.stages == FLANNEL_EXPECTED.stages
     assert {r.id: (r.passed, r.detail) for r in results} == live
     assert not live["flannel-etcd"][0]
+
+
+HEALTH = DATA / "components"
+# A lab whose stages built the control plane on the master and kubelet, kube-proxy on
+# the nodes, flanneld everywhere (catalog.yaml, hardway.components).
+COMPONENTS_EXPECTED = dataclasses.replace(
+    EXPECTED, stages=(*FLANNEL_EXPECTED.stages, "control-plane", "node-components")
+)
+
+
+def build_components(
+    folder: Path, *, states: dict[tuple[str, str], str] | None = None, refused: str = ""
+) -> Path:
+    """The etcd evidence plus each node's units (active unless `states` says otherwise,
+    as (node, unit) -> systemctl's word) and health answers (ok; refused for `refused`)."""
+    build(folder)
+    for node in COMPONENTS_EXPECTED.nodes:
+        components = components_of(COMPONENTS_EXPECTED, node)
+        words = [(states or {}).get((node.name, c["unit"]), "active") for c in components]
+        (folder / units_path(node.name)).parent.mkdir(parents=True, exist_ok=True)
+        (folder / units_path(node.name)).write_text("".join(f"{w}\n" for w in words))
+        for component in components:
+            if not component["health"]:
+                continue
+            name = "healthz-refused" if component["unit"] == refused else "healthz-ok"
+            rc = int((HEALTH / f"{name}.rc").read_text())
+            body, status = parse_curl_stdout((HEALTH / f"{name}.stdout").read_text())
+            stderr = (HEALTH / f"{name}.stderr").read_text().strip()
+            record = {
+                "node": node.name,
+                "url": component["health"],
+                "rc": rc,
+                "http_status": status,
+                "body": body.decode(),
+                "error": stderr or None,
+            }
+            (folder / component_health_path(node.name, component["unit"])).write_text(
+                json.dumps(record)
+            )
+    return folder
+
+
+def components_verdict(folder: Path) -> tuple[bool, str, str]:
+    result = next(r for r in evaluate(folder, COMPONENTS_EXPECTED) if r.id == "components")
+    return result.passed, result.detail, result.hint
+
+
+def test_every_component_active_and_healthy_passes(tmp_path: Path) -> None:
+    passed, detail, _ = components_verdict(build_components(tmp_path))
+    assert passed, detail
+    # master: 3 control-plane units + flanneld; each node: kubelet, kube-proxy, flanneld.
+    assert detail.startswith("10 components active under systemd")
+
+
+def test_the_components_check_does_not_run_before_its_stages(tmp_path: Path) -> None:
+    folder = build_components(tmp_path)
+    assert "components" not in verdicts(folder)  # exercise 4 built pki and etcd only
+
+
+def test_a_failed_unit_fails_naming_the_node_and_the_unit(tmp_path: Path) -> None:
+    folder = build_components(tmp_path, states={("m2", "kubelet"): "failed"})
+    passed, detail, hint = components_verdict(folder)
+    assert not passed
+    assert detail == "m2: kubelet is failed"
+    assert "journalctl -u kubelet" in hint
+
+
+def test_a_health_port_nobody_answers_fails_with_curls_error(tmp_path: Path) -> None:
+    passed, detail, hint = components_verdict(build_components(tmp_path, refused="kube-proxy"))
+    assert not passed
+    assert "m2: kube-proxy health http://127.0.0.1:10256/healthz: curl: (7)" in detail
+    assert "m3: kube-proxy health" in detail
+    assert "kube-proxy 10256" in hint
+
+
+def test_the_components_evidence_re_evaluates_to_the_same_verdict(tmp_path: Path) -> None:
+    folder = build_components(tmp_path / "ev", states={("m1", "kube-scheduler"): "activating"})
+    (folder / "meta.json").write_text(json.dumps({"expected": COMPONENTS_EXPECTED.to_dict()}))
+    live = {r.id: (r.passed, r.detail) for r in evaluate(folder, COMPONENTS_EXPECTED)}
+    _, results = reevaluate(folder)
+    assert {r.id: (r.passed, r.detail) for r in results} == live
+    assert live["components"] == (False, "m1: kube-scheduler is activating")

@@ -20,6 +20,8 @@ FIELDS = {
     "student": "2023001",
     "config_key": "/coreos.com/network/config",
     "subnet": "10.244.1.0/24",
+    "unit": "kubelet",
+    "url": "http://127.0.0.1:10248/healthz",
 }
 
 
