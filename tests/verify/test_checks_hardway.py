@@ -92,8 +92,10 @@ def build(
     loopback: str = "loopback-refused",
     server: Path = PKI / "good" / "server.pem",
     key_mode: str = "600",
+    expected: Expected = EXPECTED,
 ) -> Path:
-    """An evidence folder as collect_hardway writes it, from the captures of `case`."""
+    """An evidence folder as collect_hardway writes it for `expected`, from the captures
+    of `case`."""
     commands = []
 
     def save(rel: str, text: str) -> None:
@@ -104,7 +106,7 @@ def build(
 
     save(MEMBER_LIST, capture(f"{case}-member-list")[1])
     save(STATUS, capture(f"{case}-status")[1])
-    for i, node in enumerate(EXPECTED.nodes, start=1):
+    for i, node in enumerate(expected.nodes, start=1):
         rc, stdout, stderr = capture(f"{case}-health-m{i}")
         endpoint = f"https://127.0.0.1:{i}2379"
         record = {"node": node.name, "endpoint": endpoint, "rc": rc, "stdout": stdout}
@@ -128,9 +130,9 @@ def build(
             "/opt/etcd/ssl/peer-key.pem 600 etcd:etcd\n",
         )
     for name in (KUBE_CA, *KUBE_CERTS):
-        save(cert_path("m1", name), (PKI / "good" / name).read_text())
+        save(cert_path(expected.masters[0].name, name), (PKI / "good" / name).read_text())
     (folder / "commands.jsonl").write_text("".join(json.dumps(c) + "\n" for c in commands))
-    (folder / "meta.json").write_text(json.dumps({"expected": EXPECTED.to_dict()}))
+    (folder / "meta.json").write_text(json.dumps({"expected": expected.to_dict()}))
     return folder
 
 
@@ -389,3 +391,25 @@ def test_the_components_evidence_re_evaluates_to_the_same_verdict(tmp_path: Path
     _, results = reevaluate(folder)
     assert {r.id: (r.passed, r.detail) for r in results} == live
     assert live["components"] == (False, "m1: kube-scheduler is activating")
+
+
+def test_members_named_without_the_student_id_are_found_by_their_peer_address(
+    tmp_path: Path,
+) -> None:
+    # `verify --student e2e` names the nodes m1-e2e...; the lab was built without the ID,
+    # so the members (and the SANs) are m1-m3: found by the IP in their peer URLs.
+    named = tuple(n._replace(name=f"{n.name}-e2e", machine=n.name) for n in EXPECTED.nodes)
+    expected = dataclasses.replace(EXPECTED, nodes=named, student_id="e2e")
+    folder = build(tmp_path, expected=expected)
+    results = {r.id: (r.passed, r.detail) for r in evaluate(folder, expected)}
+    assert results["etcd-cluster"][0], results["etcd-cluster"][1]
+    assert results["pki"][0], results["pki"][1]
+
+
+def test_a_member_at_no_lab_address_is_still_missing(tmp_path: Path) -> None:
+    named = tuple(n._replace(name=f"{n.name}-e2e", private_ip="192.0.2.1") for n in EXPECTED.nodes)
+    expected = dataclasses.replace(EXPECTED, nodes=named)
+    folder = build(tmp_path, expected=expected)
+    results = {r.id: (r.passed, r.detail) for r in evaluate(folder, expected)}
+    assert not results["etcd-cluster"][0]
+    assert "not members: m1-e2e, m2-e2e, m3-e2e" in results["etcd-cluster"][1]
