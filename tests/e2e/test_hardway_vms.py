@@ -181,9 +181,9 @@ def test_two_members_down_fail_naming_both_then_they_heal(
     started = e2e_lab.run_on(["node1", "node2"], "systemctl", "start", "--no-block", "etcd",
                              sudo=True)  # fmt: skip
     assert all(r.rc == 0 for r in started.values()), started
+    # It heals: every member healthy again. (No third verify: each costs about 2 min
+    # of the CI budget, and a healthy cluster's verdict is the first test's.)
     wait_healthy(e2e_lab)
-    run, results = verify(e2e_lab, hardway_config, tmp_path_factory.mktemp("healed") / "ev")
-    assert results["etcd-cluster"]["passed"], results["etcd-cluster"]
 
 
 @pytest.mark.timeout(1800)
