@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from kubelab.transport import CommandResult
 from kubelab.verify.checks import evaluate
 from kubelab.verify.checks_hardway import (
     ETCD_CERTS,
@@ -28,6 +29,7 @@ from kubelab.verify.checks_hardway import (
     MEMBER_LIST,
     STATUS,
     cert_path,
+    collect_hardway,
     component_health_path,
     components_of,
     docker0_path,
@@ -413,3 +415,54 @@ def test_a_member_at_no_lab_address_is_still_missing(tmp_path: Path) -> None:
     results = {r.id: (r.passed, r.detail) for r in evaluate(folder, expected)}
     assert not results["etcd-cluster"][0]
     assert "not members: m1-e2e, m2-e2e, m3-e2e" in results["etcd-cluster"][1]
+
+
+class CapturedVMs:
+    """The VMs as collect_hardway reaches them, answering the flannel and components
+    commands from the captures (the boundary that cannot exist here: three VMs running
+    flanneld and the components). Anything else fails as a command that is not there."""
+
+    def __init__(self, expected: Expected, kubelet: str = "healthz-ok") -> None:
+        self.expected, self.kubelet, self.ran = expected, kubelet, []
+
+    def run(self, node: str, cmd: str, *args: object, timeout: float = 60.0) -> CommandResult:
+        argv = [cmd, *map(str, args)]
+        self.ran.append((node, argv))
+        if argv[-3:] == ["--prefix", "-w", "json"]:
+            name = "subnets"
+        elif argv[-1] == "--print-value-only":
+            name = "config"
+        elif argv[-1] == "docker0":
+            name = "docker0-bip" if node == "m1" else "docker0-none"
+        elif argv[:2] == ["systemctl", "is-active"]:  # no capture exists: systemd's words
+            return CommandResult(node, " ".join(argv), 0, "active\n" * len(argv[2:]), "", 0.1)
+        elif argv[0] == "curl" and argv[-1].endswith("/healthz"):
+            folder, name = HEALTH, self.kubelet if ":10248/" in argv[-1] else "healthz-ok"
+            rc = int((folder / f"{name}.rc").read_text())
+            out, err = ((folder / f"{name}.{s}").read_text() for s in ("stdout", "stderr"))
+            return CommandResult(node, " ".join(argv), rc, out, err, 0.1)
+        else:
+            return CommandResult(node, " ".join(argv), 127, "", f"{cmd}: not found\n", 0.1)
+        rc, out, err = flannel_capture(name)
+        return CommandResult(node, " ".join(argv), rc, out, err, 0.1)
+
+
+@pytest.mark.parametrize(("kubelet", "passes"), [("healthz-ok", True), ("healthz-refused", False)])
+def test_collect_writes_the_flannel_and_components_evidence_the_checks_read(
+    tmp_path: Path, kubelet: str, passes: bool
+) -> None:
+    expected = dataclasses.replace(COMPONENTS_EXPECTED, nodes=FLANNEL_EXPECTED.nodes)
+    vms = CapturedVMs(expected, kubelet)
+    folder = collect_hardway(vms, expected, tmp_path / "ev")
+    results = {r.id: r for r in evaluate(folder, expected)}
+    assert results["flannel-etcd"].passed, results["flannel-etcd"].detail
+    assert results["components"].passed is passes, results["components"].detail
+    if not passes:
+        assert "m2: kubelet health http://127.0.0.1:10248/healthz: curl: (7)" in (
+            results["components"].detail
+        )
+    # Each node's health probes run on that node, for the components it runs.
+    probed = {(n, a[-1]) for n, a in vms.ran if a[0] == "curl" and a[-1].endswith("/healthz")}
+    assert ("m1", "https://127.0.0.1:6443/healthz") in probed
+    assert ("m2", "http://127.0.0.1:10256/healthz") in probed
+    assert ("m1", "http://127.0.0.1:10248/healthz") not in probed  # kubelet: the nodes
