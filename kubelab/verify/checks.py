@@ -1206,6 +1206,11 @@ def identified(evidence: Evidence, expected: Expected) -> Expected:
         # expected, and the nodes check says what is wrong with it.
         with contextlib.suppress(MissingEvidence, BadEvidence, TypeError, AttributeError):
             return identify_nodes(evidence.json(NODES), expected)
+    if expected.hardway:
+        from kubelab.verify.checks_hardway import MEMBER_LIST, identify_members
+
+        with contextlib.suppress(MissingEvidence, BadEvidence, TypeError, AttributeError):
+            return identify_members(evidence.json(MEMBER_LIST), expected)
     return expected
 
 

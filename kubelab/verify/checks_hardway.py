@@ -17,12 +17,29 @@ cluster. Evidence under hardway/:
     pki/<node>/<cert>.pem          the certificates (public) as each VM holds them
     pki/<node>/keys.txt            `stat -c '%n %a %U:%G'` of the private keys: their
                                    modes, never their content
+    flannel/config.txt             my_etcdctl get <prefix>/config --print-value-only
+    flannel/subnets.json           my_etcdctl get <prefix>/subnets --prefix -w json
+    flannel/docker0/<node>.json    {node, rc, stdout, stderr, error}: ip -4 -o addr show
+                                   dev docker0 (the bridge docker takes from flannel)
+
+    components/<node>/units.txt    systemctl is-active <the node's components>: one line
+                                   each, in the catalog's order
+    components/<node>/<unit>.json  {node, url, rc, http_status, body, error}: curl of the
+                                   component's health endpoint on the node itself
+
+The flannel files are collected when the lab's stages include flannel-etcd; a
+component's when they include the stage that builds it (catalog.yaml,
+hardway.components).
 
 Private keys never leave the VMs.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import ipaddress
+import json
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -63,7 +80,17 @@ KUBE_CERTS = ("apiserver.pem", "admin.pem", "kube-proxy.pem", "apiserver-kubelet
 EXPIRY_MARGIN = timedelta(days=30)
 _MAX_TEXT = 64 * 1024  # a record's stdout/stderr kept in evidence
 
+FLANNEL_STAGE = "flannel-etcd"
+FLANNEL_PREFIX = str(catalog()["hardway"]["flannel_etcd_prefix"])
+FLANNEL_BACKEND = "vxlan"  # what the flannel-etcd stage writes (manual 004's choice)
+IP = "/usr/sbin/ip"
+COMPONENTS: tuple[dict[str, str], ...] = tuple(
+    catalog()["hardway"]["components"]
+)  # a non-login SSH PATH on CentOS 7 has no /usr/sbin
+
 MEMBER_LIST = "hardway/etcd/member-list.json"
+FLANNEL_CONFIG = "hardway/flannel/config.txt"
+FLANNEL_SUBNETS = "hardway/flannel/subnets.json"
 STATUS = "hardway/etcd/status.json"
 
 
@@ -73,6 +100,18 @@ def health_path(node: str) -> str:
 
 def probe_path(kind: str, node: str) -> str:
     return f"hardway/etcd/{kind}/{node}.json"
+
+
+def docker0_path(node: str) -> str:
+    return f"hardway/flannel/docker0/{node}.json"
+
+
+def units_path(node: str) -> str:
+    return f"hardway/components/{node}/units.txt"
+
+
+def component_health_path(node: str, unit: str) -> str:
+    return f"hardway/components/{node}/{unit}.json"
 
 
 def cert_path(node: str, name: str) -> str:
@@ -227,9 +266,101 @@ def _collect(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> Non
         runner.run(
             "pki", master, ["sudo", "cat", f"{PKI_DIR}/{name}"], saves=cert_path(master.name, name)
         )
+    if FLANNEL_STAGE in expected.stages:
+        _collect_flannel(runner, expected, writer)
+    _collect_components(runner, expected, writer)
+
+
+def components_of(expected: Expected, node: ExpectedNode) -> list[dict[str, str]]:
+    """The components the lab's stages put on `node`, in the catalog's order."""
+    return [
+        c
+        for c in COMPONENTS
+        if c["stage"] in expected.stages and c["runs_on"] in ("all", node.role)
+    ]
+
+
+def _collect_components(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> None:
+    for node in expected.nodes:
+        components = components_of(expected, node)
+        if not components:
+            continue
+        runner.run(
+            "components",
+            node,
+            ["systemctl", "is-active", *(c["unit"] for c in components)],
+            saves=units_path(node.name),
+            keep_on_failure=True,  # it exits 3 when one is not active, and lists them all
+        )
+        for component in components:
+            if not component["health"]:
+                continue
+            # -k: the health port's certificate is the component's own (self-signed for
+            # controller-manager and scheduler); this asks whether it answers, not who it is.
+            argv = ["curl", "-sS", "-k", "--noproxy", "*", "--max-time", "5"]
+            out = runner.run("components", node, [*argv, "-w", CURL_WRITE_OUT, component["health"]])
+            writer.write_json(
+                component_health_path(node.name, component["unit"]),
+                _curl_record(node.name, component["health"], out),
+            )
+
+
+def _collect_flannel(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> None:
+    master = expected.masters[0]
+    get = ["sudo", ETCDCTL, "get"]
+    runner.run(
+        "flannel-etcd",
+        master,
+        [*get, f"{FLANNEL_PREFIX}/config", "--print-value-only"],
+        saves=FLANNEL_CONFIG,
+    )
+    runner.run(
+        "flannel-etcd",
+        master,
+        [*get, f"{FLANNEL_PREFIX}/subnets", "--prefix", "-w", "json"],
+        saves=FLANNEL_SUBNETS,
+    )
+    for node in expected.nodes:
+        rc, stdout, stderr, error = runner.run(
+            "flannel-etcd", node, [IP, "-4", "-o", "addr", "show", "dev", "docker0"]
+        )
+        record = {"node": node.name, "rc": rc, "stdout": stdout[:_MAX_TEXT]}
+        writer.write_json(
+            docker0_path(node.name),
+            {**record, "stderr": stderr[:_MAX_TEXT], "error": error or None},
+        )
 
 
 # --- the etcd-cluster check -----------------------------------------------------------
+
+
+def identify_members(member_list: Any, expected: Expected) -> Expected:
+    """`expected` with each node's etcd member name found in the member list: its own
+    name, else the member whose peer URL is at the node's private IP (a lab built
+    without the student ID that `verify --student` adds to the names, or a student's
+    own ETCD_NAME). The certificates' SANs are then checked against those names."""
+    members = [m for m in member_list.get("members") or [] if isinstance(m, dict)]
+    free = {str(m.get("name")): m for m in members}
+    found: dict[int, str] = {}
+    for i, node in enumerate(expected.nodes):
+        if node.name in free:
+            found[i] = node.name
+            free.pop(node.name)
+    for i, node in enumerate(expected.nodes):
+        if i in found:
+            continue
+        for name, member in free.items():
+            hosts = {re.sub(r"^\w+://|:\d+$", "", str(u)) for u in member.get("peerURLs") or []}
+            if node.private_ip in hosts:
+                found[i] = name
+                free.pop(name)
+                break
+    nodes = tuple(
+        n._replace(registered=found[i]) if found.get(i, n.name) != n.name else n
+        for i, n in enumerate(expected.nodes)
+    )
+    return dataclasses.replace(expected, nodes=nodes)
+
 
 _HEALTHY = re.compile(r"^(\S+) is healthy: ", re.MULTILINE)
 _UNHEALTHY = re.compile(r"^(\S+) is unhealthy: (.*)$", re.MULTILINE)
@@ -260,7 +391,7 @@ def check_etcd_cluster(evidence: Evidence, expected: Expected) -> Verdict:
     hints = Hints()
     members = evidence.json(MEMBER_LIST).get("members") or []
     names = {str(m.get("name")) for m in members}
-    want = [n.name for n in expected.nodes]
+    want = [n.k8s_name for n in expected.nodes]  # the member names found (identify_members)
     missing = [n for n in want if n not in names]
     extra = sorted(names - set(want))
     if missing:
@@ -374,7 +505,7 @@ def _cert_problems(
 def check_pki(evidence: Evidence, expected: Expected) -> Verdict:
     problems: list[str] = []
     hints = Hints()
-    members = {n.private_ip for n in expected.nodes} | {n.name for n in expected.nodes}
+    members = {n.private_ip for n in expected.nodes} | {n.k8s_name for n in expected.nodes}
     for node in expected.nodes:
         at = evidence.observed_at(cert_path(node.name, "ca.pem")) or datetime.now(UTC)
         ca = _load_cert(evidence, cert_path(node.name, "ca.pem"))
@@ -412,6 +543,113 @@ def check_pki(evidence: Evidence, expected: Expected) -> Verdict:
     )
 
 
+# --- the flannel-etcd check ------------------------------------------------------------
+
+
+def _leases(evidence: Evidence) -> list[tuple[ipaddress.IPv4Network, str]]:
+    """(subnet, PublicIP) of every lease under <prefix>/subnets, from etcdctl's JSON
+    (keys and values base64); a key not shaped <net>-<len> is unreadable evidence."""
+    leases = []
+    for kv in evidence.json(FLANNEL_SUBNETS).get("kvs") or []:
+        key = base64.b64decode(kv["key"]).decode()
+        subnet = key.rsplit("/", 1)[-1].replace("-", "/")
+        value = json.loads(base64.b64decode(kv["value"]))
+        leases.append((ipaddress.IPv4Network(subnet), str(value.get("PublicIP"))))
+    return leases
+
+
+_INET = re.compile(r"\binet (\d+\.\d+\.\d+\.\d+/\d+)")
+
+
+def check_flannel_etcd(evidence: Evidence, expected: Expected) -> Verdict:
+    problems: list[str] = []
+    hints = Hints()
+    key = f"{FLANNEL_PREFIX}/config"
+    text = evidence.text(FLANNEL_CONFIG).strip()
+    network = None
+    if not text:
+        problems.append(f"no network config at {key}")
+        hints.add("flannel_config", config_key=key, pod_cidr=expected.pod_cidr)
+    else:
+        try:
+            config = json.loads(text)
+            network = ipaddress.IPv4Network(str(config.get("Network")))
+            backend = str((config.get("Backend") or {}).get("Type"))
+        except (ValueError, AttributeError):
+            config, backend = None, ""
+        if network is None or str(network) != expected.pod_cidr:
+            problems.append(f"{key} gives Network {network}, not the pod CIDR {expected.pod_cidr}")
+            hints.add("flannel_config", config_key=key, pod_cidr=expected.pod_cidr)
+        elif backend != FLANNEL_BACKEND:
+            problems.append(f"{key} gives backend {backend}, not {FLANNEL_BACKEND}")
+            hints.add("flannel_config", config_key=key, pod_cidr=expected.pod_cidr)
+
+    leases = _leases(evidence)
+    bridges = []
+    for node in expected.nodes:
+        held = [subnet for subnet, public_ip in leases if public_ip == node.private_ip]
+        if len(held) != 1:
+            listed = f" ({', '.join(map(str, held))})" if held else ""
+            problems.append(f"{node.name} holds {len(held)} subnet leases{listed}, not 1")
+            hints.add("flannel_lease", node=node.name)
+            continue
+        subnet = held[0]
+        if network is not None and not subnet.subnet_of(network):
+            problems.append(f"{node.name}'s lease {subnet} is outside {network}")
+            hints.add("flannel_lease", node=node.name)
+        record = evidence.json(docker0_path(node.name))
+        found = _INET.search(str(record.get("stdout") or ""))
+        if record.get("rc") != 0 or not found:
+            continue  # no docker bridge: the runtime is containerd (pods use flannel's CNI)
+        bridge = ipaddress.IPv4Interface(found.group(1))
+        if bridge.network.subnet_of(subnet):
+            bridges.append(node.name)
+        else:
+            problems.append(f"{node.name}'s docker0 {bridge} is outside its subnet {subnet}")
+            hints.add("flannel_docker_bip", node=node.name, subnet=str(subnet))
+    if problems:
+        return _fail(problems, hints)
+    detail = (
+        f"{key}: Network {network}, {FLANNEL_BACKEND}; one subnet lease for each of "
+        f"{len(expected.nodes)} nodes"
+    )
+    if bridges:
+        detail += f"; docker0 inside its node's subnet on {', '.join(bridges)}"
+    return _ok(detail)
+
+
+# --- the components check ---------------------------------------------------------------
+
+
+def check_components(evidence: Evidence, expected: Expected) -> Verdict:
+    problems: list[str] = []
+    hints = Hints()
+    counted = 0
+    for node in expected.nodes:
+        components = components_of(expected, node)
+        if not components:
+            continue
+        states = evidence.text(units_path(node.name)).split()
+        for i, component in enumerate(components):
+            unit, counted = component["unit"], counted + 1
+            state = states[i] if i < len(states) else "not listed"
+            if state != "active":
+                problems.append(f"{node.name}: {unit} is {state}")
+                hints.add("component_down", node=node.name, unit=unit)
+                continue
+            if not component["health"]:
+                continue
+            record = evidence.json(component_health_path(node.name, unit))
+            body = str(record.get("body") or "").strip()
+            if record.get("http_status") != 200 or body != "ok":
+                got = record.get("error") or f"HTTP {record.get('http_status')} {body[:80]!r}"
+                problems.append(f"{node.name}: {unit} health {record.get('url')}: {got}")
+                hints.add("component_health", node=node.name, unit=unit, url=component["health"])
+    if problems:
+        return _fail(problems, hints)
+    return _ok(f"{counted} components active under systemd; each health endpoint answers ok")
+
+
 HARDWAY_CHECKS: tuple[Check, ...] = (
     Check(
         "etcd-cluster",
@@ -419,4 +657,16 @@ HARDWAY_CHECKS: tuple[Check, ...] = (
         check_etcd_cluster,
     ),
     Check("pki", "Certificates: SANs, chain, expiry, key modes", check_pki),
+    Check(
+        "flannel-etcd",
+        "flannel's config and one subnet lease per node in etcd, docker's bridge inside it",
+        check_flannel_etcd,
+        only_if=lambda e: FLANNEL_STAGE in e.stages,
+    ),
+    Check(
+        "components",
+        "Every component's systemd unit active and its health endpoint answering",
+        check_components,
+        only_if=lambda e: any(components_of(e, n) for n in e.nodes),
+    ),
 )

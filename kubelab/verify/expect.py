@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kubelab import defaults
 from kubelab.names import bare_version
+from kubelab.plan import is_hardway
 
 if TYPE_CHECKING:
     from kubelab.plan import LabSpec
@@ -84,6 +85,9 @@ class Expected:
     # A lab built the hard way (etcd, no kubeadm): verify runs the checks of
     # kubelab/verify/checks_hardway.py instead of the cluster's.
     hardway: bool = False
+    # The stages that built it (the exercise's start + solution): a hard-way check of a
+    # part not built (the flannel network, the components) does not run.
+    stages: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Accept plain (name, role, private_ip[, machine]) tuples.
@@ -99,6 +103,7 @@ class Expected:
         if unknown:
             raise ValueError(f"unknown phases {unknown}: known are {PHASES}")
         object.__setattr__(self, "phases", phases)
+        object.__setattr__(self, "stages", tuple(self.stages))
         object.__setattr__(self, "kubernetes_version", bare_version(self.kubernetes_version))
 
     @classmethod
@@ -109,10 +114,11 @@ class Expected:
         dns: bool = False,
         phases: tuple[str, ...] = DEFAULT_PHASES,
         language: str = "en",
-        hardway: bool | None = None,
+        stages: tuple[str, ...] | None = None,
     ) -> Expected:
-        """What verify expects of the lab the spec describes. `hardway`: the exercise's
-        own answer, when it builds other stages than the config lists."""
+        """What verify expects of the lab the spec describes. `stages`: what built the
+        lab when it is not what the config lists (an exercise's start + solution)."""
+        built = spec.stages if stages is None else tuple(stages)
         return cls(
             nodes=tuple(
                 ExpectedNode(name=n.k8s_name, role=n.role, private_ip=n.ip, machine=n.name)
@@ -128,7 +134,8 @@ class Expected:
             student_id=spec.student_id,
             phases=phases,
             language=language,
-            hardway=spec.hardway if hardway is None else hardway,
+            hardway=is_hardway(built),
+            stages=built,
         )
 
     @property
@@ -146,6 +153,7 @@ class Expected:
         data = asdict(self)
         data["nodes"] = [n._asdict() for n in self.nodes]
         data["phases"] = list(self.phases)
+        data["stages"] = list(self.stages)
         return data
 
     @classmethod
@@ -210,6 +218,7 @@ _FIELD_TYPES: dict[str, type] = {
     "management_cidr": str,
     "student_id": str,
     "phases": tuple,
+    "stages": tuple,
     "language": str,
     "hardway": bool,
 }

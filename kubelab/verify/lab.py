@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from kubelab.config import config_as_dict
 from kubelab.errors import KubelabError
-from kubelab.plan import Plan, is_hardway
+from kubelab.plan import Plan
 from kubelab.progress import Reporter
 from kubelab.transport import Transport, targets_from_ssh_config
 from kubelab.verify.checks import CheckResult, evaluate
@@ -30,9 +30,11 @@ def expected_from_plan(
     dns: bool = False,
     phases: tuple[str, ...] = DEFAULT_PHASES,
     language: str = "en",
-    hardway: bool | None = None,
+    stages: list[str] | None = None,
 ) -> Expected:
-    return Expected.from_spec(plan.spec, dns=dns, phases=phases, language=language, hardway=hardway)
+    """`stages`: what built the lab (an exercise's start + solution); the plan's by default."""
+    built = None if stages is None else tuple(stages)
+    return Expected.from_spec(plan.spec, dns=dns, phases=phases, language=language, stages=built)
 
 
 def default_evidence_dir(plan: Plan) -> Path:
@@ -62,12 +64,12 @@ def verify_lab(
 
     phases = load_exercise(exercise).phases if exercise else DEFAULT_PHASES
     language = state.language if state else "en"
-    hardway = None
+    stages = None
     if exercise is not None:  # the exercise says what is built, whatever the config lists
         chosen = load_exercise(exercise)
-        hardway = is_hardway([*chosen.start, *chosen.solution])
+        stages = [*chosen.start, *chosen.solution]
     expected = expected_from_plan(
-        plan, dns=dns, phases=phases or DEFAULT_PHASES, language=language, hardway=hardway
+        plan, dns=dns, phases=phases or DEFAULT_PHASES, language=language, stages=stages
     )
     out = evidence_out or default_evidence_dir(plan)
     if replace and out.is_dir():

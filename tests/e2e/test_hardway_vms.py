@@ -15,6 +15,8 @@ import json
 import os
 import re
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,9 +28,10 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.netns,
     pytest.mark.incremental,
-    # Opt-in until it has passed whole on the VMs: its first run here hit a timeout, and
-    # in the last clean-clone run the stages passed but verify met a bug fixed since
-    # (README, "What is and is not exercised here"). KUBELAB_E2E_HARDWAY=1 runs it.
+    # Opt-in until it has passed whole on the VMs: in its last run the stages built the
+    # cluster, then verify --student e2e looked for members named master-e2e... (fixed
+    # since: members are found by peer IP, not yet run here; README, "What is and is not
+    # exercised here"). KUBELAB_E2E_HARDWAY=1 runs it.
     pytest.mark.skipif(
         os.environ.get("KUBELAB_E2E_HARDWAY") != "1",
         reason="the hard way on VMs is opt-in (KUBELAB_E2E_HARDWAY=1); see the README",
@@ -44,6 +47,16 @@ FINGERPRINT = (
     'find "$@" -type f -exec sha256sum {} + 2>/dev/null | sort'
 )
 FLANNEL_KEY = "/coreos.com/network/config"
+# `invoke up` prints each stage's end as "<node>: done | <stage> (<seconds> s)".
+STAGE_DONE = re.compile(r"^\s*(\S+): done \| (pki|etcd) \((\d+) s\)", re.M)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def module_clock(e2e_lab: E2ELab) -> Iterator[None]:
+    """The module's wall time: on the shared lab in CI; run alone, the VMs' boot too."""
+    started = time.monotonic()
+    yield
+    FIGURES["the hard way module (wall)"] = f"{time.monotonic() - started:.0f} s"
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +94,9 @@ def test_pki_and_etcd_stages_build_the_cluster(e2e_lab: E2ELab, hardway_config: 
     up = e2e_lab.up(hardway_config)
     assert up.rc == 0, up
     FIGURES["invoke up, pki + etcd on 3 VMs (wall)"] = f"{up.seconds:.0f} s"
+    FIGURES["the hard way's stage times"] = ", ".join(
+        f"{node} {stage} {seconds} s" for node, stage, seconds in STAGE_DONE.findall(up.output)
+    )
     wait_healthy(e2e_lab)
 
 
@@ -91,13 +107,15 @@ def test_verify_passes_and_the_certificates_hold_under_openssl(
     out = tmp_path_factory.mktemp("hardway") / "evidence"
     run, results = verify(e2e_lab, hardway_config, out)
     FIGURES["invoke verify --exercise 4 (3 VMs)"] = f"{run.seconds:.0f} s"
-    assert run.rc == 0, run
+    assert run.rc == 0, {check: r["detail"] for check, r in results.items()} or run
     assert results["etcd-cluster"]["passed"], results["etcd-cluster"]
     assert "3 of 3 members healthy" in str(results["etcd-cluster"]["detail"])
     assert results["pki"]["passed"], results["pki"]
     members = sorted([n.ip for n in plan.nodes] + [n.hostname for n in plan.nodes])
-    for node in plan.nodes:
-        pki = out / "hardway" / "pki" / node.hostname
+    # The evidence names each VM as verify does (`--student e2e`: master-e2e, ...).
+    held = sorted(p for p in (out / "hardway" / "pki").iterdir() if p.is_dir())
+    assert len(held) == len(plan.nodes), held
+    for pki in held:
         ca, server = pki / "ca.pem", pki / "server.pem"
         assert openssl("verify", "-CAfile", str(ca), str(server)).strip().endswith(": OK")
         text = openssl("x509", "-in", str(server), "-noout", "-text")
@@ -117,7 +135,7 @@ def test_verify_passes_and_the_certificates_hold_under_openssl(
         if path.is_file():
             assert b"PRIVATE KEY" not in path.read_bytes(), path
     # A client without a certificate is refused (the TLS handshake fails).
-    no_cert = json.loads((out / "hardway/etcd/no-cert/master.json").read_text())
+    no_cert = json.loads(next((out / "hardway/etcd/no-cert").glob("master*.json")).read_text())
     assert no_cert["http_status"] in (0, None) and no_cert["rc"] != 0, no_cert
 
 
@@ -163,9 +181,9 @@ def test_two_members_down_fail_naming_both_then_they_heal(
     started = e2e_lab.run_on(["node1", "node2"], "systemctl", "start", "--no-block", "etcd",
                              sudo=True)  # fmt: skip
     assert all(r.rc == 0 for r in started.values()), started
+    # It heals: every member healthy again. (No third verify: each costs about 2 min
+    # of the CI budget, and a healthy cluster's verdict is the first test's.)
     wait_healthy(e2e_lab)
-    run, results = verify(e2e_lab, hardway_config, tmp_path_factory.mktemp("healed") / "ev")
-    assert results["etcd-cluster"]["passed"], results["etcd-cluster"]
 
 
 @pytest.mark.timeout(1800)

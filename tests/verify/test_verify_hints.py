@@ -18,6 +18,10 @@ FIELDS = {
     "actual": "v1.31.1",
     "expected": "v1.31.13",
     "student": "2023001",
+    "config_key": "/coreos.com/network/config",
+    "subnet": "10.244.1.0/24",
+    "unit": "kubelet",
+    "url": "http://127.0.0.1:10248/healthz",
 }
 
 
