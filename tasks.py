@@ -697,7 +697,7 @@ def golden(c):
 # --- a class on several libvirt hosts (kubelab.classroom) -------------------------------
 
 CLASS_HELP = {
-    "hosts": "hosts.yaml listing the libvirt hosts (address, user, key_file, reserve)",
+    "hosts": "the file listing the libvirt hosts (default: hosts.yaml beside tasks.py)",
     "class_dir": "class folder (default: .class beside tasks.py)",
     "config": "the class's lab config (default: lab.yaml beside tasks.py, else defaults)",
 }
@@ -721,7 +721,7 @@ def _class(hosts, class_dir):
 
     paths = _class_paths(class_dir)
     prepare(paths)
-    specs, base_dir = load_hosts(Path(hosts))
+    specs, base_dir = load_hosts(Path(hosts) if hosts else ROOT / "hosts.yaml")
     return paths, {s.name: class_host(s, base_dir, paths) for s in specs}
 
 
@@ -752,7 +752,7 @@ def _vagrant_home() -> Path:
 
 @task(name="hosts", help=_class_help("hosts", "class_dir", "config"))
 @_user_errors
-def class_hosts(c, hosts, class_dir=None, config=None):
+def class_hosts(c, hosts=None, class_dir=None, config=None):
     """Check each libvirt host: reachable, host key pinned, libvirtd, box, free capacity."""
     from kubelab.classroom import run, tables
 
@@ -778,7 +778,7 @@ def class_hosts(c, hosts, class_dir=None, config=None):
 )
 @_user_errors
 def class_up(
-    c, roster, hosts, exercise=None, config=None, class_dir=None, parallel=8, plan_only=False
+    c, roster, hosts=None, exercise=None, config=None, class_dir=None, parallel=8, plan_only=False
 ):
     """Place each student's whole lab on a host by capacity, print the plan, bring all up."""
     from kubelab import labs
@@ -835,7 +835,7 @@ def class_up(
 
 @task(name="status", help=_class_help("hosts", "class_dir"))
 @_user_errors
-def class_status(c, hosts, class_dir=None):
+def class_status(c, hosts=None, class_dir=None):
     """Each student's lab: host, lab network, VM states (a dead host names its labs)."""
     from kubelab.classroom import run, tables
 
@@ -849,7 +849,7 @@ def class_status(c, hosts, class_dir=None):
 
 @task(name="verify", help=_class_help("hosts", "class_dir"))
 @_user_errors
-def class_verify(c, hosts, class_dir=None):
+def class_verify(c, hosts=None, class_dir=None):
     """Reach every VM of every lab through its host, concurrently: hostname and addresses."""
     from kubelab.classroom import run
 
@@ -878,7 +878,7 @@ def class_verify(c, hosts, class_dir=None):
 )
 @_user_errors
 def class_grade(
-    c, hosts, exercise, class_dir=None, out_dir=None, concurrency=16, deadline=600, force=False
+    c, exercise, hosts=None, class_dir=None, out_dir=None, concurrency=16, deadline=600, force=False
 ):
     """Grade every student's lab live, through its host (an inventory kubelab writes)."""
     from kubelab.classroom.grading import write_inventory
@@ -938,7 +938,7 @@ def class_reset(c, exercise, class_dir=None):
     ),
 )
 @_user_errors
-def class_down(c, hosts, class_dir=None, config=None, box_volumes=False):
+def class_down(c, hosts=None, class_dir=None, config=None, box_volumes=False):
     """Destroy every lab; check each host has nothing of it left; remove the boot files."""
     from kubelab.classroom import run
 

@@ -300,7 +300,7 @@ def _host_connection(uri: str) -> Iterator[libvirt.virConnect]:
         raise KubelabError(
             f"libvirt does not answer at {_shown(uri)}: {_first_line(exc)}",
             hint="is the host up, its sshd and libvirtd running, and its key pinned "
-            "(`invoke class.hosts`)?",
+            "(`invoke class.hosts --hosts HOSTS_YAML`)?",
         ) from None
     try:
         yield conn
@@ -439,7 +439,7 @@ def remove_box_volumes(uri: str, pool: str, prefix: str) -> list[str]:
         except libvirt.libvirtError as exc:
             raise KubelabError(
                 f"could not delete a box volume on {_shown(uri)}: {_first_line(exc)}",
-                hint="a lab may still use it: `invoke class.down` first",
+                hint="a lab may still use it: `invoke class.down --hosts HOSTS_YAML` first",
             ) from None
     return removed
 
