@@ -23,5 +23,16 @@ VERIFY_NODEPORT = 30080
 GRADE_NAMESPACE = "kubelab-grade"
 GRADE_NODEPORT = 30099
 
+# The ports a VM opens when firewalld stays on (manual 002, "1.开放端口"): the control
+# plane's, the NodePort range (verify curls it on every VM, the master too) and flannel's
+# vxlan. The prepare stage opens them; verify's firewall check asks for them.
+FIREWALL_PORTS = {
+    "master": (
+        f"{API_PORT}/tcp", "2379-2380/tcp", "10250/tcp", "10257/tcp", "10259/tcp",
+        "30000-32767/tcp", "8472/udp",
+    ),
+    "node": ("10250/tcp", "30000-32767/tcp", "8472/udp"),
+}  # fmt: skip
+
 # The lab folder's logs, relative to the lab folder.
 LOG_DIR = "logs"

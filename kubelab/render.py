@@ -21,7 +21,7 @@ from typing import Any
 
 import jinja2
 
-from kubelab import __version__
+from kubelab import __version__, defaults
 from kubelab.config import config_as_dict
 from kubelab.defaults import LOG_DIR
 from kubelab.errors import KubelabError
@@ -63,6 +63,7 @@ def template_context(plan: Plan, **extra: Any) -> dict[str, Any]:
         "guest": plan.guest,
         "mirror": plan.mirror,
         "network": plan.network,
+        "firewall_ports": defaults.FIREWALL_PORTS,
         "kubelab_version": __version__,
         **extra,
     }

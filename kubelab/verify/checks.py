@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from kubelab import defaults
 from kubelab.names import version_tag
 from kubelab.verify.evidence import (
     CLEANUP,
@@ -333,10 +334,7 @@ PREP_SYSCTLS = (
 )
 # The ports of the course chapter (01, 2.2), by role: what firewalld must let in when
 # the student keeps it running. 8472/udp is flannel's VXLAN.
-PREP_PORTS = {
-    "master": ("6443/tcp", "2379-2380/tcp", "10250/tcp", "10257/tcp", "10259/tcp", "8472/udp"),
-    "node": ("10250/tcp", "30000-32767/tcp", "8472/udp"),
-}
+PREP_PORTS = defaults.FIREWALL_PORTS  # what prepare opens, by role
 
 
 def node_prep(evidence: Evidence, node: ExpectedNode) -> dict[str, str]:

@@ -101,9 +101,12 @@ def test_one_failing_part_leaves_the_other_nodes_ok(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("ports", "closed"),
     [
-        ("6443/tcp 2379-2380/tcp 10250/tcp 10257/tcp 10259/tcp 8472/udp", ""),
-        ("6443/tcp 2379-2381/tcp 10250-10260/tcp 8472/udp", ""),
-        ("6443/tcp 2379/tcp 10250/tcp 10257/tcp 10259/tcp 8472/tcp", "2379-2380/tcp, 8472/udp"),
+        ("6443/tcp 2379-2380/tcp 10250/tcp 10257/tcp 10259/tcp 30000-32767/tcp 8472/udp", ""),
+        ("6443/tcp 2379-2381/tcp 10250-10260/tcp 30000-32767/tcp 8472/udp", ""),
+        (
+            "6443/tcp 2379/tcp 10250/tcp 10257/tcp 10259/tcp 30000/tcp 8472/tcp",
+            "2379-2380/tcp, 30000-32767/tcp, 8472/udp",
+        ),
     ],
 )
 def test_firewalld_may_run_when_the_chapters_ports_are_open(
