@@ -188,6 +188,7 @@ def manual_values(plan: Plan) -> dict[str, str]:
         "master_hostname": plan.master.hostname,
         "master_ip": plan.master.ip,
         "version": plan.spec.kubernetes_version,
+        "version_tag": plan.spec.version_tag,
         "minor": k8s["minor"],
         "pod_cidr": k8s["pod_cidr"],
         "service_cidr": k8s["service_cidr"],
