@@ -140,7 +140,7 @@ def check_disk(plan: Plan) -> Finding:
 
 
 def check_subnet(plan: Plan) -> Finding:
-    lab = ipaddress.IPv4Network(plan.config.network.cidr)
+    lab = plan.spec.lab_network
     done = _run(["ip", "-4", "route", "show"])
     if done is None or done.returncode != 0:
         return Finding(

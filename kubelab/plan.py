@@ -101,6 +101,10 @@ class LabSpec:
     def master(self) -> PlannedNode:
         return next(n for n in self.nodes if n.is_master)
 
+    @property
+    def lab_network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.lab_cidr)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["nodes"] = [asdict(n) for n in self.nodes]

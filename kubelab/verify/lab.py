@@ -105,7 +105,7 @@ def host_on_lab_network(plan: Plan) -> bool:
     """Whether this machine has an address on the lab network (libvirt's bridge gives it
     one), so it can reach the NodePort itself. A UDP connect only looks up the route:
     no packet is sent."""
-    network = ipaddress.ip_network(plan.config.network.cidr)
+    network = plan.spec.lab_network
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         try:
             probe.connect((plan.nodes[0].ip, 9))
