@@ -51,16 +51,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from kubelab import __version__
 from kubelab.config import catalog
 from kubelab.verify.checks import Check, Verdict, _fail, _ok
 from kubelab.verify.evidence import (
     CURL_WRITE_OUT,
-    FORMAT,
     META,
     BadEvidence,
     Evidence,
     EvidenceWriter,
+    meta_record,
     now,
     parse_curl_stdout,
 )
@@ -188,19 +187,13 @@ def collect_hardway(
     student_id: str | None = None,
     exercise: str | int | None = None,
     timeout: float = 30.0,
+    spec: Mapping[str, Any] | None = None,
 ) -> Path:
     """Run the hard way's commands on the VMs and write the evidence folder; return it."""
     writer = EvidenceWriter(out_dir)
-    meta: dict[str, Any] = {
-        "format": FORMAT,
-        "kubelab_version": __version__,
-        "student_id": student_id,
-        "exercise": exercise,
-        "lab_config": dict(lab_config or {}),
-        "expected": expected.to_dict(),
-        "started": now(),
-        "finished": None,
-    }
+    meta = meta_record(
+        expected, student_id=student_id, exercise=exercise, lab_config=lab_config, spec=spec
+    )
     writer.write_json(META, meta)  # first too: a killed run's folder says what it was
     try:
         _collect(_Runner(transport, writer, timeout), expected, writer)

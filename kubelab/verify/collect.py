@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from kubelab import REPO_ROOT, __version__
+from kubelab import REPO_ROOT
 from kubelab.errors import KubelabError
 from kubelab.templating import environment
 from kubelab.verify.checks import own_pod_targets, own_workload, pod_ready, schedulable_nodes
@@ -30,7 +30,6 @@ from kubelab.verify.evidence import (
     DEPLOYMENT,
     DNS,
     ENDPOINTS,
-    FORMAT,
     KUBE_SYSTEM_NAMESPACE,
     MANIFEST,
     META,
@@ -49,6 +48,7 @@ from kubelab.verify.evidence import (
     curl_record,
     curl_record_path,
     http_url,
+    meta_record,
     node_prep_path,
     now,
 )
@@ -459,19 +459,11 @@ def collect(
         ) from None
     writer = EvidenceWriter(out_dir)
     collector = _Collector(transport, expected, writer, kubectl)
-    meta: dict[str, Any] = {
-        "format": FORMAT,
-        "kubelab_version": __version__,
-        "student_id": student_id,
-        "exercise": exercise,
-        "lab_config": dict(lab_config or {}),
-        # The lab's LabSpec.to_dict() (None when no plan made the lab: live grading);
-        # LabSpec.from_dict reads it back.
-        "spec": dict(spec) if spec is not None else None,
-        "expected": expected.to_dict(),
+    meta = meta_record(
+        expected, student_id=student_id, exercise=exercise, lab_config=lab_config, spec=spec
+    )
+    meta |= {
         "image": image,
-        "started": now(),
-        "finished": None,
         "interrupted": False,
         "aborted": None,
         "cluster_identity": None,

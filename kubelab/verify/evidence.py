@@ -36,13 +36,16 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kubelab import safeio
+from kubelab import __version__, safeio
 from kubelab.errors import KubelabError
+
+if TYPE_CHECKING:
+    from kubelab.verify.expect import Expected
 
 # 2: commands carry their phase; node-prep/, provenance/, meta.json restores. 1 still loads.
 FORMAT = 2
@@ -95,6 +98,31 @@ class BadEvidence(Exception):
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def meta_record(
+    expected: Expected,
+    *,
+    student_id: str | None,
+    exercise: str | int | None,
+    lab_config: Mapping[str, Any] | None,
+    spec: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The keys every collector's meta.json starts with: what ran, for whom, what it
+    expected. A collector adds its own, and sets `finished` when it ends."""
+    return {
+        "format": FORMAT,
+        "kubelab_version": __version__,
+        "student_id": student_id,
+        "exercise": exercise,
+        "lab_config": dict(lab_config or {}),
+        # The lab's LabSpec.to_dict() (None when no plan made the lab: live grading);
+        # LabSpec.from_dict reads it back.
+        "spec": dict(spec) if spec is not None else None,
+        "expected": expected.to_dict(),
+        "started": now(),
+        "finished": None,
+    }
 
 
 def parse_time(value: object) -> datetime | None:

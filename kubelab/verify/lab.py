@@ -83,6 +83,7 @@ def verify_lab(
                 lab_config=config_as_dict(plan.config),
                 student_id=plan.config.student_id or None,
                 exercise=exercise,
+                spec=plan.spec.to_dict(),
             )
             return folder, evaluate(folder, expected)
         folder = collect(

@@ -35,8 +35,11 @@ def test_expected_is_a_projection_of_the_spec(name: str) -> None:
     assert (expected.phases, expected.language) == ((NODE_PREP,), "zh")
 
 
-def test_an_exercise_overrides_whether_the_lab_is_hard_way() -> None:
-    assert Expected.from_spec(_spec("empty.yaml"), hardway=True).hardway is True
+def test_the_stages_an_exercise_built_say_whether_the_lab_is_hard_way() -> None:
+    spec = _spec("empty.yaml")
+    assert not Expected.from_spec(spec).hardway
+    built = Expected.from_spec(spec, stages=("prepare", "repos", "pki", "etcd"))
+    assert built.hardway and built.stages == ("prepare", "repos", "pki", "etcd")
 
 
 def test_expected_round_trips_through_meta_json() -> None:
