@@ -150,7 +150,9 @@ def test_the_control_plane_and_the_nodes_from_the_release(
     assert (master.state / "active" / "kube-apiserver").exists()
 
     # The bootstrap token: one, in token.csv (0600) and in the node's bootstrap kubeconfig.
-    token = (master.upper / "opt/kubelab/pki/bootstrap-token").read_text()
+    token_file = master.upper / "opt/kubelab/pki/bootstrap-token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    token = token_file.read_text()
     assert len(token) == 32 and int(token, 16) >= 0
     token_csv = master.upper / "opt/kubernetes/cfg/token.csv"
     assert token_csv.stat().st_mode & 0o777 == 0o600
