@@ -28,7 +28,11 @@ pytestmark = [
 ]
 
 HARDWAY = ["prepare", "repos", "pki", "etcd"]
-BUNDLE_FILES = ["ca.pem", "server.pem", "server-key.pem", "peer.pem", "peer-key.pem"]
+# etcd's member certificates, then what the node components need (node-components).
+BUNDLE_FILES = [
+    *("ca.pem", "server.pem", "server-key.pem", "peer.pem", "peer-key.pem"),
+    *("kube-ca.pem", "kube-proxy.pem", "kube-proxy-key.pem", "bootstrap-token"),
+]
 
 
 def openssl(*args: str) -> str:

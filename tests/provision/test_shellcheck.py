@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from harness import render_lab
 
+from kubelab.config import catalog
+
 pytestmark = pytest.mark.integration
 
 LABS: dict[str, dict[str, Any]] = {
@@ -32,6 +34,16 @@ LABS: dict[str, dict[str, Any]] = {
         "mirror.profile": "custom",
     },
     "ubuntu2204-default": {"box.guest": "ubuntu2204"},
+    # The hard way's build (pki, etcd, flannel, the control plane and nodes from binaries).
+    "centos7-hardway": {
+        "provision.stages": catalog()["builds"]["hardway"],
+        "kubernetes.runtime": "docker",
+        "mirror.profile": "aliyun",
+    },
+    "debian12-hardway": {
+        "box.guest": "debian12",
+        "provision.stages": catalog()["builds"]["hardway"],
+    },
 }
 
 
