@@ -14,17 +14,16 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-import paramiko
 import pytest
 
 from kubelab.classroom import access
 from kubelab.classroom.hosts import load_hosts
 from kubelab.classroom.run import _copy_host_key, ssh_config_text
 from kubelab.classroom.seating import class_host
-from kubelab.classroom.state import ClassPaths, prepare
 from kubelab.config import load_config
 from kubelab.plan import make_plan
 from kubelab.transport import Transport, TransportError
+from tests.classroom.gate import class_with_pinned_gate
 from tests.support.netns_hosts import NetnsHosts, missing_requirements
 
 _missing = missing_requirements()
@@ -49,14 +48,7 @@ def test_a_students_key_reaches_their_own_lab_only(tmp_path: Path) -> None:
         (sshd.root / "authorized_keys").unlink()
         (sshd.root / "authorized_keys").symlink_to(home / ".ssh" / "authorized_keys")
 
-        paths = ClassPaths(tmp_path / "class")
-        prepare(paths)
-        gate_key = paramiko.Ed25519Key.from_private_key_file(
-            str(sshd.host("gate").dir / "ssh_host_ed25519_key")
-        )
-        pinned = paramiko.HostKeys()
-        pinned.add(ADDRESSES["gate"], gate_key.get_name(), gate_key)
-        pinned.save(str(paths.known_hosts))
+        paths = class_with_pinned_gate(sshd, tmp_path / "class", ADDRESSES["gate"])
         hosts_yaml = tmp_path / "hosts.yaml"
         hosts_yaml.write_text(
             f"hosts:\n  - {{name: gate, address: {ADDRESSES['gate']}, user: {sshd.user}, "

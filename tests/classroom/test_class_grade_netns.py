@@ -21,11 +21,11 @@ from rich.console import Console
 from kubelab.classroom.grading import inventory_data, lab_entry
 from kubelab.classroom.hosts import load_hosts
 from kubelab.classroom.seating import class_host
-from kubelab.classroom.state import ClassPaths, prepare
 from kubelab.config import load_config
 from kubelab.grade.inventory import load_inventory
 from kubelab.grade.live import EVIDENCE, HOST_KEYS, fingerprint, grade_inventory
 from kubelab.plan import make_plan
+from tests.classroom.gate import class_with_pinned_gate
 from tests.grade.live_class import rows
 from tests.support.netns_hosts import NetnsHosts, missing_requirements
 
@@ -42,14 +42,7 @@ LOST_HOST = "10.77.4.11"  # on no network of the namespace: the host that went a
 
 def test_class_grade_reaches_each_lab_through_its_host(tmp_path: Path) -> None:
     with NetnsHosts("clsgrade", list(ADDRESSES.values()), names=list(ADDRESSES)) as sshd:
-        paths = ClassPaths(tmp_path / "class")
-        prepare(paths)
-        gate_key = paramiko.Ed25519Key.from_private_key_file(
-            str(sshd.host("gate").dir / "ssh_host_ed25519_key")
-        )
-        pinned = paramiko.HostKeys()
-        pinned.add(ADDRESSES["gate"], gate_key.get_name(), gate_key)
-        pinned.save(str(paths.known_hosts))
+        paths = class_with_pinned_gate(sshd, tmp_path / "class", ADDRESSES["gate"])
         hosts_yaml = tmp_path / "hosts.yaml"
         hosts_yaml.write_text(
             "hosts:\n"
