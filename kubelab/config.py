@@ -401,15 +401,17 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
 
 def validation_problems(exc: ValidationError, source: str) -> list[str]:
     """A data file's validation errors, one capped line each, naming the file and key
-    (rubrics and other data files are validated the way the config is)."""
-    return [f"{source}: {_capped(_format_pydantic(e))}" for e in exc.errors()]
+    (rubrics, exercises and other data files are validated the way the config is)."""
+    return [f"{source}: {_capped(_format_pydantic(e, unknown='remove it'))}" for e in exc.errors()]
 
 
-def _format_pydantic(error: Mapping[str, Any]) -> str:
+def _format_pydantic(
+    error: Mapping[str, Any], unknown: str = "remove it; the README lists every key"
+) -> str:
     loc = _format_loc(error["loc"])
     kind = error["type"]
     if kind == "extra_forbidden":
-        return f"{loc}: unknown key (remove it; the README lists every key)"
+        return f"{loc}: unknown key ({unknown})"
     if kind == "missing":
         return f"{loc}: required key is missing"
     given = _echo(error.get("input"))

@@ -19,17 +19,23 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from kubelab import REPO_ROOT
-from kubelab.config import catalog
-from kubelab.errors import KubelabError
+from kubelab.config import catalog, validation_problems
+from kubelab.errors import ConfigError, KubelabError
 from kubelab.plan import Plan
 
 EXERCISES_DIR = REPO_ROOT / "labs" / "exercises"
 LANGUAGES = ("zh", "en")
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
-_KEYS = {"number", "title", "manual", "start", "solution", "checks"}
-_OPTIONAL_KEYS = {"steps"}  # check id -> the manual's step number it checks
 
 
 @dataclass(frozen=True)
@@ -108,53 +114,70 @@ def _load(number: int, path: Path) -> Exercise:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise KubelabError(
-            f"{path}: not valid YAML ({exc})", hint="fix the exercise file"
-        ) from None
-    problems = _problems(number, data)
-    if problems:
-        raise KubelabError(f"{path}: " + "; ".join(problems), hint="fix the exercise file")
+        raise ConfigError([f"{path}: not valid YAML ({exc})"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping"])
+    try:
+        doc = ExerciseFile.model_validate(data, context={"number": number})
+    except ValidationError as exc:
+        raise ConfigError(validation_problems(exc, str(path))) from None
     return Exercise(
         number=number,
-        title=dict(data["title"]),
-        manual=dict(data["manual"]),
-        start=tuple(data["start"]),
-        solution=tuple(data["solution"]),
-        checks=tuple(data["checks"]),
+        title=doc.title,
+        manual=doc.manual,
+        start=tuple(doc.start),
+        solution=tuple(doc.solution),
+        checks=tuple(doc.checks),
         source=path,
-        steps=dict(data.get("steps") or {}),
+        steps=doc.steps,
     )
 
 
-def _problems(number: int, data: Any) -> list[str]:
-    if not isinstance(data, dict):
-        return ["the top level must be a mapping"]
-    problems = []
-    missing, unknown = _KEYS - set(data), set(data) - _KEYS - _OPTIONAL_KEYS
-    if missing:
-        problems.append(f"missing {', '.join(sorted(missing))}")
-    if unknown:
-        problems.append(f"unknown {', '.join(sorted(unknown))}")
-    if missing:
-        return problems
-    if data["number"] != number:
-        problems.append(f"number is {data['number']!r} but the file is {number}.yaml")
-    for key in ("title", "manual"):
-        texts = data[key]
-        if (
-            not isinstance(texts, dict)
-            or set(texts) != set(LANGUAGES)
-            or not all(isinstance(t, str) and t.strip() for t in texts.values())
-        ):
-            problems.append(f"{key} needs non-empty text for exactly {', '.join(LANGUAGES)}")
-    builds: dict[str, list[str]] = catalog()["builds"]
-    known = {name for order in builds.values() for name in order}
-    for key in ("start", "solution"):
-        stages = data[key]
-        if not isinstance(stages, list) or not all(s in known for s in stages):
-            problems.append(f"{key} must list stages of a build ({', '.join(sorted(known))})")
-    if not problems:
-        applied = data["start"] + data["solution"]
+class ExerciseFile(BaseModel):
+    """labs/exercises/N.yaml, validated the way the lab config is: every problem at once."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    number: int
+    title: dict[str, str]  # by language
+    manual: dict[str, str]  # by language
+    start: list[str]  # stages applied before the student starts
+    solution: list[str]  # stages `--solve` applies
+    checks: list[str]  # `invoke verify` check ids
+    steps: dict[str, int] = {}  # check id -> the manual's step number it checks
+
+    @field_validator("title", "manual")
+    @classmethod
+    def _every_language(cls, texts: dict[str, str]) -> dict[str, str]:
+        if set(texts) != set(LANGUAGES) or not all(t.strip() for t in texts.values()):
+            raise ValueError(f"needs non-empty text for exactly {', '.join(LANGUAGES)}")
+        return texts
+
+    @field_validator("start", "solution")
+    @classmethod
+    def _known_stages(cls, stages: list[str]) -> list[str]:
+        known = {name for order in catalog()["builds"].values() for name in order}
+        if not set(stages) <= known:
+            raise ValueError(f"must list stages of a build ({', '.join(sorted(known))})")
+        return stages
+
+    @field_validator("checks")
+    @classmethod
+    def _known_checks(cls, checks: list[str]) -> list[str]:
+        from kubelab.verify.checks import ALL_CHECK_IDS
+
+        if not set(checks) <= set(ALL_CHECK_IDS):
+            raise ValueError(f"must be ids of `invoke verify` ({', '.join(ALL_CHECK_IDS)})")
+        return checks
+
+    @model_validator(mode="after")
+    def _consistent(self, info: ValidationInfo) -> ExerciseFile:
+        problems = []
+        if info.context and self.number != info.context["number"]:
+            problems.append(
+                f"number is {self.number} but the file is {info.context['number']}.yaml"
+            )
+        applied = self.start + self.solution
+        builds: dict[str, list[str]] = catalog()["builds"]
         if len(set(applied)) != len(applied):
             problems.append("a stage is in both start and solution (or twice)")
         elif not any(applied == order[: len(applied)] for order in builds.values()):
@@ -162,17 +185,11 @@ def _problems(number: int, data: Any) -> list[str]:
             problems.append(
                 f"start then solution must be the first stages of one build, in order ({listed})"
             )
-    from kubelab.verify.checks import ALL_CHECK_IDS
-
-    if not isinstance(data["checks"], list) or not set(data["checks"]) <= set(ALL_CHECK_IDS):
-        problems.append(f"checks must be ids of `invoke verify` ({', '.join(ALL_CHECK_IDS)})")
-    steps = data.get("steps") or {}
-    if not isinstance(steps, dict) or not all(
-        k in (data["checks"] or []) and isinstance(v, int) and not isinstance(v, bool)
-        for k, v in steps.items()
-    ):
-        problems.append("steps must map the exercise's check ids to manual step numbers")
-    return problems
+        if not set(self.steps) <= set(self.checks):
+            problems.append("steps must map the exercise's check ids to manual step numbers")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 def manual_values(plan: Plan) -> dict[str, str]:

@@ -10,7 +10,7 @@ import yaml
 
 from kubelab import labs
 from kubelab.config import catalog, load_config
-from kubelab.errors import KubelabError
+from kubelab.errors import ConfigError, KubelabError
 from kubelab.plan import make_plan
 from kubelab.verify import CHECK_IDS
 
@@ -86,16 +86,28 @@ def _write_variant(tmp_path: Path, change: dict[str, Any], name: str = "2.yaml")
     (tmp_path / name).write_text(yaml.safe_dump(data, allow_unicode=True))
 
 
+def test_every_problem_of_an_exercise_file_is_reported_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_variant(tmp_path, {"checks": ["telepathy"], "number": "2", "difficulty": "hard"})
+    monkeypatch.setattr(labs, "EXERCISES_DIR", tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        labs.load_exercise(2)
+    problems = caught.value.problems
+    assert len(problems) == 3, problems
+    assert all(p.startswith(str(tmp_path / "2.yaml") + ": ") for p in problems)
+
+
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
-        ({"solution": ["repos", "no-such-stage"]}, "solution must list stages"),
+        ({"solution": ["repos", "no-such-stage"]}, "solution: must list stages"),
         ({"start": ["prepare", "repos"]}, "in both start and solution"),
         ({"start": [], "solution": BUILD[1:]}, "first stages of one build, in order"),
-        ({"checks": ["nodes", "telepathy"]}, "checks must be ids"),
-        ({"title": {"en": "only English"}}, "title needs non-empty text"),
+        ({"checks": ["nodes", "telepathy"]}, "checks: must be ids"),
+        ({"title": {"en": "only English"}}, "title: needs non-empty text"),
         ({"number": 7}, "number is 7"),
-        ({"difficulty": "hard"}, "unknown difficulty"),
+        ({"difficulty": "hard"}, "difficulty: unknown key"),
     ],
 )
 def test_a_broken_exercise_file_is_reported(
