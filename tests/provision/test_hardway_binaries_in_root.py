@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from harness import STUB_DIR_IN_ROOT, Guest, render_lab, script_for
-from test_hardway_in_root import ship_bundle
+from test_hardway_in_root import runner_order, ship_bundle
 from test_stages_in_root import run_twice
 
 from kubelab.config import catalog
@@ -95,11 +95,8 @@ def build(new_guest: Any, guest: str, runtime: str) -> tuple[Plan, dict[str, Gue
     guests = {n.name: new_guest(guest, n) for n in plan.nodes[:2]}
     for g in guests.values():
         put_in_local_repo(g, plan)
-    master, worker = plan.master, plan.workers[0]
-    order = [(master, s) for s in plan.stages_for(master) if not s.after_nodes]
-    order += [(worker, s) for s in plan.stages_for(worker)]
-    order += [(master, s) for s in plan.stages_for(master) if s.after_nodes]
-    for node, stage in order:
+    master = plan.master
+    for node, stage in runner_order(plan):
         if stage.ships_bundle:
             run_shipped_twice(plan, files, guests[master.name], guests[node.name], node, stage.name)
         else:

@@ -20,7 +20,7 @@ import pytest
 from harness import Guest, render_lab, script_for
 from test_stages_in_root import run_twice
 
-from kubelab.plan import Plan, PlannedNode
+from kubelab.plan import Plan, PlannedNode, Stage
 
 pytestmark = [
     pytest.mark.integration,
@@ -55,16 +55,23 @@ def build(
         overrides["box.guest"] = guest
     plan, files = render_lab(overrides)
     guests = {n.name: new_guest(guest, n) for n in plan.nodes[:2]}  # the master and one node
-    master, worker = plan.master, plan.workers[0]
-    order = [(master, s) for s in plan.stages_for(master) if not s.after_nodes]
-    order += [(worker, s) for s in plan.stages_for(worker)]
-    order += [(master, s) for s in plan.stages_for(master) if s.after_nodes]
-    for node, stage in order:
+    master = plan.master
+    for node, stage in runner_order(plan):
         if stage.ships_bundle:
             run_etcd_twice(plan, files, guests[master.name], guests[node.name], node)
         else:
             run_twice(guests[node.name], plan, files, node, stage.name)
     return plan, files, guests
+
+
+def runner_order(plan: Plan) -> list[tuple[PlannedNode, Stage]]:
+    """The master and the first node's stages in the StageRunner's order: the master's,
+    the node's, then the master's `after_nodes` stages."""
+    master, worker = plan.master, plan.workers[0]
+    order = [(master, s) for s in plan.stages_for(master) if not s.after_nodes]
+    order += [(worker, s) for s in plan.stages_for(worker)]
+    order += [(master, s) for s in plan.stages_for(master) if s.after_nodes]
+    return order
 
 
 def run_etcd_twice(
