@@ -28,10 +28,10 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.netns,
     pytest.mark.incremental,
-    # Opt-in until it has passed whole on the VMs: in its last run the stages built the
-    # cluster, then verify --student e2e looked for members named master-e2e... (fixed
-    # since: members are found by peer IP, not yet run here; README, "What is and is not
-    # exercised here"). KUBELAB_E2E_HARDWAY=1 runs it.
+    # Opt-in until it has passed whole on the VMs: in its last run the stages, verify and
+    # the flannel key passed, then the one-member-down step found all three members
+    # timing out (README, "What is and is not exercised here"). It also does not fit
+    # CI's 60 minutes yet. KUBELAB_E2E_HARDWAY=1 runs it.
     pytest.mark.skipif(
         os.environ.get("KUBELAB_E2E_HARDWAY") != "1",
         reason="the hard way on VMs is opt-in (KUBELAB_E2E_HARDWAY=1); see the README",
