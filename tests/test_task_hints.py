@@ -8,6 +8,7 @@ flag cannot leave a hint behind that fails when a student types it.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import re
 from pathlib import Path
@@ -67,7 +68,9 @@ def shown_commands() -> dict[str, str]:
     return found
 
 
+@functools.cache
 def parser() -> Parser:
+    """invoke's parser for tasks.py, loaded once for every command checked."""
     spec = importlib.util.spec_from_file_location("kubelab_tasks", REPO / "tasks.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
