@@ -232,6 +232,12 @@ def manual_values(plan: Plan) -> dict[str, str]:
         "etcd_endpoints": ",".join(
             f"https://{n.ip}:{plan.hardway['etcd_client_port']}" for n in plan.nodes
         ),
+        # The hard way's control plane and nodes (exercise 6).
+        "kube_release": plan.hardway["kube_release"]["version"],
+        "api_server": f"https://{plan.spec.api_endpoint}",
+        "dns_service_ip": k8s["dns_service_ip"],
+        "coredns_image": plan.spec.component_images["coredns"],
+        "bootstrap_group": plan.hardway["bootstrap_group"],
     }
 
 
