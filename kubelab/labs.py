@@ -204,6 +204,7 @@ def manual_values(plan: Plan) -> dict[str, str]:
         "first_worker": plan.workers[0].hostname if plan.workers else plan.master.hostname,
         "master_hostname": plan.master.hostname,
         "master_ip": plan.master.ip,
+        "lab_interface": plan.master.interface,  # flannel's --iface (eth1 under Vagrant)
         "version": plan.spec.kubernetes_version,
         "version_tag": plan.spec.version_tag,
         "minor": k8s["minor"],
