@@ -172,14 +172,25 @@ def _keep_private(path: Path, text: str) -> None:
 def confirm_addresses(plan: Plan, transport: Transport) -> None:
     """libvirt knows only the management (DHCP) address; ask each VM for its lab one."""
     for node in plan.nodes:
-        result = transport.run(node.name, "ip", "-4", "-o", "addr", "show", timeout=30)
-        if f" {node.ip}/" not in result.stdout:
+        problem = address_problem(transport, node)
+        if problem:
             raise KubelabError(
-                f"{node.name} does not hold its private address {node.ip}: "
-                f"{result.stdout.strip()[-300:] or result.stderr.strip()[-300:]}",
+                problem,
                 hint="`invoke destroy --yes` then `invoke up`; if it persists, check the box's "
                 "network setup in the serial log " + str(serial_log(plan, node)),
             )
+
+
+def address_problem(transport: Transport, node: PlannedNode) -> str | None:
+    """Why the machine the transport reaches as `node` does not hold node's private
+    address, or None when it does (the lab's VM, not whatever took its old address)."""
+    result = transport.run(node.name, "ip", "-4", "-o", "addr", "show", timeout=30)
+    if f" {node.ip}/" in result.stdout:
+        return None
+    return (
+        f"{node.name} does not hold its private address {node.ip}: "
+        f"{result.stdout.strip()[-300:] or result.stderr.strip()[-300:]}"
+    )
 
 
 def summary(plan: Plan, states: dict[str, str]) -> list[NodeStatus]:

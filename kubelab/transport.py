@@ -339,12 +339,6 @@ class Transport:
                 f"no SSH target for node {node!r}", hint=f"known nodes: {known}"
             ) from None
 
-    def connect(self, node: str) -> None:
-        """Open `node`'s connection now rather than at its first command, for a caller
-        that must know a target answers before it relies on it. Raises TransportError."""
-        if isinstance(self.target(node), SSHTarget):
-            self._connection(node)
-
     def run(
         self,
         node: str,

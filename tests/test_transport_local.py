@@ -94,9 +94,7 @@ def test_output_past_the_cap_stops_the_command() -> None:
         capped.run(HOST, "yes", timeout=30)
 
 
-def test_connect_and_an_unknown_node(transport: Transport) -> None:
-    transport.connect(HOST)  # nothing to open
-    assert transport.connections_opened == 0
+def test_an_unknown_node(transport: Transport) -> None:
     with pytest.raises(TransportError, match="no SSH target for node 'master'"):
         transport.run("master", "true")
 

@@ -135,21 +135,24 @@ def _transport(plan: Plan, ssh_config: Path | None, reporter: Reporter) -> Trans
 
 
 def _lab_transport(plan: Plan, reporter: Reporter, here: dict[str, LocalTarget]) -> Transport:
-    """The VMs through the ssh-config `up` kept (no Vagrant run), each connected up front;
-    when it is missing or a VM does not answer to it (halted, recreated), through one
-    `vagrant ssh-config`, and the run says so."""
+    """The VMs through the ssh-config `up` kept (no Vagrant run), each asked up front
+    for its private address; when the file is missing, a VM does not answer to it
+    (halted, recreated) or another machine does, through one `vagrant ssh-config`,
+    and the run says so."""
     from kubelab import lifecycle
 
     kept, why = lifecycle.kept_targets(plan)
     if kept:
         transport = Transport({**kept, **here})
         try:
-            for node in plan.nodes:
-                transport.connect(node.name)
-            return transport
+            # Each VM answers, and is the lab's: its address may have gone to another VM.
+            problems = [p for n in plan.nodes if (p := lifecycle.address_problem(transport, n))]
         except TransportError as exc:
-            transport.close()
-            why = f"{lifecycle.ssh_config_path(plan)} does not reach the lab: {exc.message}"
+            problems = [exc.message]
+        if not problems:
+            return transport
+        transport.close()
+        why = f"{lifecycle.ssh_config_path(plan)} does not reach the lab: {problems[0]}"
     reporter.info(escape(f"{why}; asking Vagrant (`vagrant ssh-config`)"))
     return Transport({**lifecycle.fresh_targets(plan), **here})
 

@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import yaml
 from rich.console import Console
 
 from kubelab import REPO_ROOT, lifecycle
@@ -142,7 +143,7 @@ def test_a_kept_file_that_reaches_the_lab_needs_no_vagrant(
         def verify_side() -> tuple[int, str, str]:
             here = {HOST: LocalTarget(HOST)}
             with _lab_transport(plan, reporter, here) as transport:
-                opened = transport.connections_opened  # each VM connected up front
+                opened = transport.connections_opened  # each VM asked up front
                 on_master = transport.run("master", "hostname").stdout.strip()
                 on_host = transport.run(HOST, "echo", "here").stdout.strip()
                 assert transport.connections_opened == opened  # and reused
@@ -152,3 +153,33 @@ def test_a_kept_file_that_reaches_the_lab_needs_no_vagrant(
     assert driver.ssh_config_calls == 0 and out.getvalue() == ""
     assert opened == len(nodes)
     assert on_master and on_host == "here"
+
+
+@pytest.mark.integration
+@pytest.mark.netns
+def test_a_kept_address_another_machine_answers_on_asks_vagrant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # node2 was rebuilt elsewhere; its old address now answers as some other machine,
+    # one that does not hold node2's private address.
+    why = missing_requirements()
+    if why:
+        pytest.skip(why)
+    config = yaml.safe_load(CONFIG.read_text())
+    config["nodes"][2]["ip"] = "192.168.56.13"
+    moved = tmp_path / "lab.yaml"
+    moved.write_text(yaml.safe_dump(config))
+    plan = load_plan(moved, {}, repo_root=REPO_ROOT, lab_dir=tmp_path / "lab")
+    plan.lab_dir.mkdir(parents=True)
+    (plan.lab_dir / "Vagrantfile").write_text("# rendered by invoke up\n")
+    driver = FakeDriver(plan)
+    use_driver(monkeypatch, driver)
+    addresses = ["192.168.56.10", "192.168.56.11", "192.168.56.12"]
+    with NetnsHosts("moved", addresses, names=[n.name for n in plan.nodes]) as hosts:
+        lifecycle.ssh_config_path(plan).write_text(hosts.ssh_config_text())
+        reporter, out = quiet()
+        # Vagrant's answer is the captured lab's: lazy, so nothing is sent to it.
+        hosts.call_in_ns(lambda: _lab_transport(plan, reporter, {}).close())
+    assert driver.ssh_config_calls == 1
+    said = out.getvalue()
+    assert "does not reach the lab: node2 does not hold its private address 192.168.56.13" in said
