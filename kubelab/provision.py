@@ -121,7 +121,13 @@ class StageRunner:
         self.applied_by = dict(applied_by or {})
         self.folders = folders
 
-    def run(self, on_stage: Callable[[StageRun], None] | None = None) -> list[StageRun]:
+    def run(
+        self,
+        on_stage: Callable[[StageRun], None] | None = None,
+        done: Mapping[str, Mapping[str, bool]] | None = None,
+    ) -> list[StageRun]:
+        """Every stage on every VM, in order. `done`: what `completed` gave for each VM
+        earlier in this `up` (its markers are then not read again)."""
         runs: list[StageRun] = []
 
         def collect(run: StageRun) -> None:
@@ -132,14 +138,15 @@ class StageRunner:
         master = self.plan.master
         self._ship_local_repo(list(self.plan.nodes))
         # What each VM had finished before this run: read once per VM.
-        master_done = self.completed(master)
+        known = dict(done or {})
+        master_done = known[master.name] if master.name in known else self.completed(master)
         for stage in self.plan.stages_for(master):
             if not stage.after_nodes:
                 collect(self._run_stage(master, stage, master_done))
         workers = self.plan.workers
         if workers:
             with ThreadPoolExecutor(max_workers=len(workers)) as pool:
-                results = list(pool.map(self._run_node, workers))
+                results = list(pool.map(lambda n: self._run_node(n, known.get(n.name)), workers))
             for node_runs in results:
                 for run in node_runs:
                     collect(run)
@@ -156,8 +163,9 @@ class StageRunner:
             for stage in self.plan.stages_for(node)
         }
 
-    def _run_node(self, node: PlannedNode) -> list[StageRun]:
-        done = self.completed(node)
+    def _run_node(self, node: PlannedNode, done: Mapping[str, bool] | None) -> list[StageRun]:
+        if done is None:
+            done = self.completed(node)
         return [self._run_stage(node, stage, done) for stage in self.plan.stages_for(node)]
 
     def _script(self, node: PlannedNode, stage: Stage) -> tuple[str, str]:
@@ -181,7 +189,7 @@ class StageRunner:
             markers[PurePosixPath(path).name.removesuffix(".sha256")] = digest.strip()
         return markers
 
-    def _run_stage(self, node: PlannedNode, stage: Stage, done: dict[str, bool]) -> StageRun:
+    def _run_stage(self, node: PlannedNode, stage: Stage, done: Mapping[str, bool]) -> StageRun:
         """One stage on one VM: upload, execute, record, mark, fetch (or skip it)."""
         if done.get(stage.name):
             self.reporter.vm(node.name, state="skipped", step=f"{stage.name} (already done)")

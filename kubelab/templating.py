@@ -91,9 +91,10 @@ _MARKDOWN_BLOCK = re.compile(r"\s*(>|[#+=-](?=[\s#+=-]|$)|\d+[.)](?=\s|$))")
 
 def markdown_text(value: object) -> str:
     """Text a markdown reader shows as it is, on one line: markup characters escaped,
-    line breaks made spaces (so a value cannot end its paragraph, list item or table
-    row, or start a block of its own)."""
-    text = " ".join(str(value).splitlines())
+    line breaks made spaces, no whitespace around it (so a value cannot end its
+    paragraph, list item or table row, or start a block of its own: an indented
+    line is a code block)."""
+    text = " ".join(str(value).splitlines()).strip()
     text = "".join("\\" + char if char in _MARKDOWN_INLINE else char for char in text)
     block = _MARKDOWN_BLOCK.match(text)
     if block:  # escape the marker's punctuation: its last character
