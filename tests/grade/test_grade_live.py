@@ -13,6 +13,7 @@ import io
 import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,11 @@ from kubelab.grade.grading import error_grade, score_table
 from kubelab.grade.integrity import Flag
 from kubelab.grade.live import DeadlineTransport, _Progress, grade_inventory
 from kubelab.grade.rubric import Rubric
+from kubelab.plan import LabSpec
 from kubelab.transport import CommandResult, TransportError
+from kubelab.verify import Expected
 from tests.grade.live_class import (
+    NODEPORT,
     FakeHosts,
     LiveStudent,
     check_class,
@@ -90,6 +94,21 @@ def test_a_class_graded_live(
         if not s.should_fail:
             commands = (out / "evidence" / s.student / "commands.jsonl").read_text()
             assert f'"delete", "namespace", "{s.cluster.namespace}"' in commands
+    # meta.json keeps the LabSpec live grading built from the inventory, and what verify
+    # expected is its projection (Expected.from_spec), read back the way a hand-in's is.
+    for s in students:
+        if s.should_fail:
+            continue
+        meta = json.loads((out / "evidence" / s.student / "meta.json").read_text())
+        spec = LabSpec.from_dict(meta["spec"])
+        recorded = Expected.from_dict(meta["expected"])
+        projected = Expected.from_spec(spec, phases=recorded.phases)
+        assert replace(projected, deadlines=recorded.deadlines) == recorded
+        assert [n.ip for n in spec.nodes] == list(host_ips(s.hosts_of))
+        assert [n.k8s_name for n in spec.nodes] == s.host_names  # as `hostname` answered
+        assert spec.student_id == s.student and spec.verify_nodeport == NODEPORT
+        # No version pinned: the API server's own, asked before verify ran.
+        assert spec.kubernetes_version == s.cluster.kubernetes_version
 
 
 def test_a_rerun_skips_graded_students_and_force_regrades(
