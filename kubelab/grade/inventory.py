@@ -78,7 +78,7 @@ from kubelab.config import (
     mirror_profiles,
 )
 from kubelab.errors import ConfigError, KubelabError
-from kubelab.names import bare_version, is_student_id, version_tag
+from kubelab.names import SECRET_KEYS, bare_version, is_student_id, version_tag
 from kubelab.plan import LabSpec, PlannedNode, api_endpoint
 from kubelab.transport import DEFAULT_PORT, DEFAULT_USER, SSHTarget
 from kubelab.verify.collect import DEFAULT_KUBECTL
@@ -90,8 +90,6 @@ _INLINE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 _NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
-# Keys that would put a secret into the inventory file itself: named, never echoed.
-SECRET_KEYS = ("key", "private_key", "password", "passphrase")
 # The most an inventory file may hold: 500 students take about 100 KB.
 MAX_INVENTORY_BYTES = 4 * 1024 * 1024
 # The lab config's own defaults: an inventory that says nothing expects what a lab gets.
@@ -282,6 +280,13 @@ class StudentEntry(BaseModel):
         if not isinstance(value, list):
             raise ValueError("nodes must be a list of hosts")
         return value
+
+    @model_validator(mode="after")
+    def _one_family(self) -> StudentEntry:
+        # One lab network holds every node (lab_network): IPv4 and IPv6 do not mix.
+        if len({ipaddress.ip_address(str(h.ip)).version for h in (self.master, *self.nodes)}) > 1:
+            raise ValueError("the master and nodes mix IPv4 and IPv6 addresses (ip)")
+        return self
 
 
 class Settings(BaseModel):

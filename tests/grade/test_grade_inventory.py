@@ -335,3 +335,14 @@ def test_a_students_lab_spec_says_what_the_inventory_says(tmp_path: Path) -> Non
     assert spec.nginx_image == inventory.settings.image
     assert (expected.pod_cidr, expected.cni) == ("10.244.0.0/16", "flannel")
     assert expected.management_cidr == defaults.MANAGEMENT_CIDR
+
+
+def test_a_lab_on_two_address_families_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.yaml"
+    doc = {"students": {"s1": {"master": {"host": "10.0.0.1"}, "nodes": [{"host": "fd00::2"}]}}}
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError) as caught:
+        load_inventory(path)
+    assert caught.value.problems == [
+        f"{path}: s1: the master and nodes mix IPv4 and IPv6 addresses (ip)"
+    ]
