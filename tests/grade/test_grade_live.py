@@ -20,7 +20,7 @@ import pytest
 from rich.console import Console
 
 from kubelab.grade import live
-from kubelab.grade.grading import error_grade, score_table
+from kubelab.grade.grading import error_grade, grade_evidence, score_table
 from kubelab.grade.integrity import Flag
 from kubelab.grade.live import DeadlineTransport, _Progress, grade_inventory
 from kubelab.grade.rubric import Rubric
@@ -109,6 +109,16 @@ def test_a_class_graded_live(
         assert spec.student_id == s.student and spec.verify_nodeport == NODEPORT
         # No version pinned: the API server's own, asked before verify ran.
         assert spec.kubernetes_version == s.cluster.kubernetes_version
+    # Grading reads both back: an `expected` edited after verify wrote it is flagged.
+    graded = next(s for s in students if not s.should_fail)
+    folder = out / "evidence" / graded.student
+    assert not [f for f in grade_evidence(folder, graded.student, rubric).flags
+                if "spec" in f.detail]  # fmt: skip
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["expected"]["nodeport"] += 1
+    (folder / "meta.json").write_text(json.dumps(meta))
+    flags = [str(f) for f in grade_evidence(folder, graded.student, rubric).flags]
+    assert "contradiction: meta.json's expected differs from its spec: nodeport" in flags
 
 
 def test_a_rerun_skips_graded_students_and_force_regrades(
