@@ -119,6 +119,10 @@ def test_a_class_graded_live(
     (folder / "meta.json").write_text(json.dumps(meta))
     flags = [str(f) for f in grade_evidence(folder, graded.student, rubric).flags]
     assert "contradiction: meta.json's expected differs from its spec: nodeport" in flags
+    meta["spec"] = {"format": 1, "nodes": "all of them"}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    flags = [str(f) for f in grade_evidence(folder, graded.student, rubric).flags]
+    assert any(f.startswith("contradiction: meta.json's spec is unusable") for f in flags)
 
 
 def test_a_rerun_skips_graded_students_and_force_regrades(
