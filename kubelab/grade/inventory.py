@@ -688,7 +688,8 @@ def lab_spec(
 
     `node_names`: each host's Kubernetes node name, in the order of `lab.hosts` (the
     inventory's `name`, else what the host's `hostname` answered). `version`: the
-    version expected, without the "v" (the grading section's, else the API server's).
+    version expected, without the "v" (the grading section's, else the API server's;
+    "" when neither says).
     What an inventory cannot say is empty (the runtime, the images and stages the lab
     was built with, its VMs' sizes and interface), never guessed; verify's expectations
     (`Expected.from_spec`) read none of it.
@@ -717,7 +718,7 @@ def lab_spec(
         api_port=defaults.API_PORT,
         api_endpoint=api_endpoint(lab.master.ip),
         kubernetes_version=bare_version(version),
-        version_tag=version_tag(version),
+        version_tag=version_tag(version) if version else "",
         pod_cidr=settings.pod_cidr,
         service_cidr="",
         cni=settings.cni,

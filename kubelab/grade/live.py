@@ -2,7 +2,9 @@
 
 For each student of the inventory: ask every host its name (`hostname`) unless the
 inventory gives it, and the API server its version (`kubectl get --raw /version`)
-unless the inventory pins one: the two commands the grader adds to verify's. From
+unless the inventory pins one or the rubric reads no cluster: the two commands the
+grader adds to verify's. A version it cannot learn (the API server does not answer)
+stays empty: verify's api check then fails, as it would on that cluster anyway. From
 those and the inventory entry, `inventory.lab_spec` builds the cluster's LabSpec;
 verify's collect() runs against its projection (`Expected.from_spec`, as `invoke
 verify` does) in a namespace of the grader's own (collect always deletes it) and
