@@ -241,6 +241,8 @@ def test_an_inline_key_is_refused_in_one_line(tmp_path: Path) -> None:
     assert len(caught.value.problems) == 1
     assert "holds a private key" in caught.value.problems[0]
     assert "b3BlbnNzaC1rZXkt" not in str(caught.value)
+    assert caught.value.code == 2  # the task's exit code
+    assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
 def test_ctrl_c_finishes_clusters_in_progress_and_loses_nobody(
