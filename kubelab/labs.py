@@ -204,6 +204,7 @@ def manual_values(plan: Plan) -> dict[str, str]:
         "first_worker": plan.workers[0].hostname if plan.workers else plan.master.hostname,
         "master_hostname": plan.master.hostname,
         "master_ip": plan.master.ip,
+        "lab_interface": plan.master.interface,  # flannel's --iface (eth1 under Vagrant)
         "version": plan.spec.kubernetes_version,
         "version_tag": plan.spec.version_tag,
         "minor": k8s["minor"],
@@ -232,6 +233,12 @@ def manual_values(plan: Plan) -> dict[str, str]:
         "etcd_endpoints": ",".join(
             f"https://{n.ip}:{plan.hardway['etcd_client_port']}" for n in plan.nodes
         ),
+        # The hard way's control plane and nodes (exercise 6).
+        "kube_release": plan.hardway["kube_release"]["version"],
+        "api_server": f"https://{plan.spec.api_endpoint}",
+        "dns_service_ip": k8s["dns_service_ip"],
+        "coredns_image": plan.spec.component_images["coredns"],
+        "bootstrap_group": plan.hardway["bootstrap_group"],
     }
 
 

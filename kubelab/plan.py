@@ -344,6 +344,8 @@ def make_plan(config: LabConfig, lab_dir: Path, exercise: int | None = None) -> 
         "service_cidr": config.kubernetes.service_cidr,
         # The Service IP of the API server (kubernetes.default): the CIDR's first host.
         "service_ip": str(next(ipaddress.IPv4Network(config.kubernetes.service_cidr).hosts())),
+        # The cluster DNS Service's IP, where kubeadm puts it: the CIDR's tenth address.
+        "dns_service_ip": str(ipaddress.IPv4Network(config.kubernetes.service_cidr)[10]),
         "proxy_mode": config.kubernetes.proxy_mode,
         "firewall": config.kubernetes.firewall,
         "runtime": config.kubernetes.runtime,
@@ -400,6 +402,14 @@ def api_endpoint(master_ip: str) -> str:
     return f"{master_ip}:{defaults.API_PORT}"
 
 
+def coredns_image(registry: str, version: str) -> str:
+    """CoreDNS in `registry`, laid out as kubeadm expects it: under coredns/ in the
+    official registry, at the top of a mirror's (registry.aliyuncs.com/google_containers)."""
+    official = mirror_profiles()["official"]["image_registry"]
+    path = "coredns/coredns" if registry == official else "coredns"
+    return f"{registry}/{path}:{version}"
+
+
 def derive_spec(
     config: LabConfig,
     nodes: tuple[PlannedNode, ...],
@@ -429,7 +439,10 @@ def derive_spec(
         image_registry=registry,
         kubeadm_api_version=f"kubeadm.k8s.io/{kubernetes['kubeadm_api']}",
         pause_image=f"{registry}/pause:{kubernetes['pause']}",
-        component_images={name: f"{registry}/{name}:{tag}" for name in CONTROL_PLANE},
+        component_images={
+            **{name: f"{registry}/{name}:{tag}" for name in CONTROL_PLANE},
+            "coredns": coredns_image(registry, kubernetes["coredns"]),
+        },
         nginx_image=mirror["nginx_image"],
         verify_namespace=defaults.VERIFY_NAMESPACE,
         verify_nodeport=defaults.VERIFY_NODEPORT,

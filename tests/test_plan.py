@@ -267,11 +267,21 @@ def test_the_spec_derives_endpoint_version_tag_and_images_from_the_catalog() -> 
     assert spec.version_tag == "v" + k8s["version"] and spec.kubernetes_version == k8s["version"]
     registry = plan.mirror["image_registry"]
     assert spec.pause_image == f"{registry}/pause:{k8s['pause']}"
-    assert set(spec.component_images.values()) == {
-        f"{registry}/{name}:{spec.version_tag}" for name in spec.component_images
+    control_plane = {n: i for n, i in spec.component_images.items() if n != "coredns"}
+    assert set(control_plane.values()) == {
+        f"{registry}/{name}:{spec.version_tag}" for name in control_plane
     }
+    # CoreDNS at kubeadm's version for the minor, at the top of the mirror's registry.
+    assert spec.component_images["coredns"] == f"{registry}/coredns:{k8s['coredns']}"
     assert spec.nginx_image == plan.mirror["nginx_image"]
     assert spec.kubeadm_api_version.endswith("/" + k8s["kubeadm_api"])
+
+
+def test_coredns_sits_under_coredns_in_the_official_registry() -> None:
+    spec = _plan("empty.yaml").spec
+    assert spec.image_registry == "registry.k8s.io"
+    assert spec.component_images["coredns"] == "registry.k8s.io/coredns/coredns:v1.11.1"
+    assert _plan("empty.yaml").kubernetes["dns_service_ip"] == "10.96.0.10"
 
 
 def test_the_spec_lists_each_nodes_scripts_in_stage_order() -> None:

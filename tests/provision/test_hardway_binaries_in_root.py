@@ -14,11 +14,13 @@ import dataclasses
 import gzip
 import hashlib
 import io
+import ipaddress
 import shutil
 import tarfile
 from typing import Any
 
 import pytest
+import yaml
 from harness import STUB_DIR_IN_ROOT, Guest, render_lab, script_for
 from test_hardway_in_root import runner_order, ship_bundle
 from test_stages_in_root import run_twice
@@ -174,6 +176,23 @@ def test_the_control_plane_and_the_nodes_from_the_release(
     )
     assert any("selfnodeclient system:nodes" in b for b in bindings)
 
+    # CoreDNS (manual 001's add-on): 2 replicas of the mirror's image at kubeadm's version,
+    # its Service at the IP every kubelet's clusterDNS names; applied as the admin.
+    manifest = master.state_text("kube/applied-coredns.yaml")
+    assert manifest == master.read("/opt/kubernetes/cfg/coredns.yaml")
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(manifest)}
+    deployment = objects[("Deployment", "coredns")]
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]
+    assert pod["metadata"]["labels"]["k8s-app"] == "kube-dns"  # what verify's dns check finds
+    assert pod["spec"]["containers"][0]["image"] == plan.spec.component_images["coredns"]
+    service = objects[("Service", "kube-dns")]
+    assert service["spec"]["clusterIP"] == plan.kubernetes["dns_service_ip"]
+    assert ipaddress.ip_address(service["spec"]["clusterIP"]) in ipaddress.ip_network(
+        plan.kubernetes["service_cidr"]
+    )
+    assert "kubernetes cluster.local" in objects[("ConfigMap", "coredns")]["data"]["Corefile"]
+
     # The node: its binaries, kube-proxy's key 0600, the kubeconfigs, the ports.
     for binary in NODE_BINARIES:
         assert (node.upper / "opt/kubernetes/bin" / binary).exists()
@@ -189,6 +208,7 @@ def test_the_control_plane_and_the_nodes_from_the_release(
     config = node.read("/opt/kubernetes/cfg/kubelet-config.yaml")
     assert "port: 10250" in config and "healthzPort: 10248" in config
     assert "clientCAFile: /opt/kubernetes/ssl/kube-ca.pem" in config
+    assert yaml.safe_load(config)["clusterDNS"] == [plan.kubernetes["dns_service_ip"]]
     proxy = unit_flags(node.read("/etc/systemd/system/kube-proxy.service"))
     assert "--healthz-bind-address=0.0.0.0:10256" in proxy
     assert "--kubeconfig=/opt/kubernetes/cfg/kube-proxy.kubeconfig" in proxy

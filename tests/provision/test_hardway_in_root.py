@@ -182,6 +182,32 @@ def test_pki_makes_the_manuals_certificates_and_etcd_gets_its_member(
             assert any(f"--endpoints=https://{node.ip}:2379" in c.args for c in waited)
 
 
+def test_after_the_certificates_are_wiped_the_stages_rebuild_them_and_etcd_restarts(
+    new_guest: Any,
+) -> None:
+    """A student's reset of the PKI (the folder removed, as a fresh start would): the
+    pki stage makes a new CA and certificates, and the etcd stage hands them to the
+    member and restarts it, on a VM whose member ran with the old ones."""
+    plan, files, guests = build(new_guest, "centos7")
+    master, node = plan.master, plan.workers[0]
+    old_ca = guests[master.name].read("/opt/kubelab/pki/ca.pem")
+    shutil.rmtree(guests[master.name].upper / "opt/kubelab/pki")
+
+    pki = guests[master.name].run(script_for(plan, files, master, "pki"))
+    assert pki.rc == 0, pki.output[-3000:]
+    new_ca = guests[master.name].read("/opt/kubelab/pki/ca.pem")
+    assert new_ca != old_ca
+    member = guests[node.name]
+    etcd = member.run(
+        script_for(plan, files, node, "etcd"),
+        {"KUBELAB_PKI_BUNDLE": ship_bundle(guests[master.name], member, node)},
+    )
+    assert etcd.rc == 0, etcd.output[-3000:]
+    assert member.read("/opt/etcd/ssl/ca.pem") == new_ca
+    assert "restarting etcd (its configuration changed)" in etcd.stdout
+    assert [c for c in etcd.calls if c.name == "systemctl" and "restart" in c.args]
+
+
 def test_etcd_refuses_to_run_without_its_bundle(new_guest: Any) -> None:
     plan, files = render_lab({"provision.stages": HARDWAY})
     guest = new_guest("centos7", plan.master)
