@@ -227,12 +227,8 @@ def manual_values(plan: Plan) -> dict[str, str]:
         # The hard way's etcd cluster (exercise 4): one member per VM.
         "etcd_members": "\n".join(f"   {n.hostname} {n.ip}" for n in plan.nodes),
         "etcd_sans": ", ".join([*(n.ip for n in plan.nodes), *(n.hostname for n in plan.nodes)]),
-        "etcd_initial_cluster": ",".join(
-            f"{n.hostname}=https://{n.ip}:{plan.hardway['etcd_peer_port']}" for n in plan.nodes
-        ),
-        "etcd_endpoints": ",".join(
-            f"https://{n.ip}:{plan.hardway['etcd_client_port']}" for n in plan.nodes
-        ),
+        "etcd_initial_cluster": plan.spec.etcd_initial_cluster,
+        "etcd_endpoints": plan.spec.etcd_endpoints,
         # The hard way's control plane and nodes (exercise 6).
         "kube_release": plan.hardway["kube_release"]["version"],
         "api_server": f"https://{plan.spec.api_endpoint}",

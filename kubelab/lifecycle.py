@@ -213,6 +213,8 @@ class UpRun:
     states: dict[str, str] = field(default_factory=dict)  # Vagrant's, as the run began
     down: list[str] = field(default_factory=list)
     transport: Transport | None = None
+    # Each VM's finished stages, when the done step read its markers: provision reuses them.
+    done: dict[str, dict[str, bool]] | None = None
     finished: bool = False  # a step found nothing left to do: the loop stops
 
     def connected(self) -> Transport:
@@ -261,7 +263,8 @@ def _connect_step(run: UpRun) -> None:
 
 def _done_step(run: UpRun) -> None:
     runner = StageRunner(run.plan, run.files, run.connected(), run.reporter)
-    if not any(not ok for n in run.plan.nodes for ok in runner.completed(n).values()):
+    run.done = {n.name: runner.completed(n) for n in run.plan.nodes}
+    if all(all(stages.values()) for stages in run.done.values()):
         run.reporter.info("the lab is up and provisioned: nothing to do")
         run.finished = True
 
@@ -272,7 +275,8 @@ def _addresses_step(run: UpRun) -> None:
 
 def _provision_step(run: UpRun) -> None:
     with run.reporter.vms([n.name for n in run.plan.nodes]):
-        StageRunner(run.plan, run.files, run.connected(), run.reporter, run.applied_by).run()
+        runner = StageRunner(run.plan, run.files, run.connected(), run.reporter, run.applied_by)
+        runner.run(done=run.done)
 
 
 # `up`, top to bottom. Each step runs when `needed`; a step may end the run (`finished`).

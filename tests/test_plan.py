@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from kubelab import defaults
 from kubelab.config import catalog, hostname_for, load_config, mirror_profiles, validate_config
 from kubelab.errors import KubelabError
 from kubelab.plan import (
@@ -157,7 +158,17 @@ def test_stage_fields_come_from_the_catalog() -> None:
         assert stage.deadline == entry["deadline"]
         assert stage.after_nodes == entry.get("after_nodes", False)
         assert stage.needs_join_command == entry.get("needs_join_command", False)
-        assert stage.ships_bundle == entry.get("ships_bundle", False)
+        assert [vars(f) for f in stage.fetches] == entry.get("fetches", [])
+        assert [vars(r) for r in stage.receives] == entry.get("receives", [])
+        assert stage.leaves == entry.get("leaves", "")
+
+
+def test_what_a_stage_receives_some_stage_leaves_on_the_master() -> None:
+    stages = resolve_stages([s["name"] for s in catalog()["stages"]])
+    left = {s.leaves for s in stages if s.leaves and s.runs_on == "master"}
+    for stage in stages:
+        for received in stage.receives:
+            assert received.from_master in left, (stage.name, received.from_master)
 
 
 @pytest.mark.parametrize(
@@ -299,6 +310,29 @@ def test_the_spec_says_whether_the_lab_is_built_the_hard_way(name: str, hardway:
     assert _plan(name).spec.hardway is hardway
 
 
+def test_the_spec_derives_every_etcd_url_from_the_addresses_and_ports() -> None:
+    spec = _plan("hardway.yaml").spec
+    assert (spec.etcd_client_port, spec.etcd_peer_port) == (
+        defaults.ETCD_CLIENT_PORT,
+        defaults.ETCD_PEER_PORT,
+    )
+    clients = [spec.etcd_client_url(n) for n in spec.nodes]
+    assert clients == [f"https://{n.ip}:{spec.etcd_client_port}" for n in spec.nodes]
+    assert spec.etcd_endpoints.split(",") == clients
+    members = dict(m.split("=", 1) for m in spec.etcd_initial_cluster.split(","))
+    assert members == {n.hostname: spec.etcd_peer_url(n) for n in spec.nodes}
+    assert all(spec.etcd_peer_url(n).endswith(f":{spec.etcd_peer_port}") for n in spec.nodes)
+    # The firewall opens the same two ports (defaults.FIREWALL_PORTS).
+    assert f"{spec.etcd_client_port}-{spec.etcd_peer_port}/tcp" in defaults.FIREWALL_PORTS["master"]
+
+
+def test_from_dict_reads_a_spec_written_before_the_etcd_ports_were_kept() -> None:
+    spec = _plan("hardway.yaml").spec
+    data = spec.to_dict()
+    del data["etcd_client_port"], data["etcd_peer_port"]
+    assert LabSpec.from_dict(data) == spec
+
+
 def test_from_dict_passes_over_keys_a_newer_kubelab_added() -> None:
     spec = _plan("empty.yaml").spec
     data = spec.to_dict()
@@ -320,6 +354,7 @@ def test_from_dict_passes_over_keys_a_newer_kubelab_added() -> None:
         {"scripts": {"master": [1]}},
         {"component_images": ["kube-apiserver"]},
         {"hardway": "no"},
+        {"etcd_client_port": "2379"},
     ],
     ids=repr,
 )

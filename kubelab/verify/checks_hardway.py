@@ -51,6 +51,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from kubelab import defaults
 from kubelab.config import catalog
 from kubelab.verify.checks import Check, Verdict, _fail, _ok
 from kubelab.verify.evidence import (
@@ -69,7 +70,7 @@ from kubelab.verify.hints import Hints
 ETCDCTL = "/opt/etcd/bin/my_etcdctl"  # the stage's wrapper: CA, client cert, every member
 ETCD_SSL = "/opt/etcd/ssl"
 PKI_DIR = "/opt/kubelab/pki"  # the master's CA folder (provision/stages/pki.sh.j2)
-CLIENT_PORT = int(catalog()["hardway"]["etcd_client_port"])
+CLIENT_PORT = defaults.ETCD_CLIENT_PORT
 ETCD_CERTS = ("ca.pem", "server.pem", "peer.pem")
 ETCD_KEYS = ("server-key.pem", "peer-key.pem")
 # The master's Kubernetes certificates and the CA that signs them.

@@ -38,7 +38,8 @@ def test_box_remove_takes_the_box_and_its_image_from_the_pool(e2e_lab: E2ELab) -
     removed = e2e_lab.invoke("box.remove", "--name", BOX_NAME)
     assert removed.rc == 0, removed
     FIGURES["invoke box.remove (wall)"] = f"{removed.seconds:.0f} s"
-    assert f"removed box {BOX_NAME} and {', '.join(images)} from pool default" in removed.output
+    assert f"removed box {BOX_NAME} and " in removed.output
+    assert all(image in removed.output for image in images), removed
     assert sorted(pool_volumes(e2e_lab)) == sorted(set(before) - set(images))
     listed = e2e_lab.invoke("box.list")
     assert listed.rc == 0, listed

@@ -76,8 +76,7 @@ def wait_healthy(
     """Until `members` answer healthy: etcd restarts members, and the members left after
     one stops elect a leader, at their own pace (slowly, under emulation)."""
     plan = lab.plan(config)
-    port = plan.hardway.etcd_client_port
-    urls = ",".join(f"https://{n.ip}:{port}" for n in plan.nodes if n.name in members)
+    urls = ",".join(plan.spec.etcd_client_url(n) for n in plan.nodes if n.name in members)
     script = (
         f"end=$((SECONDS+{int(deadline)})); "
         f"until {ETCDCTL} --endpoints={urls} endpoint health; do "

@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 import yaml
 from harness import STUB_DIR_IN_ROOT, Guest, render_lab, script_for
-from test_hardway_in_root import runner_order, ship_bundle
+from test_hardway_in_root import receive, runner_order
 from test_stages_in_root import run_twice
 
 from kubelab.config import catalog
-from kubelab.plan import Plan, PlannedNode
+from kubelab.plan import Plan, PlannedNode, Stage
 from kubelab.render import render
 
 pytestmark = [
@@ -73,14 +73,14 @@ def put_in_local_repo(guest: Guest, plan: Plan) -> None:
 
 
 def run_shipped_twice(
-    plan: Plan, files: dict[str, str], master: Guest, guest: Guest, node: PlannedNode, stage: str
+    plan: Plan, files: dict[str, str], master: Guest, guest: Guest, node: PlannedNode, stage: Stage
 ) -> None:
     """A stage the host ships the bundle to, twice, as StageRunner runs it."""
-    script = script_for(plan, files, node, stage)
-    first = guest.run(script, {"KUBELAB_PKI_BUNDLE": ship_bundle(master, guest, node)})
+    script = script_for(plan, files, node, stage.name)
+    first = guest.run(script, receive(master, guest, node, stage))
     assert first.rc == 0, f"{stage} on {node.name} failed:\n{first.output[-4000:]}"
     digest = guest.tree_digest()
-    second = guest.run(script, {"KUBELAB_PKI_BUNDLE": ship_bundle(master, guest, node)})
+    second = guest.run(script, receive(master, guest, node, stage))
     assert second.rc == 0, f"{stage} on {node.name} failed on the second run:\n{second.output}"
     assert guest.tree_digest() == digest, f"the second run changed files:\n{second.stdout}"
     assert "wrote:" not in second.stdout
@@ -99,8 +99,8 @@ def build(new_guest: Any, guest: str, runtime: str) -> tuple[Plan, dict[str, Gue
         put_in_local_repo(g, plan)
     master = plan.master
     for node, stage in runner_order(plan):
-        if stage.ships_bundle:
-            run_shipped_twice(plan, files, guests[master.name], guests[node.name], node, stage.name)
+        if stage.receives:
+            run_shipped_twice(plan, files, guests[master.name], guests[node.name], node, stage)
         else:
             run_twice(guests[node.name], plan, files, node, stage.name)
     return plan, guests
