@@ -1,4 +1,4 @@
-"""The rules for names every layer shares: student IDs and version tags.
+"""The rules for names every layer shares: student IDs, version tags, secret keys.
 
 A student ID ends every hostname of the student's lab and names the hand-in
 archive, so the config, the archive and the grader's inventory check it by the
@@ -13,6 +13,10 @@ import re
 STUDENT_ID_PATTERN = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?"
 # Anchored at both ends (\Z: no trailing newline), so .match and .fullmatch agree.
 STUDENT_ID = re.compile(rf"^{STUDENT_ID_PATTERN}\Z")
+
+# Keys that would put a secret into a file kubelab reads (the grader's inventory, the
+# classroom's hosts.yaml): refused by name, their values never echoed.
+SECRET_KEYS = ("key", "private_key", "password", "passphrase")
 
 # Kubernetes writes its versions with a "v" (kubeadm, the API server's gitVersion);
 # kubelab's config, catalog and expectations hold them without it.

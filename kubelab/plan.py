@@ -461,6 +461,11 @@ def make_plan(config: LabConfig, lab_dir: Path, exercise: int | None = None) -> 
 CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
 
 
+def api_endpoint(master_ip: str) -> str:
+    """What nodes join and kubectl talks to: the master's private address and API port."""
+    return f"{master_ip}:{defaults.API_PORT}"
+
+
 def coredns_image(registry: str, version: str) -> str:
     """CoreDNS in `registry`, laid out as kubeadm expects it: under coredns/ in the
     official registry, at the top of a mirror's (registry.aliyuncs.com/google_containers)."""
@@ -488,7 +493,7 @@ def derive_spec(
         lab_cidr=str(ipaddress.IPv4Network(config.network.cidr)),
         management_cidr=defaults.MANAGEMENT_CIDR,
         api_port=defaults.API_PORT,
-        api_endpoint=f"{master.ip}:{defaults.API_PORT}",
+        api_endpoint=api_endpoint(master.ip),
         kubernetes_version=kubernetes["version"],
         version_tag=tag,
         pod_cidr=kubernetes["pod_cidr"],

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from kubelab.errors import ConfigError, KubelabError
+from kubelab.errors import KubelabError
 from kubelab.transport import (
     TIMEOUT_RC,
     CommandResult,
@@ -30,7 +30,6 @@ from kubelab.transport import (
     TransportError,
     command_line,
     remote_line,
-    target_from_inventory,
     targets_from_ssh_config,
 )
 from tests.support.netns_hosts import (
@@ -131,29 +130,6 @@ def test_every_command_gets_the_sbin_path_whatever_sshd_gives() -> None:
 def test_ssh_config_without_machines_is_an_error() -> None:
     with pytest.raises(KubelabError, match="no machine"):
         targets_from_ssh_config("")
-
-
-def test_target_from_inventory(tmp_path: Path) -> None:
-    target = target_from_inventory(
-        "s123-master",
-        {"host": "203.0.113.7", "port": 2201, "user": "student", "key_file": "keys/s123"},
-        base_dir=tmp_path,
-    )
-
-    assert target == SSHTarget(
-        "s123-master", "203.0.113.7", 2201, "student", tmp_path / "keys" / "s123"
-    )
-
-
-def test_inventory_never_holds_a_secret_and_reports_every_problem() -> None:
-    with pytest.raises(ConfigError) as caught:
-        target_from_inventory("s1", {"private_key": "-----BEGIN...", "port": "22", "colour": "red"})
-
-    problems = caught.value.problems
-    assert any("secret" in p and "private_key" in p for p in problems)
-    assert any("'host' is required" in p for p in problems)
-    assert any("'port'" in p for p in problems)
-    assert any("colour" in p for p in problems)
 
 
 # -- the command line: quoting in one place, timeout(1), sudo --------------------

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kubelab.config import _format_pydantic, _read_yaml
 from kubelab.errors import ConfigError
+from kubelab.names import SECRET_KEYS
 
 _HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 _DNS_NAME = re.compile(
@@ -37,7 +38,6 @@ _DNS_NAME = re.compile(
 )
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _POOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-SECRET_KEYS = ("key", "private_key", "password", "passphrase")
 
 
 class HostSpec(BaseModel):

@@ -11,7 +11,8 @@
     gradebook.py  grade_handins(): a folder of hand-ins -> gradebook.csv, intake.csv,
                   grades.html, exports, feedback/, results/, gradescope/
     exports.py    Moodle's grade import CSV and Canvas's gradebook import CSV
-    inventory.py  the live grader's inventory (hosts and key references per student)
+    inventory.py  the live grader's inventory (hosts and key references per student),
+                  validated as the config is; each student's LabSpec (lab_spec)
     live.py       grade_inventory(): every cluster over SSH, concurrently, with deadlines
     html.py       the page (pass rates, sortable table, cluster pictures), feedback files
     gradescope.py Gradescope's autograder bundle and results.json

@@ -194,26 +194,26 @@ def grade_evidence(
     student: str,
     rubric: Rubric,
     *,
-    expected: Expected | None = None,
     since: datetime | None = None,
     stored_results: Sequence[Mapping[str, Any]] | None = None,
     source: str = "",
 ) -> StudentGrade:
     """Grade one evidence folder: verify's checks, the rubric's items, the flags.
 
-    `expected` defaults to what meta.json recorded; `stored_results` (a hand-in's
-    report.json) is only compared with the evidence, never used for a verdict.
+    What was expected is what meta.json recorded, for a hand-in and live grading alike;
+    `stored_results` (a hand-in's report.json) is only compared with the evidence,
+    never used for a verdict.
     """
     evidence = Evidence(evidence_dir)
     try:
         meta = read_meta(evidence)
-        expected = expected or expected_from_meta(meta)
+        recorded = expected_from_meta(meta)
         evidence.commands()  # a commands.jsonl of the wrong shape: nothing says how it was taken
     except (EvidenceProblem, BadEvidence) as exc:
         return error_grade(
             student, rubric, f"evidence unusable: {exc}", source=source, evidence=str(evidence_dir)
         )
-    expected = identified(evidence, expected)
+    expected = identified(evidence, recorded)
     results = evaluate(evidence_dir, expected)
     context = Context(
         evidence=evidence,
@@ -231,6 +231,7 @@ def grade_evidence(
         *integrity.hostname_flags(evidence, student),
         *integrity.student_flags(meta, student),
         *integrity.contradiction_flags(evidence, meta),
+        *integrity.spec_flags(meta, recorded),
         *integrity.stored_verdict_flags(stored_results, results),
         *integrity.stale_flags(evidence, meta, since),
     ]

@@ -3,7 +3,8 @@
 Per hand-in: node names without the submitter's ID, evidence that contradicts itself
 (pods on nodes nodes.json lacks, a curl verdict without the output it was drawn from,
 a file commands.jsonl says was saved but is not there, a stored verdict the evidence
-does not bear out), evidence older than --since. Across the class: two students
+does not bear out, a meta.json whose `expected` is not its `spec`'s projection),
+evidence older than --since. Across the class: two students
 whose evidence comes from one cluster (the same kube-system namespace UID, or a node
 with the same boot ID; machine IDs alone are not enough, cloned VMs share them).
 """
@@ -14,11 +15,13 @@ import contextlib
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from kubelab.verify import CheckResult, Evidence, cluster_identity
+from kubelab import safeio
+from kubelab.plan import LabSpec
+from kubelab.verify import CheckResult, Evidence, Expected, cluster_identity
 from kubelab.verify.evidence import (
     COMMANDS,
     CURL,
@@ -288,6 +291,36 @@ def stale_flags(
                 f"evidence taken {earliest.isoformat(timespec='seconds')}, "
                 f"before {since.isoformat(timespec='seconds')}",
             )
+        ]
+    return []
+
+
+def spec_flags(meta: Mapping[str, Any], expected: Expected) -> list[Flag]:
+    """meta.json's `expected` is the projection of its `spec` (Expected.from_spec) for the
+    run's own choices (phases, --dns, language, stages, deadlines); one that is not was
+    edited after verify wrote it. Evidence from before the spec was kept has none."""
+    raw = meta.get("spec")
+    if raw is None:
+        return []
+    try:
+        spec = LabSpec.from_dict(raw)
+    except ValueError as exc:
+        return [Flag(CONTRADICTION, f"meta.json's spec is unusable ({safeio.shown(exc, 120)})")]
+    projected = Expected.from_spec(
+        spec,
+        dns=expected.dns,
+        phases=expected.phases,
+        language=expected.language,
+        stages=expected.stages,
+    )
+    differ = [
+        f.name
+        for f in fields(Expected)
+        if f.name != "deadlines" and getattr(projected, f.name) != getattr(expected, f.name)
+    ]
+    if differ:
+        return [
+            Flag(CONTRADICTION, f"meta.json's expected differs from its spec: {', '.join(differ)}")
         ]
     return []
 

@@ -1,9 +1,15 @@
 """Live grading: every student's cluster over SSH, concurrently, each with a deadline.
 
-For each student of the inventory: ask every host its name (`hostname`, the one
-command the grader adds to verify's), run verify's collect() in a namespace of the
-grader's own (collect always deletes it), then grade that evidence exactly as a
-hand-in is graded. Nothing else on the cluster is changed.
+For each student of the inventory: ask every host its name (`hostname`) unless the
+inventory gives it, and the API server its version (`kubectl get --raw /version`)
+unless the inventory pins one or the rubric reads no cluster: the two commands the
+grader adds to verify's. A version it cannot learn (the API server does not answer)
+stays empty: verify's api check then fails, as it would on that cluster anyway. From
+those and the inventory entry, `inventory.lab_spec` builds the cluster's LabSpec;
+verify's collect() runs against its projection (`Expected.from_spec`, as `invoke
+verify` does) in a namespace of the grader's own (collect always deletes it) and
+writes the spec into meta.json; the evidence is then graded from its meta.json,
+exactly as a hand-in is graded. Nothing else on the cluster is changed.
 
 What keeps one student from costing another:
   - a bounded pool (`concurrency` clusters at once); students whose masters share an
@@ -68,9 +74,17 @@ from kubelab.grade.grading import (
     grade_evidence,
 )
 from kubelab.grade.integrity import HOST_KEY, Flag
-from kubelab.grade.inventory import Host, Inventory, Settings, StudentLab, load_inventory
+from kubelab.grade.inventory import (
+    Host,
+    Inventory,
+    Settings,
+    StudentLab,
+    lab_spec,
+    load_inventory,
+)
 from kubelab.grade.rubric import Rubric, load_rubric, rubric_phases
 from kubelab.names import bare_version
+from kubelab.plan import LabSpec
 from kubelab.transport import (
     CommandResult,
     HostKeyRefused,
@@ -78,9 +92,9 @@ from kubelab.transport import (
     Transport,
     TransportError,
 )
-from kubelab.verify import Deadlines, Evidence, Expected, ExpectedNode, collect
+from kubelab.verify import Deadlines, Evidence, Expected, collect
 from kubelab.verify.evidence import KUBE_SYSTEM_NAMESPACE, NODES, PODS, VERSION, BadEvidence
-from kubelab.verify.expect import TEARDOWN
+from kubelab.verify.expect import CLUSTER, TEARDOWN
 
 EVIDENCE = "evidence"
 DEFAULT_DEADLINE = 600.0
@@ -90,8 +104,8 @@ CLEANUP_GRACE = 30.0
 WATCHDOG_SLACK = 30.0
 PROBE_TIMEOUT = 15.0
 CONNECT_TIMEOUT = 10.0
-# A placeholder until the API server says which version it runs (no pin given).
-UNPINNED = "0.0.0"
+# A version as the API server reports it, without the "v" (a build suffix allowed).
+_SERVER_VERSION = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.+-]{1,60})?$")
 _HOSTNAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 # The most one command may print (stdout and stderr): `kubectl get pods -A -o json` of
 # a 3-node lab is about 0.3 MB; a busy 100-pod cluster stays under 5 MB.
@@ -224,6 +238,7 @@ class _Grader:
         transport_factory: TransportFactory,
     ) -> None:
         self.settings: Settings = inventory.settings
+        self.source = inventory.source
         self.rubric = rubric
         self.out_dir = out_dir
         self.host_deadline = host_deadline
@@ -270,27 +285,25 @@ class _Grader:
         evidence_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         relative = str(evidence_dir.relative_to(self.out_dir))
         try:
-            expected = self._expected(lab, transport)
+            spec = self._spec(lab, transport)
             collect(
                 transport,
-                expected,
+                self._expected(spec),
                 evidence_dir,
-                image=self.settings.image,
+                image=spec.nginx_image,
                 kubectl=self.settings.kubectl,
                 student_id=lab.student,
                 exercise=self.rubric.exercise,
                 lab_config={"inventory": _described(lab)},
+                spec=spec.to_dict(),
             )
         except (TransportError, _Unusable) as exc:
             return self._error(lab, str(exc), started, relative)
         problem = _collect_problem(Evidence(evidence_dir), transport)
         if problem:
             return self._error(lab, problem, started, relative)
-        if expected.kubernetes_version == UNPINNED:
-            expected = replace(expected, kubernetes_version=_server_version(evidence_dir))
-        grade = grade_evidence(
-            evidence_dir, lab.student, self.rubric, expected=expected, source=lab.address
-        )
+        # What was expected is read back from meta.json, as a hand-in's is.
+        grade = grade_evidence(evidence_dir, lab.student, self.rubric, source=lab.address)
         grade.evidence = relative
         grade.duration = round(time.monotonic() - started, 3)
         return grade
@@ -305,34 +318,32 @@ class _Grader:
             duration=round(time.monotonic() - started, 3),
         )
 
-    def _expected(self, lab: StudentLab, transport: DeadlineTransport) -> Expected:
-        nodes = []
-        for host in lab.hosts:
-            name = host.name or _probe_name(transport, host.machine, host.target)
-            nodes.append(ExpectedNode(name, host.role, host.ip, host.machine))
-        names = [n[0] for n in nodes]
+    def _spec(self, lab: StudentLab, transport: DeadlineTransport) -> LabSpec:
+        """The student's cluster as the inventory describes it, with what only the hosts
+        can say: their node names (unless the inventory gives them) and, when the
+        inventory pins no version, the one the API server runs."""
+        names = [h.name or _probe_name(transport, h.machine, h.target) for h in lab.hosts]
         if len(set(names)) != len(names):
             raise _Unusable(
                 f"two hosts answer with the same name ({', '.join(names)}): "
                 "the inventory lists one VM twice, or the VMs share a hostname"
             )
-        settings = self.settings
+        version = self.settings.kubernetes_version
+        if not version and CLUSTER in rubric_phases(self.rubric):
+            version = _server_version(transport, lab.master.machine, self.settings.kubectl)
+        return lab_spec(lab, self.settings, names, version, self.source)
+
+    def _expected(self, spec: LabSpec) -> Expected:
+        """verify's expectations: the spec's projection, as `invoke verify` makes it, for
+        the rubric's phases, within the per-cluster deadline."""
+        expected = Expected.from_spec(spec, phases=rubric_phases(self.rubric))
         # Each command may take the whole deadline; DeadlineTransport cuts the rest.
         deadlines = Deadlines(
             command=min(Deadlines.command, self.host_deadline),
             rollout=int(min(Deadlines.rollout, self.host_deadline)),
             cleanup=int(min(Deadlines.cleanup, CLEANUP_GRACE)),
         )
-        return Expected(
-            nodes=tuple(nodes),
-            kubernetes_version=settings.kubernetes_version or UNPINNED,
-            pod_cidr=settings.pod_cidr,
-            namespace=settings.namespace,
-            nodeport=settings.nodeport,
-            cni=settings.cni,
-            deadlines=deadlines,
-            phases=rubric_phases(self.rubric),  # what the rubric's checks need
-        )
+        return replace(expected, deadlines=deadlines)
 
 
 class _Unusable(Exception):
@@ -473,12 +484,19 @@ def _collect_problem(evidence: Evidence, transport: DeadlineTransport) -> str:
     return ""
 
 
-def _server_version(evidence_dir: Path) -> str:
+def _server_version(transport: DeadlineTransport, master: str, kubectl: tuple[str, ...]) -> str:
+    """The version the API server runs (without the "v"), asked the way verify asks it;
+    "" when it does not answer with one (verify's api check then says why)."""
+    result = transport.run(master, kubectl[0], *kubectl[1:], "get", "--raw", "/version",
+                           timeout=PROBE_TIMEOUT)  # fmt: skip
+    if not result.ok:
+        return ""
     try:
-        version = Evidence(evidence_dir).json(VERSION).get("gitVersion") or ""
-    except Exception:  # noqa: BLE001 - no version: the api check says why
-        version = ""
-    return bare_version(str(version)) or UNPINNED
+        answer = safeio.parse_json(result.stdout, max_bytes=64 * 1024)
+    except safeio.Unreadable:
+        return ""
+    version = bare_version(str(answer.get("gitVersion") or "")) if isinstance(answer, dict) else ""
+    return version if _SERVER_VERSION.match(version) else ""
 
 
 def _described(lab: StudentLab) -> dict[str, Any]:

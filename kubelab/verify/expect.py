@@ -1,9 +1,10 @@
 """What verify expects of a cluster: the nodes, the pinned version, the names it uses.
 
 A projection of the lab's LabSpec (`Expected.from_spec`) plus what this run
-collects; live grading fills it from its inventory, with the same defaults
-(kubelab/defaults.py). Checks compare the evidence against this, never against
-the evidence's own claims about itself. meta.json keeps `to_dict()`, and
+collects, for `invoke verify` (the plan's spec) and live grading (the spec
+kubelab/grade/inventory.py builds from a student's inventory entry) alike.
+Checks compare the evidence against this, never against the evidence's own
+claims about itself. meta.json keeps `to_dict()`, and
 `from_dict` is its one reader: `verify --evidence`, grading and live grading.
 """
 

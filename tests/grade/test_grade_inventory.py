@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from kubelab import defaults
 from kubelab.config import mirror_profiles
-from kubelab.errors import ConfigError
-from kubelab.grade.inventory import load_inventory
+from kubelab.errors import ConfigError, KubelabError
+from kubelab.grade.inventory import MAX_INVENTORY_BYTES, lab_spec, load_inventory
+from kubelab.plan import LabSpec
+from kubelab.transport import SSHTarget
+from kubelab.verify import Expected
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "grade"
 
@@ -155,9 +161,12 @@ def test_hosts_behind_a_jump_host(tmp_path: Path) -> None:
         "jumps: school-c: known_hosts file",
         "2021002: master: jump 'school-z' is not one of jumps",
         "2021003: master: more_key_files must be a list",
+        # Named too, though school-c's known_hosts is wrong as well: every problem at once.
+        "jumps: school-c: 'password' puts a secret",
     ):
         assert expected in text
-    assert len(caught.value.problems) == 4, text
+    assert len(caught.value.problems) == 5, text
+    assert "'x'" not in text
 
     del doc["jumps"]["school-b"], doc["jumps"]["school-c"]
     del doc["students"]["2021002"], doc["students"]["2021003"]
@@ -170,3 +179,170 @@ def test_hosts_behind_a_jump_host(tmp_path: Path) -> None:
     assert target.key_files == (tmp_path / "vm.ed", tmp_path / "vm.rsa")
     # The address names the host too: labs on two hosts may share a VM address.
     assert first.address == second.address == "vagrant@192.168.56.10:22 via kubelab@10.20.0.2:22"
+
+
+def test_a_host_entry_becomes_an_ssh_target(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "students": {
+                    "s123": {
+                        "master": {
+                            "host": "203.0.113.7",
+                            "port": 2201,
+                            "user": "student",
+                            "key_file": "keys/s123",
+                        }
+                    }
+                }
+            }
+        )
+    )
+    (lab,) = load_inventory(path).students
+    assert lab.master.target == SSHTarget(
+        "master", "203.0.113.7", 2201, "student", tmp_path / "keys" / "s123"
+    )
+
+
+def test_a_host_never_holds_a_secret_and_every_problem_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.yaml"
+    entry = {"private_key": "-----BEGIN...", "port": "22", "colour": "red", "user": ""}
+    path.write_text(yaml.safe_dump({"students": {"s1": {"master": entry}}}))
+    with pytest.raises(ConfigError) as caught:
+        load_inventory(path)
+    problems = caught.value.problems
+    assert any("s1: master: 'private_key' puts a secret" in p for p in problems)
+    assert any("s1: master: 'host' is required" in p for p in problems)
+    port = "s1: master: 'port' must be a number from 1 to 65535, not '22'"
+    assert any(port in p for p in problems)
+    assert any("s1: master: 'user' must be a user name" in p for p in problems)
+    assert any("s1: master: unknown key 'colour'" in p for p in problems)
+    assert len(problems) == 5, problems
+    assert "BEGIN" not in "\n".join(problems)
+
+
+def _one_master(**host: Any) -> dict[str, Any]:
+    return {"s1": {"master": {"host": "10.0.0.1", **host}}}
+
+
+@pytest.mark.parametrize(
+    ("doc", "says"),
+    [
+        ({"students": ["2021001"]}, "students must map each student ID to its hosts"),
+        ({"grading": ["x"], "students": _one_master()}, "grading: grading must be a mapping"),
+        (
+            {"grading": {"kubectl": "kubectl"}, "students": _one_master()},
+            "grading: kubectl must be a command as a list of words",
+        ),
+        (
+            {"grading": {"mirror": ["x"]}, "students": _one_master()},
+            "grading: mirror ['x'] is not a mirror profile",
+        ),
+        ({"grading": {"cni": 3}, "students": _one_master()}, "grading: cni: must be text"),
+        ({"grading": {"colour": 1}, "students": _one_master()}, "grading: unknown key 'colour'"),
+        ({"colour": 1, "students": _one_master()}, "unknown key 'colour'"),
+        (
+            {"students": {"s1": {"master": {"host": "10.0.0.1"}, "nodes": {"host": "x"}}}},
+            "s1: nodes must be a list of hosts",
+        ),
+        (
+            {"students": {"s1": {"master": {"host": "10.0.0.1"}, "nodes": ["10.0.0.2"]}}},
+            "s1: node1: expected a mapping with host",
+        ),
+        (
+            {"students": _one_master(ip="10.0.0.300")},
+            "s1: master: ip '10.0.0.300' is not an IP address",
+        ),
+        (
+            {"students": _one_master(name="Master_1")},
+            "s1: master: name 'Master_1' is not a Kubernetes node name",
+        ),
+        (
+            {"students": _one_master(key_file="k", key_env="K")},
+            "s1: master: give key_file or key_env, not both",
+        ),
+    ],
+)
+def test_wrong_types_are_one_line_each(tmp_path: Path, doc: dict[str, Any], says: str) -> None:
+    path = tmp_path / "inventory.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError) as caught:
+        load_inventory(path)
+    assert len(caught.value.problems) == 1, caught.value.problems
+    assert says in caught.value.problems[0], caught.value.problems[0]
+    assert caught.value.problems[0].startswith(f"{path}: ")
+
+
+def test_a_wrong_default_is_named_once_not_once_per_host(tmp_path: Path) -> None:
+    students = {f"s{k}": {"master": {"host": f"10.0.0.{k}"}} for k in range(1, 6)}
+    path = tmp_path / "inventory.yaml"
+    path.write_text(yaml.safe_dump({"defaults": {"port": "22", "colour": 1}, "students": students}))
+    with pytest.raises(ConfigError) as caught:
+        load_inventory(path)
+    problems = caught.value.problems
+    assert len(problems) == 2, problems
+    assert any("defaults: 'port' must be a number" in p for p in problems)
+    assert any("defaults: unknown key 'colour'" in p for p in problems)
+
+
+def test_a_student_listed_twice_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.yaml"
+    path.write_text(
+        "students:\n  s1: {master: {host: 10.0.0.1}}\n  s1: {master: {host: 10.0.0.2}}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_inventory(path)
+    assert len(caught.value.problems) == 1 and "duplicate key 's1'" in caught.value.problems[0]
+
+
+def test_a_file_that_is_not_an_inventory_is_one_line(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.yaml"
+    with huge.open("wb") as f:
+        f.truncate(MAX_INVENTORY_BYTES + 1)  # sparse: no disk used
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"students: \xff\xfe\n")
+    cases = [(huge, "an inventory is at most"), (binary, "not a text file")]
+    for path, says in cases:
+        with pytest.raises(ConfigError) as caught:
+            load_inventory(path)
+        assert len(caught.value.problems) == 1 and says in caught.value.problems[0]
+    for path, says in ((tmp_path, "not a regular file"), (tmp_path / "none", "cannot read")):
+        with pytest.raises(KubelabError, match=says):
+            load_inventory(path)
+
+
+def test_a_students_lab_spec_says_what_the_inventory_says(tmp_path: Path) -> None:
+    """What verify expects of a live cluster is the projection `invoke verify` uses."""
+    shutil.copy(DATA / "inventory.yaml", tmp_path / "inventory.yaml")
+    inventory = load_inventory(tmp_path / "inventory.yaml")
+    second = inventory.students[1]
+    spec = lab_spec(second, inventory.settings, ["k8s-master", "k8s-node1"], "1.31.13",
+                    inventory.source)  # fmt: skip
+    assert LabSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert spec.student_id == "2021002" and spec.version_tag == "v1.31.13"
+    assert spec.api_endpoint == f"192.168.56.10:{defaults.API_PORT}"
+    assert spec.lab_cidr == "192.168.56.10/31"  # the smallest network holding both
+    expected = Expected.from_spec(spec)
+    assert [tuple(n)[:4] for n in expected.nodes] == [
+        ("k8s-master", "master", "192.168.56.10", "master"),
+        ("k8s-node1", "node", "192.168.56.11", "node1"),
+    ]
+    assert (expected.namespace, expected.nodeport) == (
+        defaults.GRADE_NAMESPACE,
+        defaults.GRADE_NODEPORT,
+    )
+    assert spec.nginx_image == inventory.settings.image
+    assert (expected.pod_cidr, expected.cni) == ("10.244.0.0/16", "flannel")
+    assert expected.management_cidr == defaults.MANAGEMENT_CIDR
+
+
+def test_a_lab_on_two_address_families_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.yaml"
+    doc = {"students": {"s1": {"master": {"host": "10.0.0.1"}, "nodes": [{"host": "fd00::2"}]}}}
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError) as caught:
+        load_inventory(path)
+    assert caught.value.problems == [
+        f"{path}: s1: the master and nodes mix IPv4 and IPv6 addresses (ip)"
+    ]

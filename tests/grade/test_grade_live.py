@@ -13,19 +13,23 @@ import io
 import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from kubelab.grade import live
-from kubelab.grade.grading import error_grade, score_table
+from kubelab.grade.grading import error_grade, grade_evidence, score_table
 from kubelab.grade.integrity import Flag
 from kubelab.grade.live import DeadlineTransport, _Progress, grade_inventory
 from kubelab.grade.rubric import Rubric
+from kubelab.plan import LabSpec
 from kubelab.transport import CommandResult, TransportError
+from kubelab.verify import Expected
 from kubelab.verify.expect import TEARDOWN
 from tests.grade.live_class import (
+    NODEPORT,
     FakeHosts,
     LiveStudent,
     check_class,
@@ -91,6 +95,35 @@ def test_a_class_graded_live(
         if not s.should_fail:
             commands = (out / "evidence" / s.student / "commands.jsonl").read_text()
             assert f'"delete", "namespace", "{s.cluster.namespace}"' in commands
+    # meta.json keeps the LabSpec live grading built from the inventory, and what verify
+    # expected is its projection (Expected.from_spec), read back the way a hand-in's is.
+    for s in students:
+        if s.should_fail:
+            continue
+        meta = json.loads((out / "evidence" / s.student / "meta.json").read_text())
+        spec = LabSpec.from_dict(meta["spec"])
+        recorded = Expected.from_dict(meta["expected"])
+        projected = Expected.from_spec(spec, phases=recorded.phases)
+        assert replace(projected, deadlines=recorded.deadlines) == recorded
+        assert [n.ip for n in spec.nodes] == list(host_ips(s.hosts_of))
+        assert [n.k8s_name for n in spec.nodes] == s.host_names  # as `hostname` answered
+        assert spec.student_id == s.student and spec.verify_nodeport == NODEPORT
+        # No version pinned: the API server's own, asked before verify ran.
+        assert spec.kubernetes_version == s.cluster.kubernetes_version
+    # Grading reads both back: an `expected` edited after verify wrote it is flagged.
+    graded = next(s for s in students if not s.should_fail)
+    folder = out / "evidence" / graded.student
+    assert not [f for f in grade_evidence(folder, graded.student, rubric).flags
+                if "spec" in f.detail]  # fmt: skip
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["expected"]["nodeport"] += 1
+    (folder / "meta.json").write_text(json.dumps(meta))
+    flags = [str(f) for f in grade_evidence(folder, graded.student, rubric).flags]
+    assert "contradiction: meta.json's expected differs from its spec: nodeport" in flags
+    meta["spec"] = {"format": 1, "nodes": "all of them"}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    flags = [str(f) for f in grade_evidence(folder, graded.student, rubric).flags]
+    assert any(f.startswith("contradiction: meta.json's spec is unusable") for f in flags)
 
 
 def test_a_rerun_skips_graded_students_and_force_regrades(
@@ -214,6 +247,8 @@ def test_an_inline_key_is_refused_in_one_line(tmp_path: Path) -> None:
     assert len(caught.value.problems) == 1
     assert "holds a private key" in caught.value.problems[0]
     assert "b3BlbnNzaC1rZXkt" not in str(caught.value)
+    assert caught.value.code == 2  # the task's exit code
+    assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
 def test_ctrl_c_finishes_clusters_in_progress_and_loses_nobody(

@@ -53,7 +53,7 @@ def test_verify_and_the_grader_read_their_defaults_from_one_module() -> None:
     bare = Expected(nodes=(), kubernetes_version="1.31.13", pod_cidr="10.244.0.0/16")
     assert (bare.namespace, bare.nodeport) == (defaults.VERIFY_NAMESPACE, defaults.VERIFY_NODEPORT)
     assert bare.management_cidr == defaults.MANAGEMENT_CIDR
-    assert (Settings.namespace, Settings.nodeport) == (
+    assert (Settings().namespace, Settings().nodeport) == (
         defaults.GRADE_NAMESPACE,
         defaults.GRADE_NODEPORT,
     )
