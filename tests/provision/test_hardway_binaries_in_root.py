@@ -19,13 +19,13 @@ import tarfile
 from typing import Any
 
 import pytest
-from harness import STUB_DIR_IN_ROOT, Guest, render_lab, script_for
-from test_hardway_in_root import runner_order, ship_bundle
-from test_stages_in_root import run_twice
 
 from kubelab.config import catalog
 from kubelab.plan import Plan, PlannedNode
 from kubelab.render import render
+from tests.provision.harness import STUB_DIR_IN_ROOT, Guest, render_lab, script_for
+from tests.provision.test_hardway_in_root import runner_order, ship_bundle
+from tests.provision.test_stages_in_root import run_twice
 
 pytestmark = [
     pytest.mark.integration,
