@@ -106,7 +106,7 @@ def through_transport(lab: E2ELab, todo: list[tuple[str, list[str]]], trace_dir:
         with Transport.from_ssh_config(text) as transport:
             return run_all(transport)
 
-    from tests.support.libvirt_helpers import call_in_netns
+    from tests.support.netns import call_in_netns
 
     outputs, connections = call_in_netns(lab.netns.name, inside)
     seconds = time.monotonic() - started
