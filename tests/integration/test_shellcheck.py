@@ -1,8 +1,10 @@
 """Every rendered provisioning script parses (`bash -n`) and passes real shellcheck.
 
-Parametrized over whatever the golden labs render (see conftest), so a new stage
-template is checked as soon as the catalog lists it. shellcheck runs at severity
-`style` (everything) with -x, on the files as written to a lab folder.
+The one shellcheck suite: the golden labs' scripts one by one (parametrized over
+whatever they render, see conftest, so a new stage template is checked as soon as
+the catalog lists it), every valid config's lab, each guest family with every
+option and the hard way's build, and the stage tests' stub. shellcheck runs at
+severity `style` (everything); the lab folders' scripts with -x, as written there.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from typing import Any
 
 import pytest
 
+from kubelab.config import catalog
 from kubelab.plan import load_plan
 from kubelab.render import render, write_lab
+from tests.provision.harness import render_lab
 
 VALID = Path(__file__).parents[1] / "data" / "configs" / "valid"
+STAGE_STUB = Path(__file__).parents[1] / "provision" / "stubs" / "kubelab-stub"
 
 pytestmark = pytest.mark.integration
 
@@ -131,3 +136,67 @@ def test_every_valid_config_renders_clean_scripts(
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# Each guest family with every option its templates branch on, and the hard way's
+# build (pki, etcd, flannel, the control plane and nodes from binaries).
+LABS: dict[str, dict[str, Any]] = {
+    "centos7-default": {},
+    "centos7-everything": {
+        "student_id": "2021001",
+        "kubernetes.runtime": "docker",
+        "kubernetes.proxy_mode": "ipvs",
+        "kubernetes.firewall": "open-ports",
+        "kubernetes.version": "1.32.9",
+        "mirror.profile": "aliyun",
+    },
+    "debian12-default": {"box.guest": "debian12"},
+    "debian12-everything": {
+        "box.guest": "debian12",
+        "student_id": "2021001",
+        "kubernetes.runtime": "docker",
+        "kubernetes.proxy_mode": "ipvs",
+        "kubernetes.firewall": "open-ports",
+        "mirror.profile": "custom",
+    },
+    "ubuntu2204-default": {"box.guest": "ubuntu2204"},
+    "centos7-hardway": {
+        "provision.stages": catalog()["builds"]["hardway"],
+        "kubernetes.runtime": "docker",
+        "mirror.profile": "aliyun",
+    },
+    "debian12-hardway": {
+        "box.guest": "debian12",
+        "provision.stages": catalog()["builds"]["hardway"],
+    },
+}
+
+
+@pytest.mark.parametrize("lab", sorted(LABS))
+@pytest.mark.parametrize("local_repo", [False, True], ids=["remote", "local-repo"])
+def test_shellcheck_finds_nothing(
+    shellcheck: str, lab: str, local_repo: bool, tmp_path: Path
+) -> None:
+    overrides = dict(LABS[lab])
+    if local_repo:
+        overrides["mirror.local_repo"] = str(tmp_path)
+    _, files = render_lab(overrides)
+    scripts = []
+    for rel, text in files.items():
+        if rel.endswith(".sh"):
+            path = tmp_path / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            scripts.append(str(path))
+    assert len(scripts) >= 12
+    result = subprocess.run(
+        [shellcheck, "--shell=bash", "--severity=style", *scripts], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def test_shellcheck_finds_nothing_in_the_test_stub(shellcheck: str) -> None:
+    result = subprocess.run(
+        [shellcheck, "--severity=style", str(STAGE_STUB)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout
