@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,10 +187,15 @@ def ruby() -> Iterator[RubyEvaluator]:
 # Debian box (built once per session, cached by recipe digest). Both skip with the
 # reason where they cannot run (not root, vagrant or libvirtd missing).
 @pytest.fixture(scope="session")
-def offline_box(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.support.libvirt_helpers import build_offline_box
+def offline_box(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The offline Debian 12 test box file, the one every test that imports or boots a box
+    takes (built once per recipe, then from the cache; skips where it cannot be built)."""
+    from tests.support.libvirt_helpers import BOX_BUILD_SECONDS, build_offline_box
 
-    return build_offline_box(tmp_path_factory.mktemp("box-build"))
+    started = time.monotonic()
+    box = build_offline_box(tmp_path_factory.mktemp("box-build"))
+    request.config.stash[BOX_BUILD_SECONDS] = time.monotonic() - started  # the e2e figures
+    return box
 
 
 @pytest.fixture

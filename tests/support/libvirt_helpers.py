@@ -1,16 +1,8 @@
 """Helpers for tests with libvirtd in a namespace and the offline test box.
 
-They skip the calling test, with the reason, where they cannot run. Fixtures
-wrap them in the modules that use them:
-
-    @pytest.fixture(scope="session")
-    def offline_box(tmp_path_factory):
-        return build_offline_box(tmp_path_factory.mktemp("box-build"))
-
-    @pytest.fixture
-    def netns_libvirt():
-        with running_netns_libvirt() as lab:
-            yield lab
+They skip the calling test, with the reason, where they cannot run. The fixtures
+that wrap them, `offline_box` (the one box fixture, session-wide) and
+`netns_libvirt`, are in tests/conftest.py.
 
 Code in the test process reaches the VMs (SSH to their addresses) only from a
 thread inside the harness's network namespace: `call_in_netns(lab.name, fn)`
@@ -39,6 +31,8 @@ TEST_DISTRO = "debian12"
 # The VMs of the e2e tests behave like CentOS 7 where labs break (variants/ in the
 # recipe): the defects a real CentOS 7 `invoke up` meets fail here too.
 TEST_VARIANT = "centos7-quirks"
+# How long the offline_box fixture took (a build or a cache lookup), for the e2e figures.
+BOX_BUILD_SECONDS = pytest.StashKey[float]()
 
 
 def build_offline_box(log_dir: Path) -> Path:
