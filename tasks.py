@@ -703,9 +703,8 @@ def test(c, e2e=True, k=None, durations=0, workers="auto"):
         if importlib.util.find_spec("xdist") is None:
             print("pytest-xdist is not installed: one process (./install.sh --test installs it)")
         else:
-            # A module's tests stay on one worker: module fixtures (100 sshd hosts, a
-            # synthetic class) are made once, as in one process.
-            parallel = f"-n {workers} --dist loadfile"
+            # Tests sharing a module fixture stay on one worker (tests/conftest.py).
+            parallel = f"-n {workers} --dist loadgroup"
     # The tests without VMs first, spread over the workers; then the VM tests in one
     # process of their own, in the order of the lab's life (tests/e2e/conftest.py).
     runs = [c.run(f"{PY} -m pytest -m 'not e2e' {parallel} {common}", pty=False, warn=True)]

@@ -28,7 +28,7 @@ STAGE_STUB = Path(__file__).parents[1] / "provision" / "stubs" / "kubelab-stub"
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per xdist worker; its tests spread over them
 def shellcheck() -> str:
     path = shutil.which("shellcheck")
     if path is None:
