@@ -241,7 +241,8 @@ def doctor(c, config=None, driver=None, box=None, student=None):
         evidence_out="evidence folder to write (default: <lab>/evidence/<time>)",
         evidence="re-evaluate this saved evidence folder; contact no cluster",
         exercise="exercise number: score the run with its rubric and write a hand-in archive",
-        ssh_config="reach the nodes through this ssh-config file instead of Vagrant",
+        ssh_config="reach the nodes through this ssh-config file (default: the one `invoke up` "
+        "kept in the lab folder, else `vagrant ssh-config`)",
     )
 )
 @_user_errors

@@ -14,6 +14,9 @@ API_PORT = 6443
 # lab's private network on eth1: kubelet must register, and flannel must route, on eth1.
 PRIVATE_INTERFACE = "eth1"
 MANAGEMENT_CIDR = "192.168.121.0/24"
+# etcd's client and peer ports (manual 001), where the hard way's members listen.
+ETCD_CLIENT_PORT = 2379
+ETCD_PEER_PORT = 2380
 
 # verify's own nginx: its namespace (deleted at the end of every run) and its NodePort.
 VERIFY_NAMESPACE = "kubelab-verify"
@@ -28,8 +31,8 @@ GRADE_NODEPORT = 30099
 # vxlan. The prepare stage opens them; verify's firewall check asks for them.
 FIREWALL_PORTS = {
     "master": (
-        f"{API_PORT}/tcp", "2379-2380/tcp", "10250/tcp", "10257/tcp", "10259/tcp",
-        "30000-32767/tcp", "8472/udp",
+        f"{API_PORT}/tcp", f"{ETCD_CLIENT_PORT}-{ETCD_PEER_PORT}/tcp", "10250/tcp",
+        "10257/tcp", "10259/tcp", "30000-32767/tcp", "8472/udp",
     ),
     "node": ("10250/tcp", "30000-32767/tcp", "8472/udp"),
 }  # fmt: skip

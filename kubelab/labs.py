@@ -204,6 +204,7 @@ def manual_values(plan: Plan) -> dict[str, str]:
         "first_worker": plan.workers[0].hostname if plan.workers else plan.master.hostname,
         "master_hostname": plan.master.hostname,
         "master_ip": plan.master.ip,
+        "lab_interface": plan.master.interface,  # flannel's --iface (eth1 under Vagrant)
         "version": plan.spec.kubernetes_version,
         "version_tag": plan.spec.version_tag,
         "minor": k8s["minor"],
@@ -226,12 +227,14 @@ def manual_values(plan: Plan) -> dict[str, str]:
         # The hard way's etcd cluster (exercise 4): one member per VM.
         "etcd_members": "\n".join(f"   {n.hostname} {n.ip}" for n in plan.nodes),
         "etcd_sans": ", ".join([*(n.ip for n in plan.nodes), *(n.hostname for n in plan.nodes)]),
-        "etcd_initial_cluster": ",".join(
-            f"{n.hostname}=https://{n.ip}:{plan.hardway['etcd_peer_port']}" for n in plan.nodes
-        ),
-        "etcd_endpoints": ",".join(
-            f"https://{n.ip}:{plan.hardway['etcd_client_port']}" for n in plan.nodes
-        ),
+        "etcd_initial_cluster": plan.spec.etcd_initial_cluster,
+        "etcd_endpoints": plan.spec.etcd_endpoints,
+        # The hard way's control plane and nodes (exercise 6).
+        "kube_release": plan.hardway["kube_release"]["version"],
+        "api_server": f"https://{plan.spec.api_endpoint}",
+        "dns_service_ip": k8s["dns_service_ip"],
+        "coredns_image": plan.spec.component_images["coredns"],
+        "bootstrap_group": plan.hardway["bootstrap_group"],
     }
 
 

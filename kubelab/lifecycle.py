@@ -28,12 +28,12 @@ from kubelab.plan import Plan, PlannedNode
 from kubelab.progress import Reporter
 from kubelab.provision import StageRunner
 from kubelab.render import render, write_lab
-from kubelab.transport import Transport, targets_from_ssh_config
+from kubelab.transport import SSHTarget, Transport, targets_from_ssh_config
 
 VAGRANT_LOG = "vagrant.log"
 RUNNING = "running"
-# Every VM's `vagrant ssh-config` block, as the last connect got them: for `ssh -F` and
-# `invoke verify --ssh-config`.
+# Every VM's `vagrant ssh-config` block, as the last connect got them: `invoke verify`
+# connects with it before it asks Vagrant again; for `ssh -F` and `verify --ssh-config`.
 SSH_CONFIG = "ssh-config"
 
 
@@ -103,10 +103,15 @@ def ssh_config_path(plan: Plan) -> Path:
 
 
 def connect(plan: Plan, driver: VagrantDriver) -> Transport:
-    """One SSH target per VM, all from one `vagrant ssh-config` call.
+    """One SSH target per VM, all from one `vagrant ssh-config` call (see ssh_targets)."""
+    return Transport(ssh_targets(plan, driver))
+
+
+def ssh_targets(plan: Plan, driver: VagrantDriver) -> dict[str, SSHTarget]:
+    """Every VM's SSH target from one `vagrant ssh-config` call.
 
     The text is kept in the lab folder (private: it names the VMs' keys), written only
-    when it changed.
+    when it changed, for `verify`, `ssh -F` and `kept_targets`.
     """
     text = driver.ssh_config()
     parsed = targets_from_ssh_config(text)
@@ -117,7 +122,37 @@ def connect(plan: Plan, driver: VagrantDriver) -> Transport:
             hint=f"see {vagrant_log(plan)}",
         )
     _keep_private(ssh_config_path(plan), text)
-    return Transport({n.name: parsed[n.name] for n in plan.nodes})
+    return {n.name: parsed[n.name] for n in plan.nodes}
+
+
+def kept_targets(plan: Plan) -> tuple[dict[str, SSHTarget], str]:
+    """The SSH targets the last `up` kept in the lab folder, with no Vagrant run; or
+    none and why (no file, unreadable, a VM missing). Whether they still reach the
+    VMs (a lab halted or recreated since) only connecting tells."""
+    path = ssh_config_path(plan)
+    try:
+        parsed = targets_from_ssh_config(path.read_text())
+    except FileNotFoundError:
+        return {}, f"no {path} (`invoke up` keeps it)"
+    except (OSError, UnicodeDecodeError) as exc:
+        return {}, f"cannot read {path} ({exc})"
+    except KubelabError as exc:
+        return {}, f"{path} is unusable ({exc.message})"
+    missing = [n.name for n in plan.nodes if n.name not in parsed]
+    if missing:
+        return {}, f"{path} has no entry for {', '.join(missing)}"
+    return {n.name: parsed[n.name] for n in plan.nodes}, ""
+
+
+def fresh_targets(plan: Plan) -> dict[str, SSHTarget]:
+    """ssh_targets from the lab's Vagrant; when Vagrant cannot give them, the error
+    names the VMs that are not running, if that is why."""
+    driver = _existing_driver(plan)
+    try:
+        return ssh_targets(plan, driver)
+    except KubelabError:
+        running_driver(plan)  # raises "not running: ..." when a VM is down
+        raise
 
 
 def _keep_private(path: Path, text: str) -> None:
@@ -137,14 +172,25 @@ def _keep_private(path: Path, text: str) -> None:
 def confirm_addresses(plan: Plan, transport: Transport) -> None:
     """libvirt knows only the management (DHCP) address; ask each VM for its lab one."""
     for node in plan.nodes:
-        result = transport.run(node.name, "ip", "-4", "-o", "addr", "show", timeout=30)
-        if f" {node.ip}/" not in result.stdout:
+        problem = address_problem(transport, node)
+        if problem:
             raise KubelabError(
-                f"{node.name} does not hold its private address {node.ip}: "
-                f"{result.stdout.strip()[-300:] or result.stderr.strip()[-300:]}",
+                problem,
                 hint="`invoke destroy --yes` then `invoke up`; if it persists, check the box's "
                 "network setup in the serial log " + str(serial_log(plan, node)),
             )
+
+
+def address_problem(transport: Transport, node: PlannedNode) -> str | None:
+    """Why the machine the transport reaches as `node` does not hold node's private
+    address, or None when it does (the lab's VM, not whatever took its old address)."""
+    result = transport.run(node.name, "ip", "-4", "-o", "addr", "show", timeout=30)
+    if f" {node.ip}/" in result.stdout:
+        return None
+    return (
+        f"{node.name} does not hold its private address {node.ip}: "
+        f"{result.stdout.strip()[-300:] or result.stderr.strip()[-300:]}"
+    )
 
 
 def summary(plan: Plan, states: dict[str, str]) -> list[NodeStatus]:
@@ -167,6 +213,8 @@ class UpRun:
     states: dict[str, str] = field(default_factory=dict)  # Vagrant's, as the run began
     down: list[str] = field(default_factory=list)
     transport: Transport | None = None
+    # Each VM's finished stages, when the done step read its markers: provision reuses them.
+    done: dict[str, dict[str, bool]] | None = None
     finished: bool = False  # a step found nothing left to do: the loop stops
 
     def connected(self) -> Transport:
@@ -215,7 +263,8 @@ def _connect_step(run: UpRun) -> None:
 
 def _done_step(run: UpRun) -> None:
     runner = StageRunner(run.plan, run.files, run.connected(), run.reporter)
-    if not any(not ok for n in run.plan.nodes for ok in runner.completed(n).values()):
+    run.done = {n.name: runner.completed(n) for n in run.plan.nodes}
+    if all(all(stages.values()) for stages in run.done.values()):
         run.reporter.info("the lab is up and provisioned: nothing to do")
         run.finished = True
 
@@ -226,7 +275,8 @@ def _addresses_step(run: UpRun) -> None:
 
 def _provision_step(run: UpRun) -> None:
     with run.reporter.vms([n.name for n in run.plan.nodes]):
-        StageRunner(run.plan, run.files, run.connected(), run.reporter, run.applied_by).run()
+        runner = StageRunner(run.plan, run.files, run.connected(), run.reporter, run.applied_by)
+        runner.run(done=run.done)
 
 
 # `up`, top to bottom. Each step runs when `needed`; a step may end the run (`finished`).

@@ -18,8 +18,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kubelab import defaults
@@ -46,6 +46,33 @@ class PlannedNode:
         return self.role == "master"
 
 
+def for_node(pattern: str, node: PlannedNode) -> str:
+    """A catalog path naming the VM it is for ({hostname}), filled in for `node`."""
+    return pattern.replace("{hostname}", node.hostname)
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """A file the host copies from the VM into the lab folder once the stage succeeded."""
+
+    path: str  # on the VM
+    to: str  # its name in the lab folder (written 0600: it may hold credentials)
+
+
+@dataclass(frozen=True)
+class Receive:
+    """A file the host copies from the master into the VM before the stage runs."""
+
+    from_master: str  # its path on the master, {hostname} standing for the receiving VM's
+    to: str  # its name in the VM's script folder (written 0600)
+    env: str  # the variable that hands the stage its path
+    missing: str  # the hint when the master has no such file
+
+    def source(self, node: PlannedNode) -> str:
+        """The file on the master for `node`."""
+        return for_node(self.from_master, node)
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -56,9 +83,18 @@ class Stage:
     deadline: int  # seconds
     template: str  # path under provision/
     after_nodes: bool = False
-    needs_join_command: bool = False
-    # The host copies this VM's certificate bundle from the master before it runs.
-    ships_bundle: bool = False
+    needs_join_command: bool = False  # a fresh join command from the master, on stdin
+    fetches: tuple[Fetch, ...] = ()
+    receives: tuple[Receive, ...] = ()
+    leaves: str = ""  # a file per VM it leaves on the master ({hostname}), or ""
+
+    def left_for(self, node: PlannedNode) -> str:
+        """The file this stage leaves for `node`."""
+        return for_node(self.leaves, node)
+
+    @property
+    def leaves_folder(self) -> str:
+        return str(PurePosixPath(self.leaves).parent)
 
 
 # The version of LabSpec.to_dict's layout. meta.json (evidence format 3 and later) keeps
@@ -95,6 +131,10 @@ class LabSpec:
     scripts: dict[str, tuple[str, ...]]  # machine name -> its stage scripts, in order
     stages: tuple[str, ...]
     hardway: bool  # etcd built by hand, no kubeadm (exercise 4)
+    # etcd's ports in the hard way. A spec written before they were recorded reads back
+    # with these defaults: they are the constants it was built with.
+    etcd_client_port: int = defaults.ETCD_CLIENT_PORT
+    etcd_peer_port: int = defaults.ETCD_PEER_PORT
     format: int = SPEC_FORMAT
 
     @property
@@ -104,6 +144,24 @@ class LabSpec:
     @property
     def lab_network(self) -> ipaddress.IPv4Network:
         return ipaddress.IPv4Network(self.lab_cidr)
+
+    def etcd_client_url(self, node: PlannedNode) -> str:
+        """Where `node`'s etcd member serves its clients (TLS, the private address only)."""
+        return f"https://{node.ip}:{self.etcd_client_port}"
+
+    def etcd_peer_url(self, node: PlannedNode) -> str:
+        return f"https://{node.ip}:{self.etcd_peer_port}"
+
+    @property
+    def etcd_endpoints(self) -> str:
+        """Every member's client URL, comma-separated: etcdctl's, flanneld's and
+        kube-apiserver's list of etcd servers."""
+        return ",".join(self.etcd_client_url(n) for n in self.nodes)
+
+    @property
+    def etcd_initial_cluster(self) -> str:
+        """etcd's ETCD_INITIAL_CLUSTER: every member as hostname=peer URL."""
+        return ",".join(f"{n.hostname}={self.etcd_peer_url(n)}" for n in self.nodes)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -131,6 +189,8 @@ class LabSpec:
         values: dict[str, Any] = {}
         for spec_field in fields(cls):
             if spec_field.name not in data:
+                if spec_field.default is not MISSING:
+                    continue  # a field added since: the spec was built with its default
                 raise ValueError(f"the spec has no {spec_field.name!r}")
             values[spec_field.name] = _checked(spec_field.name, data[spec_field.name])
         return cls(**values)
@@ -209,6 +269,8 @@ _SPEC_TYPES: dict[str, type] = {
     "verify_nodeport": int,
     "log_dir": str,
     "hardway": bool,
+    "etcd_client_port": int,
+    "etcd_peer_port": int,
     "format": int,
 }
 
@@ -315,7 +377,9 @@ def resolve_stages(names: list[str] | None) -> tuple[Stage, ...]:
                 template=f"stages/{entry['name']}.sh.j2",
                 after_nodes=bool(entry.get("after_nodes", False)),
                 needs_join_command=bool(entry.get("needs_join_command", False)),
-                ships_bundle=bool(entry.get("ships_bundle", False)),
+                fetches=tuple(Fetch(**f) for f in entry.get("fetches", ())),
+                receives=tuple(Receive(**r) for r in entry.get("receives", ())),
+                leaves=str(entry.get("leaves", "")),
             )
         )
     return tuple(stages)
@@ -344,6 +408,8 @@ def make_plan(config: LabConfig, lab_dir: Path, exercise: int | None = None) -> 
         "service_cidr": config.kubernetes.service_cidr,
         # The Service IP of the API server (kubernetes.default): the CIDR's first host.
         "service_ip": str(next(ipaddress.IPv4Network(config.kubernetes.service_cidr).hosts())),
+        # The cluster DNS Service's IP, where kubeadm puts it: the CIDR's tenth address.
+        "dns_service_ip": str(ipaddress.IPv4Network(config.kubernetes.service_cidr)[10]),
         "proxy_mode": config.kubernetes.proxy_mode,
         "firewall": config.kubernetes.firewall,
         "runtime": config.kubernetes.runtime,
@@ -395,6 +461,14 @@ def make_plan(config: LabConfig, lab_dir: Path, exercise: int | None = None) -> 
 CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
 
 
+def coredns_image(registry: str, version: str) -> str:
+    """CoreDNS in `registry`, laid out as kubeadm expects it: under coredns/ in the
+    official registry, at the top of a mirror's (registry.aliyuncs.com/google_containers)."""
+    official = mirror_profiles()["official"]["image_registry"]
+    path = "coredns/coredns" if registry == official else "coredns"
+    return f"{registry}/{path}:{version}"
+
+
 def derive_spec(
     config: LabConfig,
     nodes: tuple[PlannedNode, ...],
@@ -424,7 +498,10 @@ def derive_spec(
         image_registry=registry,
         kubeadm_api_version=f"kubeadm.k8s.io/{kubernetes['kubeadm_api']}",
         pause_image=f"{registry}/pause:{kubernetes['pause']}",
-        component_images={name: f"{registry}/{name}:{tag}" for name in CONTROL_PLANE},
+        component_images={
+            **{name: f"{registry}/{name}:{tag}" for name in CONTROL_PLANE},
+            "coredns": coredns_image(registry, kubernetes["coredns"]),
+        },
         nginx_image=mirror["nginx_image"],
         verify_namespace=defaults.VERIFY_NAMESPACE,
         verify_nodeport=defaults.VERIFY_NODEPORT,
@@ -438,6 +515,8 @@ def derive_spec(
         },
         stages=stage_names,
         hardway=is_hardway(stage_names),
+        etcd_client_port=defaults.ETCD_CLIENT_PORT,
+        etcd_peer_port=defaults.ETCD_PEER_PORT,
     )
 
 

@@ -2,8 +2,18 @@
 
 Order: the master runs its stages first; then the nodes run theirs in parallel;
 then the master runs the stages marked `after_nodes` (waiting for the whole
-cluster). Each stage is one rendered script: copied to the VM, run with sudo
-bash under its deadline, its output saved to logs/<node>/<script>.log.
+cluster). Each stage is one rendered script, taken through five steps:
+
+  upload   the script into the VM, and each file the stage `receives` from the
+           master (the pki stage's bundle for the etcd stage) beside it, 0600
+  execute  sudo bash under the stage's deadline (a join command on stdin)
+  record   its output to logs/<node>/<script>.log; a failure raises StageFailed
+  mark     the marker below
+  fetch    each file the stage `fetches` into the lab folder, 0600 (the
+           kubeconfig after init-master)
+
+What a stage receives and fetches is data in provision/catalog.yaml (plan.Stage),
+not code that knows stage names.
 
 A finished stage leaves a marker on the VM holding its script's digest
 (/var/lib/kubelab/stages/<stage>.sha256). A later run skips a stage whose marker
@@ -19,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import io
 import json
@@ -32,20 +43,34 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from kubelab.errors import KubelabError
-from kubelab.plan import Plan, PlannedNode, Stage
+from kubelab.plan import Plan, PlannedNode, Receive, Stage
 from kubelab.progress import Reporter
 
 if TYPE_CHECKING:
-    from kubelab.transport import Transport
+    from kubelab.transport import CommandResult, Transport
 
 MARKER_DIR = "/var/lib/kubelab/stages"
 REMOTE_SCRIPT_DIR = "/var/tmp/kubelab"
 LOCAL_REPO_DIR = "/var/lib/kubelab/local-repo"
-# Where the pki stage (provision/stages/pki.sh.j2) leaves one bundle per VM.
-PKI_BUNDLE_DIR = "/opt/kubelab/pki/bundles"
-KUBECONFIG_NAME = "kubeconfig"
 TAIL_LINES = 15
 APPLIED_BY_UP = "up"  # what applied a stage when the caller does not say
+
+
+@dataclass(frozen=True)
+class VmFolders:
+    """Where on a VM the runner keeps its files (tests point them at folders of their own)."""
+
+    scripts: str = REMOTE_SCRIPT_DIR  # the uploaded scripts and received files
+    markers: str = MARKER_DIR  # what each finished stage leaves
+    local_repo: str = LOCAL_REPO_DIR  # mirror.local_repo, unpacked
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What the upload step left on a VM for one stage."""
+
+    script: str  # the script's path on the VM
+    env: dict[str, str]  # variable -> path of a file received from the master
 
 
 @dataclass(frozen=True)
@@ -86,6 +111,7 @@ class StageRunner:
         transport: Transport,
         reporter: Reporter,
         applied_by: Mapping[str, str] | None = None,
+        folders: VmFolders = VmFolders(),
     ) -> None:
         self.plan = plan
         self.files = files
@@ -93,11 +119,18 @@ class StageRunner:
         self.reporter = reporter
         # Stage name -> what applies it (recorded in its marker); default APPLIED_BY_UP.
         self.applied_by = dict(applied_by or {})
+        self.folders = folders
 
-    def run(self, on_stage: Callable[[StageRun], None] | None = None) -> list[StageRun]:
+    def run(
+        self,
+        on_stage: Callable[[StageRun], None] | None = None,
+        done: Mapping[str, Mapping[str, bool]] | None = None,
+    ) -> list[StageRun]:
+        """Every stage on every VM, in order. `done`: what `completed` gave for each VM
+        earlier in this `up` (its markers are then not read again)."""
         runs: list[StageRun] = []
 
-        def record(run: StageRun) -> None:
+        def collect(run: StageRun) -> None:
             runs.append(run)
             if on_stage:
                 on_stage(run)
@@ -105,20 +138,21 @@ class StageRunner:
         master = self.plan.master
         self._ship_local_repo(list(self.plan.nodes))
         # What each VM had finished before this run: read once per VM.
-        master_done = self.completed(master)
+        known = dict(done or {})
+        master_done = known[master.name] if master.name in known else self.completed(master)
         for stage in self.plan.stages_for(master):
             if not stage.after_nodes:
-                record(self._run_stage(master, stage, master_done))
+                collect(self._run_stage(master, stage, master_done))
         workers = self.plan.workers
         if workers:
             with ThreadPoolExecutor(max_workers=len(workers)) as pool:
-                results = list(pool.map(self._run_node, workers))
+                results = list(pool.map(lambda n: self._run_node(n, known.get(n.name)), workers))
             for node_runs in results:
                 for run in node_runs:
-                    record(run)
+                    collect(run)
         for stage in self.plan.stages_for(master):
             if stage.after_nodes:
-                record(self._run_stage(master, stage, master_done))
+                collect(self._run_stage(master, stage, master_done))
         return runs
 
     def completed(self, node: PlannedNode) -> dict[str, bool]:
@@ -129,8 +163,9 @@ class StageRunner:
             for stage in self.plan.stages_for(node)
         }
 
-    def _run_node(self, node: PlannedNode) -> list[StageRun]:
-        done = self.completed(node)
+    def _run_node(self, node: PlannedNode, done: Mapping[str, bool] | None) -> list[StageRun]:
+        if done is None:
+            done = self.completed(node)
         return [self._run_stage(node, stage, done) for stage in self.plan.stages_for(node)]
 
     def _script(self, node: PlannedNode, stage: Stage) -> tuple[str, str]:
@@ -143,7 +178,8 @@ class StageRunner:
             node.name,
             "sh",
             "-c",
-            f'for f in {MARKER_DIR}/*.sha256; do [ -e "$f" ] && echo "$f $(cat "$f")"; done; true',
+            f'for f in {self.folders.markers}/*.sha256; do [ -e "$f" ] && echo "$f $(cat "$f")"; '
+            "done; true",
             sudo=True,
             timeout=30,
         )
@@ -153,44 +189,73 @@ class StageRunner:
             markers[PurePosixPath(path).name.removesuffix(".sha256")] = digest.strip()
         return markers
 
-    def _run_stage(self, node: PlannedNode, stage: Stage, done: dict[str, bool]) -> StageRun:
-        rel, text = self._script(node, stage)
-        digest = script_digest(text)
+    def _run_stage(self, node: PlannedNode, stage: Stage, done: Mapping[str, bool]) -> StageRun:
+        """One stage on one VM: upload, execute, record, mark, fetch (or skip it)."""
         if done.get(stage.name):
             self.reporter.vm(node.name, state="skipped", step=f"{stage.name} (already done)")
             return StageRun(node.name, stage.name, "skipped", 0.0, None)
-
         self.reporter.vm(node.name, state="provisioning", step=stage.title)
-        log_path = self.plan.log_dir / rel.removeprefix("scripts/").replace(".sh", ".log")
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        remote = f"{REMOTE_SCRIPT_DIR}/{PurePosixPath(rel).name}"
+        upload = self.upload(node, stage)
+        result = self.execute(node, stage, upload)
+        log_path = self.record(node, stage, upload, result)
+        self.mark(node, stage)
+        self.fetch(node, stage)
+        self.reporter.vm(node.name, state="done", step=f"{stage.name} ({result.duration:.0f} s)")
+        return StageRun(node.name, stage.name, "done", result.duration, log_path)
+
+    def upload(self, node: PlannedNode, stage: Stage) -> Upload:
+        """The stage's script into the VM's script folder, and each file it receives
+        from the master beside it (0600)."""
+        rel, text = self._script(node, stage)
+        script = f"{self.folders.scripts}/{PurePosixPath(rel).name}"
         # World-writable and sticky like /tmp: the SSH user uploads, root runs.
         self.transport.run(
-            node.name, "install", "-d", "-m", "1777", REMOTE_SCRIPT_DIR, sudo=True, timeout=30
+            node.name, "install", "-d", "-m", "1777", self.folders.scripts, sudo=True, timeout=30
         )
-        self.transport.put(node.name, text.encode(), remote, 0o755)
+        self.transport.put(node.name, text.encode(), script, 0o755)
+        env = {}
+        for received in stage.receives:
+            # A path, not a secret: the file itself is 0600.
+            env[received.env] = self._receive(node, received)
+        return Upload(script, env)
 
+    def execute(self, node: PlannedNode, stage: Stage, upload: Upload) -> CommandResult:
+        """`sudo bash <script>` under the stage's deadline; its duration as seen from here."""
         # The join command carries a bootstrap token: it goes on stdin, never into an
         # argv or environment another user could read, or into a log.
         stdin = self._join_command(node) + "\n" if stage.needs_join_command else None
-        argv = ["bash", remote]
-        if stage.ships_bundle:  # a path, not a secret: the bundle itself is a 0600 file
-            argv = ["env", f"KUBELAB_PKI_BUNDLE={self._ship_bundle(node)}", *argv]
+        argv = ["bash", upload.script]
+        if upload.env:
+            argv = ["env", *(f"{name}={path}" for name, path in upload.env.items()), *argv]
         started = time.monotonic()
         result = self.transport.run(
             node.name, *argv, sudo=True, timeout=float(stage.deadline), stdin=stdin
         )
-        duration = time.monotonic() - started
+        return dataclasses.replace(result, duration=time.monotonic() - started)
+
+    def record(
+        self, node: PlannedNode, stage: Stage, upload: Upload, result: CommandResult
+    ) -> Path:
+        """The run's output into logs/<node>/<script>.log; StageFailed when it failed."""
+        rel, _ = self._script(node, stage)
+        log_path = self.plan.log_dir / rel.removeprefix("scripts/").replace(".sh", ".log")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text(
-            f"# {rel} on {node.name}: rc={result.rc} in {duration:.1f} s\n"
+            f"# {rel} on {node.name}: rc={result.rc} in {result.duration:.1f} s\n"
             f"{result.stdout}\n# --- stderr ---\n{result.stderr}"
         )
         if result.rc != 0:
             self.reporter.vm(node.name, state="failed", step=stage.title)
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-TAIL_LINES:])
-            raise StageFailed(node.name, stage, f"sudo bash {remote}", result.rc, tail, log_path)
+            command = f"sudo bash {upload.script}"
+            raise StageFailed(node.name, stage, command, result.rc, tail, log_path)
+        return log_path
 
-        marker = f"{MARKER_DIR}/{stage.name}.sha256"
+    def mark(self, node: PlannedNode, stage: Stage) -> None:
+        """The marker a later run skips the stage by (the script's digest), and its record."""
+        digest = script_digest(self._script(node, stage)[1])
+        markers = self.folders.markers
+        marker = f"{markers}/{stage.name}"
         record = json.dumps(
             {
                 "stage": stage.name,
@@ -203,17 +268,33 @@ class StageRunner:
             node.name,
             "sh",
             "-c",
-            f'mkdir -p {MARKER_DIR} && echo {digest} > {marker} && printf "%s\\n" "$1" '
-            f"> {MARKER_DIR}/{stage.name}.json",
+            f'mkdir -p {markers} && echo {digest} > {marker}.sha256 && printf "%s\\n" "$1" '
+            f"> {marker}.json",
             "kubelab-marker",
             record,
             sudo=True,
             timeout=30,
         )
-        if stage.name == "init-master":
-            self._fetch_kubeconfig(node)
-        self.reporter.vm(node.name, state="done", step=f"{stage.name} ({duration:.0f} s)")
-        return StageRun(node.name, stage.name, "done", duration, log_path)
+
+    def fetch(self, node: PlannedNode, stage: Stage) -> list[Path]:
+        """Each file the stage's catalog entry `fetches`, from the VM into the lab folder.
+
+        Created 0600: such a file (the admin kubeconfig) holds credentials, never readable
+        by others, not even for the moment between writing and a chmod. A file the VM
+        cannot give is left out (verify reports what is missing).
+        """
+        written = []
+        for wanted in stage.fetches:
+            result = self.transport.run(node.name, "cat", wanted.path, sudo=True, timeout=30)
+            if result.rc != 0 or not result.stdout:
+                continue
+            path = self.plan.lab_dir / wanted.to
+            path.unlink(missing_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(result.stdout)
+            written.append(path)
+        return written
 
     def _join_command(self, node: PlannedNode) -> str:
         """A fresh join command from the master, fetched at join time.
@@ -253,13 +334,14 @@ class StageRunner:
             )
         return command
 
-    def _ship_bundle(self, node: PlannedNode) -> str:
-        """Copy `node`'s certificate bundle (made by the pki stage) from the master.
+    def _receive(self, node: PlannedNode, received: Receive) -> str:
+        """Copy `node`'s file from the master (the catalog's `receives`) into its
+        script folder, 0600; its path there.
 
-        It travels base64 over the transport and lands 0600 in the script folder;
-        the stage unpacks it and deletes it. Nothing of it is logged.
+        It travels base64 over the transport; the stage unpacks it and deletes it.
+        Nothing of it is logged.
         """
-        source = f"{PKI_BUNDLE_DIR}/{node.hostname}.tar"
+        source = received.source(node)
         result = self.transport.run(
             self.plan.master.name, "base64", "-w", "0", source, sudo=True, timeout=60
         )
@@ -271,24 +353,11 @@ class StageRunner:
             raise KubelabError(
                 f"could not copy {source} from {self.plan.master.name}: "
                 f"rc={result.rc} {result.stderr.strip()[-300:]}",
-                hint="run the pki stage on the master first (invoke lab --exercise 4)",
+                hint=received.missing,
             )
-        remote = f"{REMOTE_SCRIPT_DIR}/pki-bundle.tar"
+        remote = f"{self.folders.scripts}/{received.to}"
         self.transport.put(node.name, data, remote, 0o600)
         return remote
-
-    def _fetch_kubeconfig(self, master: PlannedNode) -> None:
-        result = self.transport.run(
-            master.name, "cat", "/etc/kubernetes/admin.conf", sudo=True, timeout=30
-        )
-        if result.rc == 0 and result.stdout:
-            # Created 0600: the admin credentials are never readable by others, not
-            # even for the moment between writing and a chmod.
-            path = self.plan.lab_dir / KUBECONFIG_NAME
-            path.unlink(missing_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(result.stdout)
 
     def _ship_local_repo(self, nodes: list[PlannedNode]) -> None:
         """Copy mirror.local_repo into every VM, where the repos stage points at it."""
@@ -301,13 +370,14 @@ class StageRunner:
         data = buffer.getvalue()
         for node in nodes:
             self.reporter.vm(node.name, state="provisioning", step="ship local packages")
-            self.transport.put(node.name, data, f"{REMOTE_SCRIPT_DIR}-local-repo.tgz", 0o644)
+            tarball = f"{self.folders.scripts}-local-repo.tgz"
+            self.transport.put(node.name, data, tarball, 0o644)
             result = self.transport.run(
                 node.name,
                 "sh",
                 "-c",
-                f"mkdir -p {LOCAL_REPO_DIR} && tar -xzf {REMOTE_SCRIPT_DIR}-local-repo.tgz "
-                f"-C {LOCAL_REPO_DIR}",
+                f"mkdir -p {self.folders.local_repo} && tar -xzf {tarball} "
+                f"-C {self.folders.local_repo}",
                 sudo=True,
                 timeout=300,
             )

@@ -10,8 +10,9 @@ directory, which Jinja checks is this user's and mode 0700). The grader's
 renderers use no cache: grading writes nothing outside its outputs.
 
 Every value that reaches Ruby passes the `rb` filter, every value that reaches
-bash passes `sh`, every value that reaches YAML passes `yaml`, every value in a
-line-based file passes `line`: one quoting filter per format, defined here and
+bash passes `sh`, every value that reaches YAML passes `yaml`, every value that
+reaches JSON passes `json`, every value in a line-based file passes `line`, every
+value in markdown passes `md`: one quoting filter per format, defined here and
 nowhere else (tests/test_render.py holds every template to it).
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -74,6 +76,33 @@ def one_line(value: object) -> str:
     return text
 
 
+def json_value(value: object) -> str:
+    """A JSON value (a string quoted and escaped, a list of them, a number)."""
+    return json.dumps(value)
+
+
+# What markdown (and the HTML it may carry) reads as markup inside a line: code spans,
+# emphasis and strikethrough, links and images, tags and entities, table cells. A
+# backslash makes each plain text (CommonMark: any ASCII punctuation may be escaped).
+_MARKDOWN_INLINE = frozenset("\\`*_[]<>&|~")
+# ... and at the start of a line: a heading, a quote, a list item, an ordered item.
+_MARKDOWN_BLOCK = re.compile(r"\s*(>|[#+=-](?=[\s#+=-]|$)|\d+[.)](?=\s|$))")
+
+
+def markdown_text(value: object) -> str:
+    """Text a markdown reader shows as it is, on one line: markup characters escaped,
+    line breaks made spaces, no whitespace around it (so a value cannot end its
+    paragraph, list item or table row, or start a block of its own: an indented
+    line is a code block)."""
+    text = " ".join(str(value).splitlines()).strip()
+    text = "".join("\\" + char if char in _MARKDOWN_INLINE else char for char in text)
+    block = _MARKDOWN_BLOCK.match(text)
+    if block:  # escape the marker's punctuation: its last character
+        cut = block.end() - 1
+        text = text[:cut] + "\\" + text[cut:]
+    return text
+
+
 @functools.cache
 def _bytecode_cache() -> jinja2.BytecodeCache | None:
     try:
@@ -106,6 +135,8 @@ def environment(
     env.filters["sh"] = shell_word
     env.filters["yaml"] = yaml_scalar
     env.filters["line"] = one_line
+    env.filters["json"] = json_value
+    env.filters["md"] = markdown_text
     return env
 
 

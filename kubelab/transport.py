@@ -1,9 +1,12 @@
 """The one way kubelab runs a command on a VM: one persistent SSH connection per node.
 
 Every command on a VM (provisioning, verify, live grading) goes through
-`Transport.run(node, cmd, *args)`. `cmd` is shell text written by kubelab (a program
-name, or a short script kubelab owns); every value that comes from elsewhere is passed
-in `args`, and `command_line` quotes those, and only those, with `shlex.quote`.
+`Transport.run(node, cmd, *args)`; so does a command verify runs on this machine
+itself (the NodePort curl from the host): a `LocalTarget` is a node like the VMs,
+its commands run here in a local shell, with the same quoting, deadline and result.
+`cmd` is shell text written by kubelab (a program name, or a short script kubelab
+owns); every value that comes from elsewhere is passed in `args`, and `command_line`
+quotes those, and only those, with `shlex.quote`.
 
 Connections are opened on first use and reused for every later command on that node
 (`connections_opened` counts them), so a verify run costs three SSH handshakes, not one
@@ -19,13 +22,17 @@ Either way the result is rc 124 with `timed_out=True`, and the connection stays 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import logging
 import os
 import select
+import selectors
 import shlex
+import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Mapping
@@ -119,6 +126,24 @@ class SSHTarget:
 
 
 @dataclass(frozen=True)
+class LocalTarget:
+    """This machine as a node: its commands run here, in /bin/sh, not over SSH.
+
+    For what verify asks from the host itself (the NodePort, as a student's browser
+    reaches it): the caller has one way to run a command wherever it runs.
+    """
+
+    name: str
+
+    @property
+    def address(self) -> str:
+        return "this machine"
+
+
+Target = SSHTarget | LocalTarget
+
+
+@dataclass(frozen=True)
 class CommandResult:
     """What one command on one node did. `command` is the line as kubelab wrote it."""
 
@@ -152,14 +177,22 @@ def remote_line(line: str, *, timeout: float, sudo: bool = False) -> str:
 
     The command runs in the login shell (`$SHELL`), as it would without the wrapper.
     """
-    if timeout <= 0:
-        raise ValueError(f"timeout must be positive, not {timeout}")
+    _check_timeout(timeout)
     if sudo:
-        line = f"sudo -n -- sh -c {shlex.quote(line)}"
+        line = _as_root(line)
     return (
         f'PATH="{SBIN_PATH}:$PATH" timeout -k {_seconds(KILL_AFTER)} {_seconds(timeout)} '
         f'"${{SHELL:-/bin/sh}}" -c {shlex.quote(line)}'
     )
+
+
+def _as_root(line: str) -> str:
+    return f"sudo -n -- sh -c {shlex.quote(line)}"
+
+
+def _check_timeout(timeout: float) -> None:
+    if timeout <= 0:
+        raise ValueError(f"timeout must be positive, not {timeout}")
 
 
 def _seconds(value: float) -> str:
@@ -244,11 +277,12 @@ def target_from_inventory(
 
 
 class Transport:
-    """Runs commands on named nodes, one lazily opened SSH connection per node."""
+    """Runs commands on named nodes, one lazily opened SSH connection per node (none
+    for a LocalTarget: its commands run on this machine)."""
 
     def __init__(
         self,
-        targets: Mapping[str, SSHTarget],
+        targets: Mapping[str, Target],
         *,
         connect_timeout: float = 10.0,
         max_output: int | None = None,
@@ -296,7 +330,7 @@ class Transport:
         for client in clients:
             client.close()
 
-    def target(self, node: str) -> SSHTarget:
+    def target(self, node: str) -> Target:
         try:
             return self.targets[node]
         except KeyError:
@@ -313,22 +347,32 @@ class Transport:
         timeout: float = 60.0,
         sudo: bool = False,
         stdin: bytes | str | None = None,
+        phase: str | None = None,
     ) -> CommandResult:
         """Run `cmd` with quoted `args` on `node`; rc 124 and timed_out after `timeout` s.
 
+        `stdin` is fed to the command (then EOF). `phase` says what the command is for
+        (verify tags each with its phase): the debug log shows it, and a wrapper may
+        treat commands by it (live grading lets the teardown run past its deadline).
         Raises TransportError when the node cannot be reached or drops the connection;
         a command that fails on the VM is a result (rc, stderr), not an exception.
         """
         line = command_line(cmd, *args)
-        wire = remote_line(line, timeout=timeout, sudo=sudo)
         shown = f"sudo {line}" if sudo else line
         data = stdin.encode() if isinstance(stdin, str) else stdin
-        transport = self._connection(node)
+        target = self.target(node)
         started = time.monotonic()
         try:
-            rc, out, err, timed_out = _execute(
-                transport, wire, data, timeout + CLIENT_GRACE, self.max_output
-            )
+            if isinstance(target, LocalTarget):
+                _check_timeout(timeout)
+                rc, out, err, timed_out = _execute_local(
+                    _as_root(line) if sudo else line, data, timeout, self.max_output
+                )
+            else:
+                wire = remote_line(line, timeout=timeout, sudo=sudo)
+                rc, out, err, timed_out = _execute(
+                    self._connection(node), wire, data, timeout + CLIENT_GRACE, self.max_output
+                )
         except _OutputCapped as capped:
             target = self.target(node)
             raise TransportError(
@@ -352,7 +396,9 @@ class Transport:
             timed_out = True
         if timed_out:
             rc = TIMEOUT_RC
-        log.debug("%s: `%s` rc=%s in %.2fs", node, shown, rc, duration)
+        log.debug(
+            "%s%s: `%s` rc=%s in %.2fs", node, f" [{phase}]" if phase else "", shown, rc, duration
+        )
         return CommandResult(
             node=node,
             command=shown,
@@ -399,6 +445,7 @@ class Transport:
 
     def _connection(self, node: str) -> paramiko.Transport:
         target = self.target(node)
+        assert isinstance(target, SSHTarget), "a LocalTarget's commands run here"
         with self._node_locks[node]:
             client = self._clients.get(node)
             if client is not None:
@@ -631,6 +678,95 @@ def _key_from_text(target: SSHTarget, text: str) -> paramiko.PKey:
         f"environment variable {target.key_env} holds no usable private key",
         "put the whole key file (BEGIN ... END lines) in it",
     )
+
+
+def _execute_local(
+    line: str, stdin: bytes | None, timeout: float, max_output: int | None
+) -> tuple[int, bytes, bytes, bool]:
+    """Run `line` in /bin/sh on this machine: (rc, stdout, stderr, timed_out).
+
+    The command leads a session of its own, so the deadline stops it and everything it
+    started (TERM, then KILL after KILL_AFTER), as timeout(1) does on a VM.
+    """
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", line],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    out, err = bytearray(), bytearray()
+    try:
+        _exchange_local(proc, memoryview(stdin or b""), out, err, deadline, max_output)
+        rc = proc.wait(max(deadline - time.monotonic(), 0))
+    except subprocess.TimeoutExpired:
+        _stop_group(proc)
+        return TIMEOUT_RC, bytes(out), bytes(err), True
+    except BaseException:
+        _stop_group(proc, grace=0)
+        raise
+    finally:
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            pipe.close()
+    # Killed by a signal: no exit status, as sshd reports such a command.
+    return (rc if rc >= 0 else -1), bytes(out), bytes(err), False
+
+
+def _exchange_local(
+    proc: subprocess.Popen[bytes],
+    stdin: memoryview,
+    out: bytearray,
+    err: bytearray,
+    deadline: float,
+    max_output: int | None,
+) -> None:
+    """Feed stdin and collect output until both pipes close or the deadline (_exchange's
+    job for a local command): a background process that inherited stdout is given
+    OUTPUT_LINGER after the command exits, then left."""
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    linger_until: float | None = None
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ, out)
+        selector.register(proc.stderr, selectors.EVENT_READ, err)
+        if stdin:
+            os.set_blocking(proc.stdin.fileno(), False)
+            selector.register(proc.stdin, selectors.EVENT_WRITE)
+        else:
+            proc.stdin.close()  # EOF on the command's stdin
+        while selector.get_map():
+            now = time.monotonic()
+            if now >= deadline or (linger_until is not None and now >= linger_until):
+                return
+            if linger_until is None and proc.poll() is not None:
+                linger_until = now + OUTPUT_LINGER
+            for key, _ in selector.select(min(deadline - now, POLL_INTERVAL)):
+                if key.fileobj is proc.stdin:
+                    try:
+                        stdin = stdin[os.write(proc.stdin.fileno(), stdin[:STDIN_CHUNK]) :]
+                    except BrokenPipeError:
+                        stdin = stdin[:0]  # it ended without reading all of its input
+                    if not stdin:
+                        selector.unregister(proc.stdin)
+                        proc.stdin.close()
+                    continue
+                chunk = os.read(key.fd, READ_SIZE)
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                key.data.extend(chunk)
+                _check_size(out, err, max_output)
+
+
+def _stop_group(proc: subprocess.Popen[bytes], grace: float = KILL_AFTER) -> None:
+    """TERM the command's session, KILL what is left of it after `grace`, reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def _execute(

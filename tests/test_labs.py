@@ -67,6 +67,9 @@ def test_manuals_fill_every_placeholder_from_the_lab(overrides: dict[str, Any], 
         assert "{{" not in text and "}}" not in text
         for node in plan.nodes:
             assert node.hostname in text
+        if exercise.number == 6:  # the hard way's CoreDNS: the image and the Service's IP
+            assert plan.spec.component_images["coredns"] in text
+            assert f"clusterDNS: [{plan.kubernetes['dns_service_ip']}]" in text
         if exercise.number == 2:
             assert plan.master.ip in text
             assert plan.mirror["image_registry"] in text

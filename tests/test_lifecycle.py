@@ -62,6 +62,7 @@ class FakeVMs:
         self.ran: list[tuple[str, str]] = []  # (node, script file name)
         self.stdin: dict[tuple[str, str], str] = {}
         self.failing = failing  # (node, script name) that exits 1 once
+        self.marker_reads: list[str] = []  # the nodes whose markers were read, in order
 
     def run(
         self,
@@ -77,6 +78,7 @@ class FakeVMs:
         if line.startswith("ip -4 -o addr show"):
             out = f"3: eth1    inet {self.plan.node(node).ip}/24 brd . scope global eth1\n"
         elif "*.sha256" in line:
+            self.marker_reads.append(node)
             out = "".join(f"{MARKER_DIR}/{s}.sha256 {d}\n" for s, d in self.markers[node].items())
         elif found := _MARKER_WRITE.search(line):
             self.markers[node][found.group(2)] = found.group(1)
@@ -163,9 +165,12 @@ def test_a_failed_stage_stops_up_and_the_next_up_resumes_there(
     assert ran_first[-1] == ("master", "05-init-master.sh")
     assert not any(node != "master" for node, _ in ran_first)  # nodes wait for the master
     vms.ran.clear()
+    vms.marker_reads.clear()
 
     up(plan, monkeypatch, driver, vms)
 
+    # The VMs were up: the done step read each one's markers, provision reused them.
+    assert sorted(vms.marker_reads) == sorted(n.name for n in plan.nodes)
     assert vms.ran[0] == ("master", "05-init-master.sh")
     assert ("master", "01-prepare.sh") not in vms.ran
     assert sorted(vms.ran) == sorted(set(every_script(plan)) - set(ran_first[:-1]))

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from kubelab import defaults
 from kubelab.config import catalog, hostname_for, load_config, mirror_profiles, validate_config
 from kubelab.errors import KubelabError
 from kubelab.plan import (
@@ -157,7 +158,17 @@ def test_stage_fields_come_from_the_catalog() -> None:
         assert stage.deadline == entry["deadline"]
         assert stage.after_nodes == entry.get("after_nodes", False)
         assert stage.needs_join_command == entry.get("needs_join_command", False)
-        assert stage.ships_bundle == entry.get("ships_bundle", False)
+        assert [vars(f) for f in stage.fetches] == entry.get("fetches", [])
+        assert [vars(r) for r in stage.receives] == entry.get("receives", [])
+        assert stage.leaves == entry.get("leaves", "")
+
+
+def test_what_a_stage_receives_some_stage_leaves_on_the_master() -> None:
+    stages = resolve_stages([s["name"] for s in catalog()["stages"]])
+    left = {s.leaves for s in stages if s.leaves and s.runs_on == "master"}
+    for stage in stages:
+        for received in stage.receives:
+            assert received.from_master in left, (stage.name, received.from_master)
 
 
 @pytest.mark.parametrize(
@@ -267,11 +278,21 @@ def test_the_spec_derives_endpoint_version_tag_and_images_from_the_catalog() -> 
     assert spec.version_tag == "v" + k8s["version"] and spec.kubernetes_version == k8s["version"]
     registry = plan.mirror["image_registry"]
     assert spec.pause_image == f"{registry}/pause:{k8s['pause']}"
-    assert set(spec.component_images.values()) == {
-        f"{registry}/{name}:{spec.version_tag}" for name in spec.component_images
+    control_plane = {n: i for n, i in spec.component_images.items() if n != "coredns"}
+    assert set(control_plane.values()) == {
+        f"{registry}/{name}:{spec.version_tag}" for name in control_plane
     }
+    # CoreDNS at kubeadm's version for the minor, at the top of the mirror's registry.
+    assert spec.component_images["coredns"] == f"{registry}/coredns:{k8s['coredns']}"
     assert spec.nginx_image == plan.mirror["nginx_image"]
     assert spec.kubeadm_api_version.endswith("/" + k8s["kubeadm_api"])
+
+
+def test_coredns_sits_under_coredns_in_the_official_registry() -> None:
+    spec = _plan("empty.yaml").spec
+    assert spec.image_registry == "registry.k8s.io"
+    assert spec.component_images["coredns"] == "registry.k8s.io/coredns/coredns:v1.11.1"
+    assert _plan("empty.yaml").kubernetes["dns_service_ip"] == "10.96.0.10"
 
 
 def test_the_spec_lists_each_nodes_scripts_in_stage_order() -> None:
@@ -287,6 +308,29 @@ def test_the_spec_lists_each_nodes_scripts_in_stage_order() -> None:
 @pytest.mark.parametrize(("name", "hardway"), [("hardway.yaml", True), ("empty.yaml", False)])
 def test_the_spec_says_whether_the_lab_is_built_the_hard_way(name: str, hardway: bool) -> None:
     assert _plan(name).spec.hardway is hardway
+
+
+def test_the_spec_derives_every_etcd_url_from_the_addresses_and_ports() -> None:
+    spec = _plan("hardway.yaml").spec
+    assert (spec.etcd_client_port, spec.etcd_peer_port) == (
+        defaults.ETCD_CLIENT_PORT,
+        defaults.ETCD_PEER_PORT,
+    )
+    clients = [spec.etcd_client_url(n) for n in spec.nodes]
+    assert clients == [f"https://{n.ip}:{spec.etcd_client_port}" for n in spec.nodes]
+    assert spec.etcd_endpoints.split(",") == clients
+    members = dict(m.split("=", 1) for m in spec.etcd_initial_cluster.split(","))
+    assert members == {n.hostname: spec.etcd_peer_url(n) for n in spec.nodes}
+    assert all(spec.etcd_peer_url(n).endswith(f":{spec.etcd_peer_port}") for n in spec.nodes)
+    # The firewall opens the same two ports (defaults.FIREWALL_PORTS).
+    assert f"{spec.etcd_client_port}-{spec.etcd_peer_port}/tcp" in defaults.FIREWALL_PORTS["master"]
+
+
+def test_from_dict_reads_a_spec_written_before_the_etcd_ports_were_kept() -> None:
+    spec = _plan("hardway.yaml").spec
+    data = spec.to_dict()
+    del data["etcd_client_port"], data["etcd_peer_port"]
+    assert LabSpec.from_dict(data) == spec
 
 
 def test_from_dict_passes_over_keys_a_newer_kubelab_added() -> None:
@@ -310,6 +354,7 @@ def test_from_dict_passes_over_keys_a_newer_kubelab_added() -> None:
         {"scripts": {"master": [1]}},
         {"component_images": ["kube-apiserver"]},
         {"hardway": "no"},
+        {"etcd_client_port": "2379"},
     ],
     ids=repr,
 )

@@ -25,6 +25,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, assume, example, given, reject, settings
 from hypothesis import strategies as st
+from markdown_it import MarkdownIt
 
 from kubelab.config import LabConfig, config_as_dict, load_config, mirror_profiles, validate_config
 from kubelab.errors import ConfigError, KubelabError
@@ -38,6 +39,7 @@ from kubelab.render import (
     write_lab,
     yaml_scalar,
 )
+from kubelab.templating import json_value, markdown_text
 from tests.update_golden import GOLDEN_DIR, GOLDEN_LAB_DIR, golden_files, render_case
 
 VALID = sorted((Path(__file__).parent / "data" / "configs" / "valid").glob("*.yaml"))
@@ -185,6 +187,8 @@ def test_the_recorder_sees_a_value_that_escapes(ruby) -> None:
 CODE_FILTERS = {"rb", "sh", "yaml", "int"}  # Ruby and bash (a YAML heredoc within)
 YAML_FILTERS = {"yaml", "tojson", "int"}  # JSON is YAML
 LINE_FILTERS = {"line", "int"}
+JSON_FILTERS = {"json", "int"}
+MARKDOWN_FILTERS = {"md"}
 REPO_ROOT = VAGRANT_TEMPLATES.parent
 FORMATS: dict[str, set[str] | None] = {
     "vagrant/*.j2": CODE_FILTERS,
@@ -193,24 +197,16 @@ FORMATS: dict[str, set[str] | None] = {
     "provision/lib/*.sh.j2": CODE_FILTERS,
     "provision/files/*.y*ml.j2": YAML_FILTERS,
     "provision/files/*.j2": LINE_FILTERS,
+    # The first pattern that matches decides: the hard way's JSON and its etcdctl wrapper
+    # (a bash script) before its line-based files.
+    "provision/files/hardway/*.json.j2": JSON_FILTERS,
+    "provision/files/hardway/my_etcdctl.j2": CODE_FILTERS,
     "provision/files/hardway/*.j2": LINE_FILTERS,
     "labs/manifests/*.yaml.j2": YAML_FILTERS,
     "labs/templates/gradescope/*.j2": CODE_FILTERS,
+    "labs/templates/*.md.j2": MARKDOWN_FILTERS,
     # The grader's HTML report renders with autoescape on: every value is escaped.
     "labs/templates/*.html.j2": None,
-}
-# Not yet held to a filter, and why (each is a known gap, listed so it stays visible).
-NOT_YET_FILTERED = {
-    # Markdown for a person to read: no interpreter runs it.
-    "labs/templates/feedback.md.j2": "markdown feedback",
-    # The hard way's files (issue 12 is rewriting them): values are the catalog's
-    # constants and validated node addresses; a `json`/`line` filter is still to come.
-    "provision/files/hardway/ca-config.json.j2": "issue 12",
-    "provision/files/hardway/csr.json.j2": "issue 12",
-    "provision/files/hardway/epel.repo.j2": "issue 12",
-    "provision/files/hardway/etcd.env.j2": "issue 12",
-    "provision/files/hardway/flanneld.env.j2": "issue 12",
-    "provision/files/hardway/my_etcdctl.j2": "issue 12",
 }
 # Internal constants, not config values: they may appear unfiltered (in comments).
 TRUSTED_NAMES = {"kubelab_version", "version", "exercise"}
@@ -260,8 +256,6 @@ def _in_a_comment(line: str, filters: set[str], expr: jinja2.nodes.Node) -> bool
 
 @pytest.mark.parametrize("template", EVERY_TEMPLATE)
 def test_every_value_passes_its_formats_quoting_filter(template: str) -> None:
-    if template in NOT_YET_FILTERED:
-        pytest.skip(f"not yet held to a filter: {NOT_YET_FILTERED[template]}")
     filters = _format(template)
     if filters is None:
         return  # autoescaped
@@ -285,7 +279,7 @@ def test_the_html_report_is_autoescaped_and_never_marked_safe() -> None:
 
     assert _env(True).autoescape is True
     for template in EVERY_TEMPLATE:
-        if template not in NOT_YET_FILTERED and _format(template) is None:
+        if _format(template) is None:
             tree = jinja2.Environment().parse((REPO_ROOT / template).read_text())
             assert not [f for f in tree.find_all(jinja2.nodes.Filter) if f.name == "safe"]
 
@@ -421,6 +415,45 @@ def test_yaml_scalar_keeps_characters_beyond_the_bmp() -> None:
 @given(st.one_of(st.integers(-(2**63), 2**63), st.booleans()))
 def test_yaml_scalar_keeps_numbers_and_booleans(value: int | bool) -> None:
     assert yaml.safe_load(f"key: {yaml_scalar(value)}\n") == {"key": value}
+
+
+@_with_examples(NASTY)
+@given(st.one_of(st.text(max_size=60), st.lists(st.text(max_size=20), max_size=4)))
+def test_json_value_reads_back_as_the_same_value(value: str | list[str]) -> None:
+    assert json.loads(f'{{"key": {json_value(value)}}}') == {"key": value}
+
+
+# CommonMark with the tables and strikethrough of GitHub's flavour (what a grader's LMS
+# or a student's editor shows a feedback file with).
+MARKDOWN = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+MARKDOWN_TEXT = st.text(st.characters(exclude_characters="\x00"), max_size=60)
+
+
+def _inline_children(tokens: list[Any]) -> list[list[Any]]:
+    return [t.children or [] for t in tokens if t.type == "inline"]
+
+
+@_with_examples([v for v in NASTY if "\x00" not in v] + ["# h", "- item", "1. one", "> q", "***"])
+@given(MARKDOWN_TEXT)
+def test_markdown_text_reads_back_as_plain_text_in_a_paragraph(text: str) -> None:
+    plain = " ".join(text.splitlines()).strip()
+    tokens = MARKDOWN.parse(f"{markdown_text(text)} end\n")
+    assert [t.type for t in tokens] == ["paragraph_open", "inline", "paragraph_close"]
+    [children] = _inline_children(tokens)
+    assert {c.type for c in children} <= {"text"}
+    assert "".join(c.content for c in children) == f"{plain} end".strip()
+
+
+@_with_examples([v for v in NASTY if "\x00" not in v] + ["a | b", "|", "x\n| y |"])
+@given(MARKDOWN_TEXT)
+def test_markdown_text_stays_in_its_table_cell(text: str) -> None:
+    plain = " ".join(text.splitlines()).strip()
+    tokens = MARKDOWN.parse(f"| item | found |\n|---|---|\n| {markdown_text(text)} | z |\n")
+    cells = _inline_children(tokens)
+    assert len(cells) == 4  # two headers, one row of two cells
+    assert {c.type for c in cells[2]} <= {"text"}
+    assert "".join(c.content for c in cells[2]) == plain
+    assert "".join(c.content for c in cells[3]) == "z"
 
 
 # --- property: no accepted config value breaks out --------------------------------------

@@ -80,6 +80,7 @@ from kubelab.transport import (
 )
 from kubelab.verify import Deadlines, Evidence, Expected, ExpectedNode, collect
 from kubelab.verify.evidence import KUBE_SYSTEM_NAMESPACE, NODES, PODS, VERSION, BadEvidence
+from kubelab.verify.expect import TEARDOWN
 
 EVIDENCE = "evidence"
 DEFAULT_DEADLINE = 600.0
@@ -104,33 +105,32 @@ TransportFactory = Callable[..., Any]
 class DeadlineTransport:
     """A transport whose commands share one deadline (see the module docstring)."""
 
-    def __init__(
-        self, inner: Any, deadline: float, cleanup_marker: str, grace: float = CLEANUP_GRACE
-    ) -> None:
+    def __init__(self, inner: Any, deadline: float, grace: float = CLEANUP_GRACE) -> None:
         self.inner = inner
         self.deadline = deadline
         self.grace = grace
-        self.cleanup_marker = cleanup_marker
         self.expired = False
 
     def run(
-        self, node: str, cmd: str, *args: Any, timeout: float = 60.0, **kwargs: Any
+        self,
+        node: str,
+        cmd: str,
+        *args: Any,
+        timeout: float = 60.0,
+        phase: str | None = None,
+        **kwargs: Any,
     ) -> CommandResult:
         now = time.monotonic()
         limit = self.deadline
         if now >= self.deadline:
             self.expired = True
-            # Only the clean-up of the grader's namespace runs after the deadline.
-            if self._is_cleanup(args):
+            # Only the teardown (deleting the grader's namespace) runs after the deadline.
+            if phase == TEARDOWN:
                 limit = self.deadline + self.grace
         left = limit - now
         if left <= 0.5:
             raise TransportError(f"{node}: the grading deadline passed; `{cmd}` not run")
-        return self.inner.run(node, cmd, *args, timeout=min(timeout, left), **kwargs)
-
-    def _is_cleanup(self, args: tuple[Any, ...]) -> bool:
-        words = [str(a) for a in args]
-        return "namespace" in words and self.cleanup_marker in words
+        return self.inner.run(node, cmd, *args, timeout=min(timeout, left), phase=phase, **kwargs)
 
     def close(self) -> None:
         self.inner.close()
@@ -243,9 +243,7 @@ class _Grader:
             max_output=MAX_OUTPUT,
             host_key_policy=host_keys,
         )
-        return DeadlineTransport(
-            inner, time.monotonic() + self.host_deadline, self.settings.namespace
-        )
+        return DeadlineTransport(inner, time.monotonic() + self.host_deadline)
 
     def grade(self, job: _Job) -> StudentGrade:
         lab = job.lab

@@ -1,6 +1,6 @@
 """verify: prove a lab cluster works, and keep evidence a grader can re-check.
 
-    collect(transport, expected, folder)  -> the evidence folder (evidence.py lists it)
+    collect(runner, expected, folder)     -> the evidence folder (evidence.py lists it)
     evaluate(folder, expected)            -> one CheckResult per check (checks.py)
     report.print_table / write_json / write_junit / exit_code
 
@@ -12,7 +12,7 @@ take one code path.
 from __future__ import annotations
 
 from kubelab.verify.checks import CHECK_IDS, CHECKS, CheckResult, evaluate
-from kubelab.verify.collect import Transport, collect, render_manifest
+from kubelab.verify.collect import CommandRunner, collect, render_manifest
 from kubelab.verify.evidence import Evidence, cluster_identity
 from kubelab.verify.expect import Deadlines, Expected, ExpectedNode
 
@@ -20,11 +20,11 @@ __all__ = [
     "CHECKS",
     "CHECK_IDS",
     "CheckResult",
+    "CommandRunner",
     "Deadlines",
     "Evidence",
     "Expected",
     "ExpectedNode",
-    "Transport",
     "cluster_identity",
     "collect",
     "evaluate",

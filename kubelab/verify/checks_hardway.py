@@ -51,6 +51,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from kubelab import defaults
 from kubelab.config import catalog
 from kubelab.verify.checks import Check, Verdict, _fail, _ok
 from kubelab.verify.evidence import (
@@ -69,7 +70,7 @@ from kubelab.verify.hints import Hints
 ETCDCTL = "/opt/etcd/bin/my_etcdctl"  # the stage's wrapper: CA, client cert, every member
 ETCD_SSL = "/opt/etcd/ssl"
 PKI_DIR = "/opt/kubelab/pki"  # the master's CA folder (provision/stages/pki.sh.j2)
-CLIENT_PORT = int(catalog()["hardway"]["etcd_client_port"])
+CLIENT_PORT = defaults.ETCD_CLIENT_PORT
 ETCD_CERTS = ("ca.pem", "server.pem", "peer.pem")
 ETCD_KEYS = ("server-key.pem", "peer-key.pem")
 # The master's Kubernetes certificates and the CA that signs them.
@@ -360,16 +361,28 @@ _UNHEALTHY = re.compile(r"^(\S+) is unhealthy: (.*)$", re.MULTILINE)
 
 
 def _member_health(record: dict[str, Any]) -> tuple[bool, str]:
-    """(healthy, why) from one `endpoint health` record, as etcdctl 3.3/3.4 print it."""
+    """(healthy, why) from one `endpoint health` record, as etcdctl 3.3/3.4 print it.
+
+    Only the verdict line of the record's own endpoint counts: a wrapper that asked
+    every member (etcdctl appends a second --endpoints to the first) prints the
+    others' lines too, and one member down must not make them all look down.
+    """
     if record.get("error"):
         return False, str(record["error"])
     # etcdctl 3.4 prints the verdict line on stderr, next to its JSON warnings.
     output = f"{record.get('stdout') or ''}\n{record.get('stderr') or ''}"
-    if record.get("rc") == 0 and _HEALTHY.search(output):
+    endpoint = str(record.get("endpoint") or "")
+
+    def own(line: re.Match[str]) -> bool:
+        return not endpoint or line.group(1) == endpoint
+
+    healthy = any(own(m) for m in _HEALTHY.finditer(output))
+    unhealthy = [m for m in _UNHEALTHY.finditer(output) if own(m)]
+    # The exit status covers every endpoint asked; with the endpoint known, its line decides.
+    if healthy and not unhealthy and (endpoint or record.get("rc") == 0):
         return True, "healthy"
-    found = _UNHEALTHY.search(output)
-    if found:
-        return False, found.group(2).strip()
+    if unhealthy:
+        return False, unhealthy[0].group(2).strip()
     tail = [line for line in str(record.get("stderr") or "").splitlines() if line.strip()]
     return False, (tail[-1] if tail else f"etcdctl exited {record.get('rc')}")[:200]
 

@@ -1,11 +1,13 @@
 """Collect: run verify's commands on the lab over the transport and write the evidence.
 
 The order is a list you can read top to bottom, each step in a phase that a run
-selects (`Expected.phases`; every command's record carries its phase): probe each
-VM's node preparation (node-prep, exercise 1); look at the cluster (version,
-nodes, pods); deploy verify's nginx and wait for its rollout, curl pod IPs, the
-ClusterIP and the NodePort from the nodes, resolve the Service name (with --dns),
-and always delete verify's namespace, also on failure and Ctrl-C (probe).
+selects (`Expected.phases`); every command carries its phase to the runner and into
+its record (provenance and teardown are phases every run has): read each VM's stage
+markers (provenance); probe each VM's node preparation (node-prep, exercise 1); look
+at the cluster (version, nodes, pods); deploy verify's nginx and wait for its
+rollout, curl pod IPs, the ClusterIP and the NodePort from the nodes, resolve the
+Service name (with --dns), and always delete verify's namespace, also on failure
+and Ctrl-C (teardown).
 Nothing here decides pass or fail: `checks.evaluate` does that over the folder.
 """
 
@@ -14,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 from kubelab import REPO_ROOT
 from kubelab.errors import KubelabError
 from kubelab.templating import environment
+from kubelab.transport import CommandResult
 from kubelab.verify.checks import own_pod_targets, own_workload, pod_ready, schedulable_nodes
 from kubelab.verify.evidence import (
     CLEANUP,
@@ -39,7 +41,6 @@ from kubelab.verify.evidence import (
     OWN_SERVICES,
     PODS,
     SERVICE,
-    TIMEOUT_RC,
     VERSION,
     Evidence,
     EvidenceWriter,
@@ -52,7 +53,16 @@ from kubelab.verify.evidence import (
     node_prep_path,
     now,
 )
-from kubelab.verify.expect import CLUSTER, NODE_PREP, OWN, PROBE, Expected, ExpectedNode
+from kubelab.verify.expect import (
+    CLUSTER,
+    NODE_PREP,
+    OWN,
+    PROBE,
+    PROVENANCE,
+    TEARDOWN,
+    Expected,
+    ExpectedNode,
+)
 from kubelab.verify.provenance import MARKERS_SCRIPT, markers_path
 
 MANIFEST_TEMPLATE = REPO_ROOT / "labs" / "manifests" / "verify-nginx.yaml.j2"
@@ -68,51 +78,26 @@ DEFAULT_KUBECTL: tuple[str, ...] = (
     "/etc/kubernetes/admin.conf",
 )
 CLUSTER_DOMAIN = "cluster.local"
-# The transport has no stdin: the manifest travels as an argument and is piped to
-# `kubectl apply -f -` on the master. $1 is the manifest, the rest the kubectl argv.
-_APPLY_SCRIPT = 'manifest="$1"; shift; printf "%s\\n" "$manifest" | "$@"'
 # The machine verify runs on, as a source of requests: the NodePort is curled from here
-# when it can route to the lab network, as a student's browser would reach it.
+# when it can route to the lab network, as a student's browser would reach it. The
+# runner knows it as a node of this name (a kubelab.transport.LocalTarget).
 HOST = "host"
 
 
-class CommandResultLike(Protocol):
-    """What kubelab.transport.CommandResult offers verify."""
+class CommandRunner(Protocol):
+    """What collect runs every command through: kubelab.transport.Transport (an SSH
+    target per VM, a LocalTarget named HOST for this machine), or live grading's
+    deadline wrapper around one. Each command carries its phase."""
 
-    @property
-    def rc(self) -> int: ...
-    @property
-    def stdout(self) -> str: ...
-    @property
-    def stderr(self) -> str: ...
-
-
-class Transport(Protocol):
-    def run(self, node: str, cmd: str, *args: str, timeout: float = 60.0) -> CommandResultLike: ...
-
-
-@dataclass(frozen=True)
-class _LocalResult:
-    rc: int
-    stdout: str
-    stderr: str
-
-
-class LocalRunner:
-    """Runs a command on this machine (no shell), shaped like the transport's results."""
-
-    def run(self, node: str, cmd: str, *args: str, timeout: float = 60.0) -> _LocalResult:
-        try:
-            done = subprocess.run(
-                [cmd, *args], capture_output=True, text=True, errors="replace", timeout=timeout
-            )
-        except subprocess.TimeoutExpired as exc:
-            out, err = (
-                v.decode(errors="replace") if isinstance(v, bytes) else (v or "")
-                for v in (exc.stdout, exc.stderr)
-            )
-            return _LocalResult(TIMEOUT_RC, out, err)
-        return _LocalResult(done.returncode, done.stdout, done.stderr)
+    def run(
+        self,
+        node: str,
+        cmd: str,
+        *args: str,
+        timeout: float = 60.0,
+        stdin: str | None = None,
+        phase: str | None = None,
+    ) -> CommandResult: ...
 
 
 class StepReporter(Protocol):
@@ -141,13 +126,12 @@ class _Outcome:
 class _Collector:
     def __init__(
         self,
-        transport: Transport,
+        runner: CommandRunner,
         expected: Expected,
         writer: EvidenceWriter,
         kubectl: Sequence[str],
     ) -> None:
-        self.transport = transport
-        self.local = LocalRunner()
+        self.runner = runner
         self.expected = expected
         self.writer = writer
         self.kubectl_argv = list(kubectl)
@@ -157,7 +141,9 @@ class _Collector:
         # Nodes whose connection failed, with the error: their later commands are
         # recorded as not run instead of each waiting for its own connect timeout.
         self.unreachable: dict[str, str] = {}
-        self.phase = CLUSTER  # the phase of the step running now: each record carries it
+        # The phase of the step running now: each command carries it to the runner and
+        # into its record.
+        self.phase = PROVENANCE
 
     # -- running one command -----------------------------------------------------
 
@@ -172,10 +158,13 @@ class _Collector:
         keep_on_failure: bool = False,
         shown: Sequence[str] | None = None,
         retry: bool = False,
+        stdin: str | None = None,
+        stdin_from: str | None = None,
     ) -> _Outcome:
         """Run one command and record it; never raises for a failure on the node's side.
 
         `retry`: try even a node that failed before (the clean-up always tries).
+        `stdin` is fed to the command; `stdin_from` names the evidence file holding it.
         """
         started = now()
         clock = time.monotonic()
@@ -185,8 +174,9 @@ class _Collector:
             outcome.error = f"not run: {node.name} unreachable ({self.unreachable[node.host]})"
         else:
             try:
-                runner = self.local if node.host == HOST else self.transport
-                result = runner.run(node.host, argv[0], *argv[1:], timeout=limit)
+                result = self.runner.run(
+                    node.host, argv[0], *argv[1:], timeout=limit, stdin=stdin, phase=self.phase
+                )
                 outcome = _Outcome(result.rc, result.stdout, result.stderr, "")
                 self.unreachable.pop(node.host, None)
             except Exception as exc:
@@ -209,6 +199,7 @@ class _Collector:
             keep_on_failure=keep_on_failure,
             timeout=limit,
             phase=self.phase,
+            stdin=stdin_from,
         )
         return outcome
 
@@ -308,13 +299,12 @@ class _Collector:
             f"delete namespace {ns} --ignore-not-found --wait=true --timeout={deadlines.cleanup}s",
             timeout=deadlines.cleanup + 30,
         )
-        apply = [*self.kubectl_argv, "apply", "-f", "-"]
-        script = ["sh", "-c", _APPLY_SCRIPT, "kubelab-apply"]
         self.run(
             "nginx-rollout",
             self.master,
-            [*script, manifest, *apply],
-            shown=[*script, f"<{MANIFEST}>", *apply],
+            [*self.kubectl_argv, "apply", "-f", "-"],
+            stdin=manifest,
+            stdin_from=MANIFEST,
         )
         self.kubectl(
             "nginx-rollout",
@@ -422,7 +412,7 @@ def _step(
 
 
 def collect(
-    transport: Transport,
+    runner: CommandRunner,
     expected: Expected,
     out_dir: Path | str,
     *,
@@ -440,8 +430,8 @@ def collect(
 
     `image` is the nginx image of the lab's mirror profile. `nodeport_from`
     names the node the NodePort is curled from (default: the master), or HOST for
-    this machine. The namespace is deleted in every case, and cleanup.json and
-    meta.json are written even when the run is interrupted.
+    this machine (`runner` must know HOST then). The namespace is deleted in every
+    case, and cleanup.json and meta.json are written even when the run is interrupted.
     """
     if not expected.masters:
         raise KubelabError(
@@ -458,7 +448,7 @@ def collect(
             hint="use a node name from the lab config",
         ) from None
     writer = EvidenceWriter(out_dir)
-    collector = _Collector(transport, expected, writer, kubectl)
+    collector = _Collector(runner, expected, writer, kubectl)
     meta = meta_record(
         expected, student_id=student_id, exercise=exercise, lab_config=lab_config, spec=spec
     )
@@ -474,6 +464,7 @@ def collect(
     writer.write_json(META, meta)
     deadlines = expected.deadlines
     try:
+        collector.phase = PROVENANCE
         with _step(reporter, "What kubelab applied on each VM", deadlines.command):
             collector.provenance()
         if NODE_PREP in expected.phases:
@@ -515,7 +506,7 @@ def collect(
     finally:
         try:
             if PROBE in expected.phases:
-                collector.phase = PROBE
+                collector.phase = TEARDOWN
                 with _step(
                     reporter,
                     f"Delete namespace {expected.namespace}",

@@ -485,12 +485,15 @@ class EvidenceWriter:
         keep_on_failure: bool = False,
         timeout: float | None = None,
         phase: str | None = None,
+        stdin: str | None = None,
     ) -> dict[str, Any]:
         """Save one command's output and append its line to commands.jsonl.
 
         `saves` is the evidence file the stdout belongs in. It is written only
         when the command succeeded (so a failure leaves a gap the checks call "no
         evidence"), unless `keep_on_failure`: a failed curl is evidence too.
+        `stdin` is the evidence file the command was fed, if any (the manifest that
+        `kubectl apply -f -` read).
         """
         self._seq += 1
         stem = f"{RAW}/{self._seq:03d}-{_slug(saves or ' '.join(argv[:4]))}"
@@ -510,6 +513,7 @@ class EvidenceWriter:
             "check": check,
             "node": node,
             "argv": list(argv),
+            "stdin": stdin,
             "rc": rc,
             "error": error or None,
             "started": started,

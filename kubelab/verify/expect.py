@@ -27,6 +27,10 @@ ROLES = ("master", "node")
 # nginx Deployment and NodePort Service (exercise 2), verify's nginx probe.
 NODE_PREP, CLUSTER, OWN, PROBE = "node-prep", "cluster", "own", "probe"
 PHASES = (NODE_PREP, CLUSTER, OWN, PROBE)
+# Two more phases tag commands but are no run's choice: every run reads each VM's stage
+# markers first (provenance), and a run that probes deletes verify's namespace last,
+# also after a failure (teardown: live grading lets it past the cluster's deadline).
+PROVENANCE, TEARDOWN = "provenance", "teardown"
 # What a plain `invoke verify` and every evidence folder older than phases collected.
 DEFAULT_PHASES = (CLUSTER, PROBE)
 

@@ -9,11 +9,19 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.markup import escape
+
 from kubelab.config import config_as_dict
 from kubelab.errors import KubelabError
 from kubelab.plan import Plan
 from kubelab.progress import Reporter
-from kubelab.transport import Transport, targets_from_ssh_config
+from kubelab.transport import (
+    LocalTarget,
+    SSHTarget,
+    Transport,
+    TransportError,
+    targets_from_ssh_config,
+)
 from kubelab.verify.checks import CheckResult, evaluate
 from kubelab.verify.checks_hardway import collect_hardway
 from kubelab.verify.collect import HOST, collect
@@ -54,8 +62,11 @@ def verify_lab(
 ) -> tuple[Path, list[CheckResult]]:
     """Collect evidence from the running lab, then evaluate that folder.
 
-    The VMs are reached through `vagrant ssh-config`, or through `ssh_config`
-    (the same format) for machines Vagrant does not manage. An exercise collects
+    The VMs are reached through the ssh-config `invoke up` kept in the lab folder
+    (one `vagrant ssh-config` when it is missing or no longer reaches them), or
+    through `ssh_config` (the same format) for machines Vagrant does not manage;
+    this machine itself, when it routes to the lab network, as the node HOST (it
+    curls the NodePort). An exercise collects
     what its checks need (exercise 1: the node preparation, no cluster); `state`
     (the lab's exercise, from `invoke lab`) gives the hints' language and the
     snapshot restores the evidence lists. `replace`: overwrite `evidence_out`.
@@ -74,7 +85,7 @@ def verify_lab(
     out = evidence_out or default_evidence_dir(plan)
     if replace and out.is_dir():
         shutil.rmtree(out)
-    with _transport(plan, ssh_config) as transport:
+    with _transport(plan, ssh_config, reporter) as transport:
         if expected.hardway:
             folder = collect_hardway(
                 transport,
@@ -95,7 +106,7 @@ def verify_lab(
             student_id=plan.config.student_id or None,
             exercise=exercise,
             reporter=reporter,
-            nodeport_from=HOST if host_on_lab_network(plan) else None,
+            nodeport_from=HOST if HOST in transport.targets else None,
             restores=state.restores if state else (),
             spec=plan.spec.to_dict(),
         )
@@ -115,23 +126,50 @@ def host_on_lab_network(plan: Plan) -> bool:
         return ipaddress.ip_address(probe.getsockname()[0]) in network
 
 
-def _transport(plan: Plan, ssh_config: Path | None) -> Transport:
+def _transport(plan: Plan, ssh_config: Path | None, reporter: Reporter) -> Transport:
+    """One transport to every VM, and to this machine as HOST when it routes to the lab."""
+    here = {HOST: LocalTarget(HOST)} if host_on_lab_network(plan) else {}
+    if ssh_config is not None:
+        return Transport({**_targets_from_file(plan, ssh_config), **here})
+    return _lab_transport(plan, reporter, here)
+
+
+def _lab_transport(plan: Plan, reporter: Reporter, here: dict[str, LocalTarget]) -> Transport:
+    """The VMs through the ssh-config `up` kept (no Vagrant run), each asked up front
+    for its private address; when the file is missing, a VM does not answer to it
+    (halted, recreated) or another machine does, through one `vagrant ssh-config`,
+    and the run says so."""
     from kubelab import lifecycle
 
-    if ssh_config is not None:
+    kept, why = lifecycle.kept_targets(plan)
+    if kept:
+        transport = Transport({**kept, **here})
         try:
-            targets = targets_from_ssh_config(ssh_config.read_text())
-        except OSError as exc:
-            raise KubelabError(f"cannot read {ssh_config}: {exc.strerror}", code=2) from None
-        missing = [n.name for n in plan.nodes if n.name not in targets]
-        if missing:
-            raise KubelabError(
-                f"{ssh_config} has no Host entry for {', '.join(missing)}",
-                hint="one `Host NAME` block per node of the lab config",
-                code=2,
-            )
-        return Transport({n.name: targets[n.name] for n in plan.nodes})
-    return lifecycle.connect(plan, lifecycle.running_driver(plan))
+            # Each VM answers, and is the lab's: its address may have gone to another VM.
+            problems = [p for n in plan.nodes if (p := lifecycle.address_problem(transport, n))]
+        except TransportError as exc:
+            problems = [exc.message]
+        if not problems:
+            return transport
+        transport.close()
+        why = f"{lifecycle.ssh_config_path(plan)} does not reach the lab: {problems[0]}"
+    reporter.info(escape(f"{why}; asking Vagrant (`vagrant ssh-config`)"))
+    return Transport({**lifecycle.fresh_targets(plan), **here})
+
+
+def _targets_from_file(plan: Plan, ssh_config: Path) -> dict[str, SSHTarget]:
+    try:
+        targets = targets_from_ssh_config(ssh_config.read_text())
+    except OSError as exc:
+        raise KubelabError(f"cannot read {ssh_config}: {exc.strerror}", code=2) from None
+    missing = [n.name for n in plan.nodes if n.name not in targets]
+    if missing:
+        raise KubelabError(
+            f"{ssh_config} has no Host entry for {', '.join(missing)}",
+            hint="one `Host NAME` block per node of the lab config",
+            code=2,
+        )
+    return {n.name: targets[n.name] for n in plan.nodes}
 
 
 def reevaluate(folder: Path) -> tuple[Expected, list[CheckResult]]:

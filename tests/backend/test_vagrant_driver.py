@@ -1,31 +1,24 @@
-"""VagrantDriver with the real vagrant and vagrant-libvirt.
+"""VagrantDriver with the real vagrant: validate, and its failures as one clear line.
 
-The end-to-end test boots one VM of the offline box from tests/data/backend/Vagrantfile
-with a libvirtd in a network namespace of its own: the driver runs in this
-process, and its `vagrant` is a wrapper that enters the namespace
-(NetnsLibvirt.bin_dir first in PATH). It prints the boot and destroy times.
+The driver on real VMs (status and ssh-config through python-vagrant, in this process)
+runs on the e2e suite's lab (tests/e2e/test_lab_lifecycle.py), and the box's removal
+from Vagrant and the pool at the end of that suite (tests/e2e/test_box_remove.py), so
+no VM is booted here for the same proof.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
-from kubelab.backend.libvirt_inspect import LibvirtInspector
 from kubelab.backend.vagrant_driver import VagrantDriver, _target
-from kubelab.boxes import box_volume_prefix, import_box, remove_box
 from kubelab.errors import KubelabError
-from tests.support.libvirt_netns import NetnsLibvirt
 
 DATA = Path(__file__).parent.parent / "data" / "backend"
 BOX = "kubelab-test/debian12"
-POOL = "default"
-VM = "solo"
-LAB_IP = "192.168.56.10"  # tests/data/backend/Vagrantfile
 needs_vagrant = pytest.mark.skipif(shutil.which("vagrant") is None, reason="needs vagrant")
 
 
@@ -83,54 +76,3 @@ def test_command_failure_outside_a_lab(tmp_path: Path) -> None:
     assert err.value.message.startswith("`vagrant status` failed with exit code")
     assert "Vagrantfile" in err.value.message  # vagrant's reason, from the log
     assert str(log) in err.value.hint
-
-
-@pytest.mark.e2e
-@pytest.mark.netns
-def test_one_vm_up_status_ssh_config_destroy(
-    netns_libvirt: NetnsLibvirt,
-    offline_box: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # The lab folder lives and goes with the harness: pytest runs elsewhere on the
-    # machine may prune tmp_path during a boot of a minute or more.
-    lab = lab_folder(netns_libvirt.state)
-    prefix = f"{netns_libvirt.name}-"
-    env = netns_libvirt.env({"KUBELAB_TEST_BOX": BOX, "KUBELAB_TEST_PREFIX": prefix})
-    # python-vagrant finds `vagrant` on this process's PATH: the wrapper runs it inside.
-    monkeypatch.setenv("PATH", netns_libvirt.host_env()["PATH"])
-    driver = VagrantDriver(lab, lab / "vagrant.log", env=env)
-    inspector = LibvirtInspector(netns_libvirt.host_uri)
-    import_box(driver, offline_box, BOX)
-    assert driver.status() == {VM: "not_created"}
-
-    started = time.monotonic()
-    driver.up()
-    boot = time.monotonic() - started
-    assert driver.status() == {VM: "running"}
-    assert [(d.name, d.state) for d in inspector.domains(prefix)] == [(f"{prefix}{VM}", "running")]
-
-    ssh_config = driver.ssh_config(VM)
-    assert re.search(rf"^Host {VM}$", ssh_config, re.M)
-    assert re.search(r"^\s+HostName \d+\.\d+\.\d+\.\d+$", ssh_config, re.M)
-    assert re.search(r"^\s+User vagrant$", ssh_config, re.M)
-    # Inside the namespace: the box's network setup gave eth1 the lab address. A plain
-    # SSH command has no sbin on its PATH on this box, as on CentOS 7: ip by its path.
-    look = "hostname; /usr/sbin/ip -4 -o addr show eth1"
-    eth1 = netns_libvirt.run(["vagrant", "ssh", VM, "-c", look], env=env, cwd=lab, timeout=120)
-    assert eth1.stdout.splitlines()[0] == VM
-    assert f"inet {LAB_IP}/24" in eth1.stdout
-
-    started = time.monotonic()
-    driver.destroy()
-    destroy = time.monotonic() - started
-    assert driver.status() == {VM: "not_created"}
-    assert inspector.leftovers(prefix, [f"{prefix}lab"], POOL) == []
-
-    # vagrant-libvirt left the box's image in the pool; remove_box finds it by name.
-    base_images = inspector.volumes(POOL, box_volume_prefix(BOX))
-    assert len(base_images) == 1
-    assert remove_box(driver, BOX, inspector, POOL) == base_images
-    assert inspector.volumes(POOL) == []
-    assert driver.box_list() == []
-    print(f"\none VM (1 vCPU, 512 MiB, driver qemu): up {boot:.1f} s, destroy {destroy:.1f} s")

@@ -7,13 +7,15 @@ VM's private address for nginx's welcome page (verify's own curl command line), 
 reads each VM's identity as verify's evidence does (machine ID, boot ID). It runs
 twice on the same three VMs:
 
-* kubelab's way: `vagrant ssh-config NODE` once per node (as kubelab.lifecycle.connect
-  does), then one persistent SSH connection per node for every command;
+* kubelab's way, as `invoke verify` takes it after `invoke up`: every VM's SSH
+  settings from the ssh-config `invoke up` kept in the lab folder (no Vagrant run),
+  then one persistent SSH connection per node for every command;
 * one `vagrant ssh NODE -c COMMAND` process per command.
 
 Printed for each: wall time, SSH connections opened, and host processes started
 (programs executed, counted with strace(1) following every child: vagrant is Ruby
-and starts ssh and helpers of its own); then the ratio. Prints figures; asserts
+and starts ssh and helpers of its own; the Transport starts none); then both
+ratios, wall time and host processes. Prints figures; asserts
 none. Standalone it brings up the end-to-end lab (three VMs, stage 1, nginx-light
 from the local Debian package folder: about 5 minutes under emulation) and destroys
 it; the end-to-end test calls `measure` on its own lab instead. Needs root,
@@ -36,6 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from kubelab.lifecycle import kept_targets  # noqa: E402
 from kubelab.plan import Plan  # noqa: E402
 from kubelab.transport import CommandResult, Transport, command_line  # noqa: E402
 from kubelab.verify.evidence import curl_argv, http_url, is_welcome_page, parse_curl_stdout  # noqa: E402
@@ -86,34 +89,26 @@ def install_nginx(lab: E2ELab) -> dict[str, CommandResult]:
     return lab.on_vms(install)
 
 
-def through_transport(lab: E2ELab, todo: list[tuple[str, list[str]]], trace_dir: Path) -> Way:
+def through_transport(lab: E2ELab, plan: Plan, todo: list[tuple[str, list[str]]]) -> Way:
+    """The commands as `invoke verify` runs them: the kept ssh-config, then one
+    connection per VM. It executes no program on the host: nothing to count."""
     started = time.monotonic()
-    configs, processes = [], 0
-    for node in NODES:
-        output, execs = _counted(lab, ["vagrant", "ssh-config", node], trace_dir)
-        configs.append(output)
-        processes += execs
-
-    def run_all(transport: Transport) -> tuple[list[str], int]:
-        outputs = [transport.run(node, argv[0], *argv[1:], timeout=CURL_MAX_TIME + 10).stdout
-                   for node, argv in todo]  # fmt: skip
-        return outputs, transport.connections_opened
-
-    text = "\n".join(configs)
-    ssh_configs = time.monotonic() - started
+    targets, why = kept_targets(plan)
+    if not targets:
+        raise RuntimeError(f"the benchmark needs the ssh-config `invoke up` keeps: {why}")
 
     def inside() -> tuple[list[str], int]:
-        with Transport.from_ssh_config(text) as transport:
-            return run_all(transport)
+        with Transport(targets) as transport:
+            outputs = [transport.run(node, argv[0], *argv[1:], timeout=CURL_MAX_TIME + 10).stdout
+                       for node, argv in todo]  # fmt: skip
+            return outputs, transport.connections_opened
 
     from tests.support.netns import call_in_netns
 
     outputs, connections = call_in_netns(lab.netns.name, inside)
     seconds = time.monotonic() - started
-    setup = (f"{ssh_configs:.1f} s in vagrant ssh-config, "
-             f"{seconds - ssh_configs:.1f} s connecting and running the commands")  # fmt: skip
-    return Way("kubelab Transport", seconds, connections, _or_none(processes),
-               _welcome_pages(outputs), setup)  # fmt: skip
+    return Way("kubelab Transport", seconds, connections, _or_none(0), _welcome_pages(outputs),
+               "the ssh-config kept by `invoke up`, no Vagrant run")  # fmt: skip
 
 
 def through_vagrant_ssh(lab: E2ELab, todo: list[tuple[str, list[str]]], trace_dir: Path) -> Way:
@@ -131,8 +126,8 @@ def through_vagrant_ssh(lab: E2ELab, todo: list[tuple[str, list[str]]], trace_di
 def measure(lab: E2ELab, plan: Plan) -> dict[str, str]:
     """Run the command list both ways on the lab's running VMs; return the figures."""
     todo = commands(plan)
+    ours = through_transport(lab, plan, todo)
     with tempfile.TemporaryDirectory(dir=lab.netns.state, prefix="strace-") as tmp:
-        ours = through_transport(lab, todo, Path(tmp))
         theirs = through_vagrant_ssh(lab, todo, Path(tmp))
     figures = {
         f"verify commands ({len(todo)}), {ours.name}": ours.row(),
@@ -140,9 +135,12 @@ def measure(lab: E2ELab, plan: Plan) -> dict[str, str]:
         "verify commands, vagrant ssh -c / Transport wall time":
             f"{theirs.seconds / ours.seconds:.1f}x",
     }  # fmt: skip
-    if ours.processes and theirs.processes:
+    if ours.processes is not None and theirs.processes is not None:
+        # The Transport starts no host process: the ratio has nothing to divide by.
         figures["verify commands, vagrant ssh -c / Transport host processes"] = (
             f"{theirs.processes / ours.processes:.1f}x"
+            if ours.processes
+            else f"{theirs.processes} vs 0 (the Transport starts none)"
         )
     return figures
 

@@ -2,7 +2,8 @@
 
 The modules run in the order of a lab's life (MODULE_ORDER): lifecycle (up, status,
 halt, a failed boot and its resume), provisioning stages 1 and 3 for real, verify's
-SSH and curl parts, then destroy. They share the lab, because every boot costs one
+SSH and curl parts, the hard way's PKI and etcd, then destroy; exercise 1's own
+lab; last, the box's removal. They share the lab, because every boot costs one
 to two minutes of software emulation; each module brings the lab to the state it
 needs with `invoke up` (a no-op when it is there already), so a module also runs
 alone. Within a module a failed step skips the steps after it (`incremental`).
@@ -31,6 +32,7 @@ MODULE_ORDER = (
     "test_hardway_vms.py",
     "test_lab_destroy.py",
     "test_exercise_vms.py",
+    "test_box_remove.py",
 )
 HERE = Path(__file__).resolve().parent
 

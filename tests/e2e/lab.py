@@ -167,7 +167,11 @@ class E2ELab:
 
     def ssh_config(self, nodes: Iterable[str] = NODES) -> str:
         """`vagrant ssh-config NODE...`: one Host block per node, from one Vagrant run
-        (each run of Vagrant costs seconds of Ruby start-up on a busy machine)."""
+        (each run of Vagrant costs seconds of Ruby start-up on a busy machine).
+
+        Vagrant is asked afresh, not the copy `invoke up` keeps in the lab folder
+        (`<lab>/ssh-config`, what `invoke verify` and bench_verify use): the tests also
+        look at VMs that they halted, destroyed or rebuilt behind kubelab's back."""
         done = self.netns.run(["vagrant", "ssh-config", *nodes], env=self.env(),
                               cwd=self.lab_dir, timeout=300)  # fmt: skip
         return done.stdout
@@ -177,7 +181,7 @@ class E2ELab:
         text = self.ssh_config(nodes)
 
         def inside() -> T:
-            with Transport.from_ssh_config(text) as transport:
+            with Transport(targets_from_ssh_config(text)) as transport:
                 return fn(transport)
 
         return call_in_netns(self.netns.name, inside)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from kubelab.backend.vagrant_driver import VagrantDriver
 from kubelab.plan import Plan
 from kubelab.transport import Transport
 from tests.e2e.lab import FIGURES, NODES, E2ELab, TaskRun
@@ -87,6 +88,23 @@ def test_up_boots_three_vms_and_status_shows_them_running(e2e_lab: E2ELab) -> No
     assert status_rows(status) == expected_rows(plan, "running"), status.output
     domains = e2e_lab.domains(plan)
     assert {node: state for node, (_, state) in domains.items()} == dict.fromkeys(NODES, "running")
+
+
+def test_the_driver_reads_the_lab_as_vagrant_does(
+    e2e_lab: E2ELab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VagrantDriver itself, in this process, on the lab `invoke up` made: python-vagrant
+    parses the real vagrant's machine-readable status and one ssh-config for all nodes."""
+    # python-vagrant finds `vagrant` on this process's PATH: the wrapper runs it inside.
+    monkeypatch.setenv("PATH", e2e_lab.netns.host_env()["PATH"])
+    log = e2e_lab.lab_dir.parent / "driver-test.log"
+    driver = VagrantDriver(e2e_lab.lab_dir, log, env=e2e_lab.env())
+    assert driver.status() == dict.fromkeys(NODES, "running")
+    text = driver.ssh_config()
+    assert re.findall(r"^Host (\S+)$", text, re.M) == list(NODES)
+    assert len(re.findall(r"^\s+HostName \d+\.\d+\.\d+\.\d+$", text, re.M)) == len(NODES)
+    assert len(re.findall(r"^\s+User vagrant$", text, re.M)) == len(NODES)
+    assert "$ vagrant status" in log.read_text()
 
 
 def test_the_box_behaves_like_centos7_where_labs_break(e2e_lab: E2ELab) -> None:

@@ -384,7 +384,15 @@ class ReplayTransport:
         self.calls: list[tuple[str, list[str]]] = []
         self.welcome = welcome_page()
 
-    def run(self, node: str, cmd: str, *args: str, timeout: float = 60.0) -> Result:
+    def run(
+        self,
+        node: str,
+        cmd: str,
+        *args: str,
+        timeout: float = 60.0,
+        stdin: str | None = None,
+        phase: str | None = None,
+    ) -> Result:
         argv = [cmd, *args]
         self.calls.append((node, argv))
         if argv[0] == "curl":

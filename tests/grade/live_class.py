@@ -212,7 +212,15 @@ class FakeTransport:
         self.targets = dict(targets)
         self.closed = threading.Event()
 
-    def run(self, node: str, cmd: str, *args: str, timeout: float = 60.0) -> CommandResult:
+    def run(
+        self,
+        node: str,
+        cmd: str,
+        *args: str,
+        timeout: float = 60.0,
+        stdin: str | None = None,
+        phase: str | None = None,
+    ) -> CommandResult:
         address = self.targets[node].host
         cluster, machine, behavior = self.hosts.by_address[address]
         with self.hosts.lock:

@@ -24,6 +24,7 @@ from kubelab.grade.integrity import Flag
 from kubelab.grade.live import DeadlineTransport, _Progress, grade_inventory
 from kubelab.grade.rubric import Rubric
 from kubelab.transport import CommandResult, TransportError
+from kubelab.verify.expect import TEARDOWN
 from tests.grade.live_class import (
     FakeHosts,
     LiveStudent,
@@ -169,7 +170,9 @@ class Recorder:
         self.timeouts: list[float] = []
         self.closed = False
 
-    def run(self, node: str, cmd: str, *args: object, timeout: float = 60.0) -> CommandResult:
+    def run(
+        self, node: str, cmd: str, *args: object, timeout: float = 60.0, phase: str | None = None
+    ) -> CommandResult:
         self.timeouts.append(timeout)
         return CommandResult(node, cmd, 0, "", "", 0.0)
 
@@ -177,15 +180,18 @@ class Recorder:
         self.closed = True
 
 
-def test_the_deadline_cuts_every_command_and_spares_only_the_clean_up() -> None:
+def test_the_deadline_cuts_every_command_and_spares_only_the_teardown() -> None:
     inner = Recorder()
-    transport = DeadlineTransport(inner, time.monotonic() + 5, "kubelab-grade", grace=10)
+    transport = DeadlineTransport(inner, time.monotonic() + 5, grace=10)
     transport.run("master", "sudo", "kubectl", "get", "nodes", timeout=60)
     assert 4 < inner.timeouts[-1] <= 5
     transport.deadline = time.monotonic() - 1
     with pytest.raises(TransportError, match="deadline passed"):
         transport.run("master", "sudo", "kubectl", "get", "pods", timeout=60)
-    transport.run("master", "sudo", "kubectl", "delete", "namespace", "kubelab-grade", timeout=60)
+    # What the command is does not matter, only the phase collect tagged it with.
+    with pytest.raises(TransportError, match="deadline passed"):
+        transport.run("master", "sudo", "kubectl", "delete", "namespace", "kubelab-grade")
+    transport.run("master", "sudo", "kubectl", "get", "pods", timeout=60, phase=TEARDOWN)
     assert 8 < inner.timeouts[-1] <= 9
     assert transport.expired
     transport.close()

@@ -14,17 +14,19 @@ import dataclasses
 import gzip
 import hashlib
 import io
+import ipaddress
 import shutil
 import tarfile
 from typing import Any
 
 import pytest
+import yaml
 
 from kubelab.config import catalog
-from kubelab.plan import Plan, PlannedNode
+from kubelab.plan import Plan, PlannedNode, Stage
 from kubelab.render import render
 from tests.provision.harness import STUB_DIR_IN_ROOT, Guest, render_lab, script_for
-from tests.provision.test_hardway_in_root import runner_order, ship_bundle
+from tests.provision.test_hardway_in_root import receive, runner_order
 from tests.provision.test_stages_in_root import run_twice
 
 pytestmark = [
@@ -71,14 +73,14 @@ def put_in_local_repo(guest: Guest, plan: Plan) -> None:
 
 
 def run_shipped_twice(
-    plan: Plan, files: dict[str, str], master: Guest, guest: Guest, node: PlannedNode, stage: str
+    plan: Plan, files: dict[str, str], master: Guest, guest: Guest, node: PlannedNode, stage: Stage
 ) -> None:
     """A stage the host ships the bundle to, twice, as StageRunner runs it."""
-    script = script_for(plan, files, node, stage)
-    first = guest.run(script, {"KUBELAB_PKI_BUNDLE": ship_bundle(master, guest, node)})
+    script = script_for(plan, files, node, stage.name)
+    first = guest.run(script, receive(master, guest, node, stage))
     assert first.rc == 0, f"{stage} on {node.name} failed:\n{first.output[-4000:]}"
     digest = guest.tree_digest()
-    second = guest.run(script, {"KUBELAB_PKI_BUNDLE": ship_bundle(master, guest, node)})
+    second = guest.run(script, receive(master, guest, node, stage))
     assert second.rc == 0, f"{stage} on {node.name} failed on the second run:\n{second.output}"
     assert guest.tree_digest() == digest, f"the second run changed files:\n{second.stdout}"
     assert "wrote:" not in second.stdout
@@ -97,8 +99,8 @@ def build(new_guest: Any, guest: str, runtime: str) -> tuple[Plan, dict[str, Gue
         put_in_local_repo(g, plan)
     master = plan.master
     for node, stage in runner_order(plan):
-        if stage.ships_bundle:
-            run_shipped_twice(plan, files, guests[master.name], guests[node.name], node, stage.name)
+        if stage.receives:
+            run_shipped_twice(plan, files, guests[master.name], guests[node.name], node, stage)
         else:
             run_twice(guests[node.name], plan, files, node, stage.name)
     return plan, guests
@@ -174,6 +176,23 @@ def test_the_control_plane_and_the_nodes_from_the_release(
     )
     assert any("selfnodeclient system:nodes" in b for b in bindings)
 
+    # CoreDNS (manual 001's add-on): 2 replicas of the mirror's image at kubeadm's version,
+    # its Service at the IP every kubelet's clusterDNS names; applied as the admin.
+    manifest = master.state_text("kube/applied-coredns.yaml")
+    assert manifest == master.read("/opt/kubernetes/cfg/coredns.yaml")
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(manifest)}
+    deployment = objects[("Deployment", "coredns")]
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]
+    assert pod["metadata"]["labels"]["k8s-app"] == "kube-dns"  # what verify's dns check finds
+    assert pod["spec"]["containers"][0]["image"] == plan.spec.component_images["coredns"]
+    service = objects[("Service", "kube-dns")]
+    assert service["spec"]["clusterIP"] == plan.kubernetes["dns_service_ip"]
+    assert ipaddress.ip_address(service["spec"]["clusterIP"]) in ipaddress.ip_network(
+        plan.kubernetes["service_cidr"]
+    )
+    assert "kubernetes cluster.local" in objects[("ConfigMap", "coredns")]["data"]["Corefile"]
+
     # The node: its binaries, kube-proxy's key 0600, the kubeconfigs, the ports.
     for binary in NODE_BINARIES:
         assert (node.upper / "opt/kubernetes/bin" / binary).exists()
@@ -189,6 +208,7 @@ def test_the_control_plane_and_the_nodes_from_the_release(
     config = node.read("/opt/kubernetes/cfg/kubelet-config.yaml")
     assert "port: 10250" in config and "healthzPort: 10248" in config
     assert "clientCAFile: /opt/kubernetes/ssl/kube-ca.pem" in config
+    assert yaml.safe_load(config)["clusterDNS"] == [plan.kubernetes["dns_service_ip"]]
     proxy = unit_flags(node.read("/etc/systemd/system/kube-proxy.service"))
     assert "--healthz-bind-address=0.0.0.0:10256" in proxy
     assert "--kubeconfig=/opt/kubernetes/cfg/kube-proxy.kubeconfig" in proxy

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from kubelab.plan import Plan, PlannedNode, Stage
+from kubelab.plan import Plan, PlannedNode, Stage, for_node
 from tests.provision.harness import Guest, render_lab, script_for
 from tests.provision.test_stages_in_root import run_twice
 
@@ -57,8 +57,8 @@ def build(
     guests = {n.name: new_guest(guest, n) for n in plan.nodes[:2]}  # the master and one node
     master = plan.master
     for node, stage in runner_order(plan):
-        if stage.ships_bundle:
-            run_etcd_twice(plan, files, guests[master.name], guests[node.name], node)
+        if stage.receives:
+            run_etcd_twice(plan, files, guests[master.name], guests[node.name], node, stage)
         else:
             run_twice(guests[node.name], plan, files, node, stage.name)
     return plan, files, guests
@@ -75,30 +75,32 @@ def runner_order(plan: Plan) -> list[tuple[PlannedNode, Stage]]:
 
 
 def run_etcd_twice(
-    plan: Plan, files: dict[str, str], master: Guest, guest: Guest, node: PlannedNode
+    plan: Plan, files: dict[str, str], master: Guest, guest: Guest, node: PlannedNode, stage: Stage
 ) -> None:
     """The etcd stage as the host runs it, twice: the bundle shipped before each run."""
-    script = script_for(plan, files, node, "etcd")
-    env = {"KUBELAB_PKI_BUNDLE": ship_bundle(master, guest, node)}
-    first = guest.run(script, env)
+    script = script_for(plan, files, node, stage.name)
+    first = guest.run(script, receive(master, guest, node, stage))
     assert first.rc == 0, f"etcd on {node.name} failed:\n{first.output[-4000:]}"
     digest = guest.tree_digest()
-    env = {"KUBELAB_PKI_BUNDLE": ship_bundle(master, guest, node)}
-    second = guest.run(script, env)
+    second = guest.run(script, receive(master, guest, node, stage))
     assert second.rc == 0, f"etcd on {node.name} failed on the second run:\n{second.output}"
     assert guest.tree_digest() == digest, f"the second run changed files:\n{second.stdout}"
     assert "wrote:" not in second.stdout
     assert not [c for c in second.calls if c.args[:1] in (["restart"], ["install"])]
 
 
-def ship_bundle(master: Guest, guest: Guest, node: PlannedNode) -> str:
-    """What the host does before the etcd stage: the master's bundle for `node`, 0600."""
-    source = master.path(f"/opt/kubelab/pki/bundles/{node.hostname}.tar")
-    assert source is not None, f"the pki stage made no bundle for {node.hostname}"
-    target = guest.ctl / "pki-bundle.tar"
-    target.write_bytes(source.read_bytes())
-    target.chmod(0o600)
-    return "/opt/kubelab-test/ctl/pki-bundle.tar"
+def receive(master: Guest, guest: Guest, node: PlannedNode, stage: Stage) -> dict[str, str]:
+    """What the host does before a stage that receives files (the catalog's `receives`):
+    each of `node`'s from the master, 0600; the variables that name them."""
+    env = {}
+    for item in stage.receives:
+        source = master.path(for_node(item.from_master, node))
+        assert source is not None, f"the master holds no {item.from_master} for {node.hostname}"
+        target = guest.ctl / item.to
+        target.write_bytes(source.read_bytes())
+        target.chmod(0o600)
+        env[item.env] = f"/opt/kubelab-test/ctl/{item.to}"
+    return env
 
 
 @pytest.mark.parametrize("guest", ["centos7", "debian12"])
@@ -157,7 +159,9 @@ def test_pki_makes_the_manuals_certificates_and_etcd_gets_its_member(
 
     for node in plan.nodes[:2]:
         g = guests[node.name]
-        bundle = master.upper / f"opt/kubelab/pki/bundles/{node.hostname}.tar"
+        [pki] = [s for s in plan.stages if s.name == "pki"]
+        bundle = master.path(for_node(pki.leaves, node))
+        assert bundle is not None
         assert bundle.stat().st_mode & 0o777 == 0o600
         with tarfile.open(bundle) as tar:
             assert tar.getnames() == BUNDLE_FILES
@@ -180,6 +184,33 @@ def test_pki_makes_the_manuals_certificates_and_etcd_gets_its_member(
             assert not waited  # the master's member cannot be healthy before the nodes'
         else:
             assert any(f"--endpoints=https://{node.ip}:2379" in c.args for c in waited)
+
+
+def test_after_the_certificates_are_wiped_the_stages_rebuild_them_and_etcd_restarts(
+    new_guest: Any,
+) -> None:
+    """A student's reset of the PKI (the folder removed, as a fresh start would): the
+    pki stage makes a new CA and certificates, and the etcd stage hands them to the
+    member and restarts it, on a VM whose member ran with the old ones."""
+    plan, files, guests = build(new_guest, "centos7")
+    master, node = plan.master, plan.workers[0]
+    old_ca = guests[master.name].read("/opt/kubelab/pki/ca.pem")
+    shutil.rmtree(guests[master.name].upper / "opt/kubelab/pki")
+
+    pki = guests[master.name].run(script_for(plan, files, master, "pki"))
+    assert pki.rc == 0, pki.output[-3000:]
+    new_ca = guests[master.name].read("/opt/kubelab/pki/ca.pem")
+    assert new_ca != old_ca
+    member = guests[node.name]
+    [etcd_stage] = [s for s in plan.stages if s.name == "etcd"]
+    etcd = member.run(
+        script_for(plan, files, node, "etcd"),
+        receive(guests[master.name], member, node, etcd_stage),
+    )
+    assert etcd.rc == 0, etcd.output[-3000:]
+    assert member.read("/opt/etcd/ssl/ca.pem") == new_ca
+    assert "restarting etcd (its configuration changed)" in etcd.stdout
+    assert [c for c in etcd.calls if c.name == "systemctl" and "restart" in c.args]
 
 
 def test_etcd_refuses_to_run_without_its_bundle(new_guest: Any) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from kubelab.progress import Reporter
-from kubelab.provision import PKI_BUNDLE_DIR, REMOTE_SCRIPT_DIR, StageRunner
+from kubelab.provision import REMOTE_SCRIPT_DIR, StageRunner
 from tests.provision.harness import render_lab
 from tests.provision.root_transport import RootTransport
 
@@ -44,14 +44,16 @@ def test_each_vm_gets_its_bundle_from_the_master_and_keeps_no_copy(
         ("master", "etcd", "done"),
         ("node1", "etcd", "done"),
     ]
+    [etcd] = [s for s in plan.stages if s.name == "etcd"]
+    [bundle] = etcd.receives
     fetched = [line for node, line in transport.commands if "base64" in line]
-    assert fetched == [f"base64 -w 0 {PKI_BUNDLE_DIR}/{n.hostname}.tar" for n in plan.nodes]
+    assert fetched == [f"base64 -w 0 {bundle.source(n)}" for n in plan.nodes]
     assert all(node == "master" for node, line in transport.commands if "base64" in line)
     master_key = guests["master"].upper / "opt/kubelab/pki/server-key.pem"
     for node in plan.nodes:
         key = guests[node.name].upper / "opt/etcd/ssl/server-key.pem"
         assert key.read_bytes() == master_key.read_bytes()
         assert key.stat().st_mode & 0o777 == 0o600
-        assert guests[node.name].path(f"{REMOTE_SCRIPT_DIR}/pki-bundle.tar") is None
+        assert guests[node.name].path(f"{REMOTE_SCRIPT_DIR}/{bundle.to}") is None
     for log in plan.log_dir.rglob("*.log"):
         assert "PRIVATE KEY" not in log.read_text(), log

@@ -158,6 +158,20 @@ def test_one_member_down_keeps_the_quorum_and_names_it(tmp_path: Path) -> None:
     assert "down: m3 (failed to commit proposal: context deadline exceeded)" in detail
 
 
+def test_a_record_that_asked_every_member_is_judged_by_its_own_endpoint(tmp_path: Path) -> None:
+    """Evidence from a wrapper that asked all three (etcdctl appends a second --endpoints
+    to the first): each record holds every member's line and exits 1 for m3's."""
+    folder = build(tmp_path, "onedown")
+    every = "".join(capture(f"onedown-health-m{i}")[2] for i in (1, 2, 3))
+    for node in EXPECTED.nodes:
+        path = folder / health_path(node.name)
+        path.write_text(json.dumps({**json.loads(path.read_text()), "rc": 1, "stderr": every}))
+    passed, detail = verdicts(folder)["etcd-cluster"]
+    assert passed, detail
+    assert "2 of 3 members healthy" in detail and "down: m3 (" in detail
+    assert "m1 (" not in detail and "m2 (" not in detail
+
+
 def test_two_members_down_fail_and_name_both(tmp_path: Path) -> None:
     results = evaluate(build(tmp_path, "twodown"), EXPECTED)
     cluster = next(r for r in results if r.id == "etcd-cluster")

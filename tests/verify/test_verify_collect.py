@@ -21,7 +21,7 @@ import yaml
 from kubelab import REPO_ROOT
 from kubelab.errors import KubelabError
 from kubelab.verify.checks import evaluate
-from kubelab.verify.collect import DEFAULT_KUBECTL, NGINX_APP, _Collector, collect
+from kubelab.verify.collect import DEFAULT_KUBECTL, HOST, NGINX_APP, _Collector, collect
 from kubelab.verify.evidence import (
     CLEANUP,
     COMMANDS,
@@ -36,8 +36,16 @@ from kubelab.verify.evidence import (
     PODS,
     SERVICE,
     VERSION,
+    http_url,
 )
-from kubelab.verify.expect import Expected, ExpectedNode
+from kubelab.verify.expect import (
+    CLUSTER,
+    PROBE,
+    PROVENANCE,
+    TEARDOWN,
+    Expected,
+    ExpectedNode,
+)
 from kubelab.verify.provenance import MARKERS_SCRIPT
 from tests.verify.verify_captures import (
     NODES_READY,
@@ -61,6 +69,8 @@ class Call:
     host: str
     argv: list[str]
     timeout: float
+    phase: str | None = None
+    stdin: str | None = None
 
 
 @dataclass
@@ -71,20 +81,28 @@ class ReplayTransport:
     calls: list[Call] = field(default_factory=list)
     deleted: bool = False
 
-    def run(self, node: str, cmd: str, *args: str, timeout: float = 60.0) -> Result:
+    def run(
+        self,
+        node: str,
+        cmd: str,
+        *args: str,
+        timeout: float = 60.0,
+        stdin: str | None = None,
+        phase: str | None = None,
+    ) -> Result:
         argv = [cmd, *args]
-        self.calls.append(Call(node, argv, timeout))
+        self.calls.append(Call(node, argv, timeout, phase, stdin))
         failure = self.fail(argv)
         if isinstance(failure, BaseException):
             raise failure
         if isinstance(failure, Result):
             return failure
-        return self.answer(argv)
+        return self.answer(argv, stdin)
 
     def _text(self, rel: str) -> str:
         return (self.source.root / rel).read_text()
 
-    def answer(self, argv: list[str]) -> Result:
+    def answer(self, argv: list[str], stdin: str | None = None) -> Result:
         ns = self.source.expected.namespace
         if argv == ["sudo", "sh", "-c", MARKERS_SCRIPT]:
             return Result(0, "")  # a VM kubelab never provisioned: no stage markers
@@ -94,16 +112,17 @@ class ReplayTransport:
             if host in self.down:
                 return Result(7, curl_stdout("", 0), f"curl: (7) Failed to connect to {host}")
             return Result(0, curl_stdout(self.source.welcome, 200))
-        if argv[0] == "sh":  # the apply: sh -c SCRIPT NAME MANIFEST kubectl... apply -f -
-            assert argv[5:] == [*DEFAULT_KUBECTL, "apply", "-f", "-"]
+        assert argv[: len(DEFAULT_KUBECTL)] == list(DEFAULT_KUBECTL), argv
+        rest = " ".join(argv[len(DEFAULT_KUBECTL) :])
+        if rest == "apply -f -":  # the manifest comes on stdin
+            assert stdin is not None, "kubectl apply -f - with nothing on stdin"
             created = [
                 f"{d['kind'].lower()}/{d['metadata']['name']} created"
-                for d in yaml.safe_load_all(argv[4])
+                for d in yaml.safe_load_all(stdin)
                 if d
             ]
             return Result(0, "\n".join(created) + "\n")
-        assert argv[: len(DEFAULT_KUBECTL)] == list(DEFAULT_KUBECTL), argv
-        rest = " ".join(argv[len(DEFAULT_KUBECTL) :])
+        assert stdin is None, f"stdin fed to {argv}"
         answers = {
             "get --raw /version": lambda: self._text(VERSION),
             "get nodes -o json": lambda: fixture(NODES_READY).read_text(),
@@ -245,10 +264,13 @@ def test_commands_jsonl_records_every_command(source: Folder, tmp_path: Path) ->
     assert len(lines) == len(transport.calls)
     for line, call in zip(lines, transport.calls, strict=True):
         assert line["node"] == call.host  # no machine names here: the same
-        if call.argv[0] == "sh":
-            assert line["argv"][4] == f"<{MANIFEST}>"  # the manifest itself is in MANIFEST
+        assert line["argv"] == call.argv
+        assert line["phase"] == call.phase  # the runner got the phase the record shows
+        if call.stdin is not None:
+            assert line["stdin"] == MANIFEST  # the manifest itself is in MANIFEST
+            assert (out / MANIFEST).read_text() == call.stdin
         else:
-            assert line["argv"] == call.argv
+            assert line["stdin"] is None
         assert line["rc"] == 0 and line["error"] is None
         assert line["started"] <= line["finished"]
         if line["stdout"]:
@@ -271,7 +293,7 @@ def test_commands_issued_in_order(source: Folder, tmp_path: Path) -> None:
     assert kubectl[-2].startswith(f"delete namespace {ns} --ignore-not-found --wait=true")
     assert kubectl[-1] == f"get namespace {ns} --ignore-not-found -o name"
     # The apply comes after the snapshot and before the rollout wait.
-    apply_at = next(i for i, c in enumerate(transport.calls) if c.argv[0] == "sh")
+    apply_at = next(i for i, c in enumerate(transport.calls) if "apply" in c.argv)
     rollout_at = next(i for i, c in enumerate(transport.calls) if "rollout" in c.argv)
     nodes_at = next(
         i for i, c in enumerate(transport.calls) if c.argv[-3:] == ["nodes", "-o", "json"]
@@ -291,7 +313,8 @@ def test_commands_issued_in_order(source: Folder, tmp_path: Path) -> None:
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE
     service = next(d for d in manifest if d["kind"] == "Service")
     assert service["spec"]["ports"][0]["nodePort"] == expected.nodeport
-    assert transport.calls[apply_at].argv[4] == (out / MANIFEST).read_text()
+    assert transport.calls[apply_at].argv == [*DEFAULT_KUBECTL, "apply", "-f", "-"]
+    assert transport.calls[apply_at].stdin == (out / MANIFEST).read_text()
     # curl: every node to every pod IP and the ClusterIP; the master to every NodePort.
     curls = [(c.host, c.argv[-1]) for c in transport.calls if c.argv[0] == "curl"]
     pod_ips = [p["status"]["podIP"] for p in json.loads((out / NGINX_PODS).read_text())["items"]]
@@ -305,6 +328,37 @@ def test_commands_issued_in_order(source: Folder, tmp_path: Path) -> None:
     assert {p.name.split("__")[0] for p in (out / "curl" / "pod-ips").glob("*.json")} == {
         n.name for n in expected.nodes
     }
+
+
+def test_each_command_carries_its_phase(source: Folder, tmp_path: Path) -> None:
+    transport = ReplayTransport(source)
+    collect(transport, source.expected, tmp_path / "out", image=IMAGE)
+    phases = [c.phase for c in transport.calls]
+    # The phases in order, each one's commands together: the runner is told, it never
+    # has to guess from a command line.
+    assert list(dict.fromkeys(phases)) == [PROVENANCE, CLUSTER, PROBE, TEARDOWN]
+    assert phases.count(PROVENANCE) == len(source.expected.nodes)
+    ns = source.expected.namespace
+    teardown = [" ".join(c.argv[len(DEFAULT_KUBECTL) :]) for c in transport.calls[-2:]]
+    assert phases[-2:] == [TEARDOWN, TEARDOWN] and phases.count(TEARDOWN) == 2
+    assert teardown[0].startswith(f"delete namespace {ns} ")
+    assert teardown[1] == f"get namespace {ns} --ignore-not-found -o name"
+
+
+def test_the_nodeport_from_this_machine_goes_through_the_same_runner(
+    source: Folder, tmp_path: Path
+) -> None:
+    # HOST is a node of the runner like the VMs (a LocalTarget of the real Transport).
+    transport = ReplayTransport(source)
+    expected = source.expected
+    out = collect(transport, expected, tmp_path / "out", image=IMAGE, nodeport_from=HOST)
+    from_host = [c for c in transport.calls if c.host == HOST]
+    assert [c.argv[-1] for c in from_host] == [
+        http_url(n.private_ip, expected.nodeport) for n in expected.nodes
+    ]
+    assert all(c.argv[0] == "curl" and c.phase == PROBE for c in from_host)
+    nodeport = next(r for r in evaluate(out, expected) if r.id == "nodeport")
+    assert nodeport.passed, nodeport.detail
 
 
 def test_ctrl_c_during_the_rollout_still_deletes_the_namespace(

@@ -37,7 +37,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubelab import REPO_ROOT
+from kubelab import REPO_ROOT, lifecycle
 from kubelab.plan import load_plan
 from kubelab.verify.checks import CHECKS
 from kubelab.verify.collect import DEFAULT_KUBECTL, NGINX_APP, render_manifest
@@ -406,14 +406,16 @@ def _accepted(hosts: NetnsHosts) -> dict[str, int]:
     return {name: h.log.read_text().count(marker) for name, h in hosts.hosts.items()}
 
 
-def run_verify(hosts: NetnsHosts, work: Path, name: str, ssh_config: Path) -> Run:
+def run_verify(hosts: NetnsHosts, work: Path, name: str, ssh_config: Path | None) -> Run:
+    """`ssh_config` None: the one `invoke up` keeps in the lab folder (there is no
+    Vagrant here: a `vagrant ssh-config` would fail the run)."""
     out = work / name
     out.mkdir()
     argv = [
         str(INVOKE), "verify",
         "--config", str(CONFIG),
         "--lab-dir", str(work / "lab"),
-        "--ssh-config", str(ssh_config),
+        *(["--ssh-config", str(ssh_config)] if ssh_config else []),
         "--evidence-out", str(out / "evidence"),
         "--json", str(out / "results.json"),
         "--junit", str(out / "results.xml"),
@@ -487,7 +489,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         down_node = expected.nodes[1].name
         down_ip = cluster.nginx_pods[down_node][1]
         hosts.stop_nginx(down_ip, 80)
-        pod_down = run_verify(hosts, work, "pod-down", ssh_config)
+        # This run finds the VMs as `invoke verify` does after `invoke up`: through the
+        # ssh-config kept in the lab folder.
+        lifecycle.ssh_config_path(plan).parent.mkdir(parents=True, exist_ok=True)
+        lifecycle.ssh_config_path(plan).write_text(hosts.ssh_config_text())
+        pod_down = run_verify(hosts, work, "pod-down", None)
         yield Lab(cluster, healthy, pod_down, down_ip, down_node)
 
 
@@ -570,6 +576,8 @@ def test_one_pod_ip_down_fails_exactly_the_pod_ips_check(lab: Lab) -> None:
     run = lab.pod_down
     print(run.figures())
     assert run.proc.returncode == 1, _explain(run)
+    # It reached the hosts through the kept ssh-config, asking no Vagrant.
+    assert "asking Vagrant" not in run.proc.stdout + run.proc.stderr, _explain(run)
     verdicts = {c: r["passed"] for c, r in run.results.items()}
     assert verdicts == {c: c != "pod-ips" for c in lab.healthy.results}, _explain(run)
     detail = run.results["pod-ips"]["detail"]
