@@ -16,8 +16,10 @@ from invoke import Collection, Exit, task
 
 from kubelab import ui
 from kubelab.errors import ConfigError, KubelabError
-from kubelab.plan import load_plan
 from kubelab.progress import Reporter
+
+# kubelab.plan (the config's pydantic models) is imported by the tasks that load a lab,
+# not here: `invoke --list`, `--help`, lint and test start without it.
 
 ROOT = Path(__file__).resolve().parent
 PY = sys.executable
@@ -75,6 +77,7 @@ def _plan(config=None, lab_dir=None, driver=None, box=None, student=None, stages
 def _exercise_plan(config=None, lab_dir=None, driver=None, box=None, student=None, stages=None):
     """(plan, the lab's exercise state or None)."""
     from kubelab import labs
+    from kubelab.plan import load_plan
 
     overrides = {
         "libvirt.driver": driver,
@@ -400,6 +403,8 @@ def lab_task(
             ui.console.print(f"  {line}", markup=False)
         return
     labs.refuse_past_start(chosen, labs.applied_stages(plan))
+    from kubelab.plan import load_plan
+
     start_plan = load_plan(
         Path(config) if config else None,
         {
@@ -432,6 +437,8 @@ def lab_task(
 
 def _shared_lab_dir(config, lab_dir):
     """The lab folder an exercise lab lives in: the one without the student suffix."""
+    from kubelab.plan import load_plan
+
     return load_plan(
         Path(config) if config else None,
         {"student_id": None},
@@ -677,16 +684,40 @@ def lint(c):
     help={
         "e2e": "include the real-VM end-to-end tests (default: yes)",
         "k": "only tests matching this pytest -k expression",
-        "durations": "list the N slowest tests at the end (CI shows 25)",
+        "durations": "list the N slowest tests of each run at the end (CI shows 25)",
+        "workers": "pytest-xdist workers for the tests without VMs (default: auto, one per "
+        "CPU; 0: one process)",
     }
 )
-def test(c, e2e=True, k=None, durations=0):
+def test(c, e2e=True, k=None, durations=0, workers="auto"):
     """Run the whole test suite: lint, unit, integration and (with root) end to end."""
+    import importlib.util
+
     lint(c)
-    marker = "" if e2e else "-m 'not e2e'"
-    select = f"-k {k!r}" if k else ""
-    slowest = f"--durations={int(durations)}" if durations else ""
-    c.run(f"{PY} -m pytest {marker} {select} {slowest} -p no:cacheprovider", pty=False)
+    common = "-p no:cacheprovider"
+    if k:
+        common += f" -k {k!r}"
+    if durations:
+        common += f" --durations={int(durations)}"
+    parallel = ""
+    if str(workers) != "0":
+        if importlib.util.find_spec("xdist") is None:
+            print("pytest-xdist is not installed: one process (./install.sh --test installs it)")
+        else:
+            # Tests sharing a module fixture stay on one worker (tests/conftest.py).
+            parallel = f"-n {workers} --dist loadgroup"
+    # The tests without VMs first, spread over the workers; then the VM tests in one
+    # process of their own, in the order of the lab's life (tests/e2e/conftest.py).
+    runs = [c.run(f"{PY} -m pytest -m 'not e2e' {parallel} {common}", pty=False, warn=True)]
+    if e2e:
+        runs.append(c.run(f"{PY} -m pytest -m e2e {common}", pty=False, warn=True))
+    codes = [run.exited for run in runs]
+    # 5: nothing collected (a -k that selects only VM tests, or none of them), not a failure.
+    failed = [code for code in codes if code not in (0, 5)]
+    if failed:
+        raise Exit(code=failed[0])
+    if all(code == 5 for code in codes):
+        raise Exit("no test matched", code=5)
 
 
 @task

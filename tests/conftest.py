@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,22 @@ def golden_lab_on_disk(tmp_path_factory: pytest.TempPathFactory) -> Callable[[st
     return folder
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`invoke test` runs `--dist loadgroup`), the tests that share a
+    module or class fixture (100 sshd hosts, a synthetic class) stay on one worker, so the
+    fixture is made once, as in one process; every other test goes to whichever worker
+    is free, so one long module does not keep one worker busy after the others end."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    shared_scopes = {"module", "class", "package"}
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        if any(defs[-1].scope in shared_scopes for defs in info.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # `rendered_script` is (case, relative path) for every script of every golden lab.
     # A lab that fails to render yields one failing case that shows the error,
@@ -186,10 +203,15 @@ def ruby() -> Iterator[RubyEvaluator]:
 # Debian box (built once per session, cached by recipe digest). Both skip with the
 # reason where they cannot run (not root, vagrant or libvirtd missing).
 @pytest.fixture(scope="session")
-def offline_box(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.support.libvirt_helpers import build_offline_box
+def offline_box(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The offline Debian 12 test box file, the one every test that imports or boots a box
+    takes (built once per recipe, then from the cache; skips where it cannot be built)."""
+    from tests.support.libvirt_helpers import BOX_BUILD_SECONDS, build_offline_box
 
-    return build_offline_box(tmp_path_factory.mktemp("box-build"))
+    started = time.monotonic()
+    box = build_offline_box(tmp_path_factory.mktemp("box-build"))
+    request.config.stash[BOX_BUILD_SECONDS] = time.monotonic() - started  # the e2e figures
+    return box
 
 
 @pytest.fixture

@@ -12,20 +12,18 @@ gaps in kubelab/config.py; each flips to a failure (strict) once it is fixed.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-from invoke import Program
 
 from kubelab.config import LabConfig, catalog, config_as_dict, load_config, validate_config
 from kubelab.errors import ConfigError, KubelabError
 from kubelab.plan import load_plan
 from kubelab.render import render, write_lab
+from tests.support.invoke_in_process import run_task
 
 CONFIGS = Path(__file__).parent / "data" / "configs"
 INVALID = sorted((CONFIGS / "invalid").glob("*.yaml"))
@@ -121,39 +119,13 @@ def _invoke(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture(scope="module")
-def tasks_namespace() -> Any:
-    """tasks.py's collection, loaded once: the corpus runs through invoke in this
-    process (a process per file costs ~0.4 s each); one test below runs the real
-    `invoke` process to show the same holds there."""
-    tasks_py = REPO_ROOT / "tasks.py"
-    if not tasks_py.is_file():
-        pytest.skip("tasks.py is not written yet")
-    spec = importlib.util.spec_from_file_location("kubelab_tasks_under_test", tasks_py)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if "render" not in module.ns.task_names:
-        pytest.skip("tasks.py has no render task yet")
-    return module.ns
-
-
-def _run_task(namespace: Any, *args: str) -> int:
-    program = Program(namespace=namespace, binary="invoke")
-    try:
-        program.run(["invoke", *args], exit=True)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
 @pytest.mark.parametrize("path", CLI_PARAMS)
-def test_invalid_config_through_the_cli(
-    tasks_namespace: Any, path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_invalid_config_through_the_cli(path: Path, tmp_path: Path) -> None:
+    # The corpus runs through invoke's Program in this process (a process per file costs
+    # ~0.4 s each); the test below runs the real `invoke` process to show the same holds.
     out = tmp_path / "lab"
-    code = _run_task(tasks_namespace, "render", "--config", str(path), "--out", str(out))
-    stderr = capsys.readouterr().err
+    done = run_task("render", "--config", str(path), "--out", str(out))
+    code, stderr = done.returncode, done.stderr
     assert code == 2, stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
     expected = _header(path, "expect")
@@ -163,7 +135,7 @@ def test_invalid_config_through_the_cli(
     assert not out.exists()
 
 
-def test_invoke_process_exits_2_on_a_bad_config(tasks_namespace: Any, tmp_path: Path) -> None:
+def test_invoke_process_exits_2_on_a_bad_config(tmp_path: Path) -> None:
     path = CONFIGS / "invalid" / "many-problems-meaning.yaml"
     out = tmp_path / "lab"
     result = _invoke("render", "--config", str(path), "--out", str(out), cwd=tmp_path)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from kubelab.render import render
 from kubelab.verify.checks import CheckResult, Part
 from kubelab.verify.lab import expected_from_plan
 from kubelab.verify.provenance import SOLVE, start_label
+from tests.support.invoke_in_process import run_task
 
 STUDENT = "2023001"
 
@@ -158,13 +157,8 @@ def test_a_demo_rubric_lets_solve_count(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def invoke_lab(*args: str, lab_dir: Path) -> subprocess.CompletedProcess[str]:
-    repo = Path(__file__).resolve().parents[1]
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(repo), "lab", *args,
-         "--lab-dir", str(lab_dir)],
-        cwd=repo, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-        env={**os.environ, "COLUMNS": "80"},
-    )  # fmt: skip
+    """`invoke lab ARGS --lab-dir DIR` by invoke's Program in this process."""
+    return run_task("lab", *args, "--lab-dir", str(lab_dir))
 
 
 @pytest.mark.parametrize(

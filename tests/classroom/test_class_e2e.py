@@ -26,7 +26,6 @@ from kubelab.backend import libvirt_inspect
 from kubelab.classroom.hosts import load_hosts
 from kubelab.classroom.seating import class_host
 from kubelab.classroom.state import ClassPaths, load_seats
-from tests.support.libvirt_helpers import build_offline_box
 from tests.support.multihost import MultiHost, missing_requirements
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
@@ -46,11 +45,11 @@ def _invoke(mh: MultiHost, log: Path, *args: str) -> tuple[int, str, float]:
     return done.returncode, done.stdout + done.stderr, time.monotonic() - started
 
 
-def test_a_class_across_three_hosts(tmp_path: Path) -> None:
+def test_a_class_across_three_hosts(offline_box: Path, tmp_path: Path) -> None:
     reason = missing_requirements()
     if reason:
         pytest.skip(reason)
-    box_file = build_offline_box(tmp_path)
+    box_file = offline_box
     log = tmp_path / "tasks.log"
     figures: list[str] = []
     with MultiHost(HOSTS) as mh:

@@ -103,7 +103,7 @@ def through_transport(lab: E2ELab, plan: Plan, todo: list[tuple[str, list[str]]]
                        for node, argv in todo]  # fmt: skip
             return outputs, transport.connections_opened
 
-    from tests.support.libvirt_helpers import call_in_netns
+    from tests.support.netns import call_in_netns
 
     outputs, connections = call_in_netns(lab.netns.name, inside)
     seconds = time.monotonic() - started

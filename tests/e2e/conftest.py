@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.lab import E2E_DIR, FIGURES, E2ELab
+from tests.e2e.lab import FIGURES, E2ELab
 from tests.e2e.local_repo import build_local_repo, missing_tools
-from tests.support.libvirt_helpers import build_offline_box, running_netns_libvirt
+from tests.support.libvirt_helpers import BOX_BUILD_SECONDS, running_netns_libvirt
 
 MODULE_ORDER = (
     "test_lab_lifecycle.py",
@@ -86,17 +86,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 @pytest.fixture(scope="session")
-def offline_box() -> Path:
-    """The offline Debian 12 box file, built in the machine's own namespace (the mirror)."""
-    started = time.monotonic()
-    box = build_offline_box(E2E_DIR / "box-build")
-    FIGURES["box build or cache lookup"] = f"{time.monotonic() - started:.1f} s ({box.name})"
-    return box
-
-
-@pytest.fixture(scope="session")
-def e2e_lab(offline_box: Path) -> Iterator[E2ELab]:
+def e2e_lab(offline_box: Path, request: pytest.FixtureRequest) -> Iterator[E2ELab]:
     """libvirtd in a namespace of its own with the test box imported by `invoke box build`."""
+    took = request.config.stash[BOX_BUILD_SECONDS]
+    FIGURES["box build or cache lookup"] = f"{took:.1f} s ({offline_box.name})"
     started = time.monotonic()
     with running_netns_libvirt() as netns:
         lab = E2ELab(netns)

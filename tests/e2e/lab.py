@@ -39,8 +39,9 @@ from kubelab.errors import KubelabError
 from kubelab.plan import Plan, load_plan
 from kubelab.transport import CommandResult, Transport, targets_from_ssh_config
 from tests.e2e.local_repo import CACHE
-from tests.support.libvirt_helpers import BOX_CACHE, TEST_DISTRO, TEST_VARIANT, call_in_netns
+from tests.support.libvirt_helpers import BOX_CACHE, TEST_DISTRO, TEST_VARIANT
 from tests.support.libvirt_netns import NetnsLibvirt, missing_requirements
+from tests.support.netns import call_in_netns
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]

@@ -29,15 +29,13 @@ from typing import Any
 from kubelab.grade.rubric import Rubric, points
 from kubelab.verify import Expected
 from kubelab.verify.collect import NGINX_APP
-from kubelab.verify.evidence import CURL_WRITE_OUT
 from kubelab.verify.expect import CLUSTER, OWN, PROBE
 from kubelab.verify.provenance import MARKERS_SCRIPT
+from tests.support.captures import curl_stdout, dump_documents, fixture, read_json
 
 # What `invoke verify --exercise 2` collects (labs/exercises/2.yaml's checks).
 EXERCISE_2_PHASES = (CLUSTER, OWN, PROBE)
 OWN_REPLICAS = 2  # the manual's --replicas=2
-
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 
 DUMP = "kubeadm-v1.21.0-1cp-2workers-Ready-calico.cluster-info-dump.json"
 NODES = "nodes-kubeadm-v1.21.0-1cp-2workers-Ready.extract.json"
@@ -47,31 +45,6 @@ ENDPOINTS = "endpointslist-k3s-v1.33-notready-addresses.json"
 WELCOME = "nginx-1.21.2-to-1.29.5-welcome-index.html"
 # The capture's two nodes the exercise keeps, and the roles and machine names they take.
 KEEP = (("k8s-controller1", "master", "master"), ("k8s-worker1", "node", "node1"))
-
-
-def fixture(name: str) -> Path:
-    path = FIXTURES / name
-    assert path.is_file(), f"capture missing: {path}"
-    return path
-
-
-def read_fixture(name: str) -> Any:
-    return json.loads(fixture(name).read_text())
-
-
-def dump_documents(name: str) -> dict[str, dict[str, Any]]:
-    """The JSON documents at the start of a `kubectl cluster-info dump` capture, by kind."""
-    text = fixture(name).read_text()
-    decoder = json.JSONDecoder()
-    docs: dict[str, dict[str, Any]] = {}
-    index = text.find("{")
-    while 0 <= index < len(text) and text[index] == "{":
-        doc, end = decoder.raw_decode(text, index)
-        docs.setdefault(doc["kind"], doc)
-        index = end
-        while index < len(text) and text[index].isspace():
-            index += 1
-    return docs
 
 
 @dataclass(frozen=True)
@@ -163,8 +136,8 @@ def derive_cluster(
     owner = variant.cluster_of or student
     k = owner_index if variant.cluster_of else index
     assert k is not None
-    dump = dump_documents(DUMP)
-    captured = {n["metadata"]["name"]: n for n in read_fixture(NODES)["items"]}
+    dump = {kind: doc for kind, (doc, _) in dump_documents(DUMP).items()}
+    captured = {n["metadata"]["name"]: n for n in read_json(NODES)["items"]}
     names = {old: node_name(machine, owner, variant.named) for old, _, machine in KEEP}
     nodes = [
         LabNode(names[old], role, node_ips[i], machine)
@@ -172,9 +145,9 @@ def derive_cluster(
     ]
 
     # nodes.json: the two kept nodes, renamed, on the lab addresses, with IDs of their own.
-    node_list = read_fixture(NODES)
+    node_list = read_json(NODES)
     node_list["items"] = []
-    not_ready = read_fixture(NOT_READY_NODES)["items"][0]
+    not_ready = read_json(NOT_READY_NODES)["items"][0]
     for i, (old, role, _) in enumerate(KEEP):
         node = copy.deepcopy(captured[old])
         meta, status, spec = node["metadata"], node["status"], node["spec"]
@@ -264,7 +237,7 @@ def derive_cluster(
         pod["status"].update(podIP=ip, podIPs=[{"ip": ip}], hostIP=nodes[i].ip)
         nginx_pods["items"].append(pod)
 
-    service = read_fixture(SERVICE)
+    service = read_json(SERVICE)
     cluster_ip = f"10.96.{k // 200}.{k % 200 + 20}"
     service["metadata"].update(namespace=namespace, uid=_uid(owner, "service"))
     service["spec"].update(
@@ -274,7 +247,7 @@ def derive_cluster(
     )
     service["spec"]["ports"][0]["nodePort"] = nodeport
     endpoints = copy.deepcopy(
-        next(e for e in read_fixture(ENDPOINTS)["items"] if e["subsets"][0].get("addresses"))
+        next(e for e in read_json(ENDPOINTS)["items"] if e["subsets"][0].get("addresses"))
     )
     endpoints["metadata"].update(name="nginx", namespace=namespace)
     endpoints["subsets"][0]["addresses"] = [
@@ -314,7 +287,7 @@ def derive_cluster(
         pod["spec"]["nodeName"] = nodes[i].name
         pod["status"].update(podIP=ip, podIPs=[{"ip": ip}], hostIP=nodes[i].ip)
         own_pods.append(pod)
-    own_service = read_fixture(SERVICE)
+    own_service = read_json(SERVICE)
     own_service["metadata"].update(namespace="default", uid=_uid(owner, "own-service"))
     own_service["spec"]["ports"][0]["nodePort"] = nodeport + 1
     if variant.own:
@@ -394,12 +367,6 @@ def derive_cluster(
 
 def welcome_page() -> str:
     return fixture(WELCOME).read_text()
-
-
-def curl_stdout(body: str, status: int) -> str:
-    """curl's stdout for verify's -w format: the body, then the status line."""
-    trailer = CURL_WRITE_OUT.replace("\\n", "\n").replace("%{http_code}", f"{status:03d}")
-    return body + trailer
 
 
 @dataclass

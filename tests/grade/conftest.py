@@ -6,8 +6,8 @@ import pytest
 
 from kubelab.grade.rubric import Rubric, load_rubric
 from tests.grade.arriving_class import ArrivingClass, build_arriving_class
-from tests.grade.classroom import FIXTURES
 from tests.grade.handin_class import SyntheticClass, build_class
+from tests.support.captures import FIXTURES
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,12 +1,16 @@
 """Every rendered provisioning script parses (`bash -n`) and passes real shellcheck.
 
-Parametrized over whatever the golden labs render (see conftest), so a new stage
-template is checked as soon as the catalog lists it. shellcheck runs at severity
-`style` (everything) with -x, on the files as written to a lab folder.
+The one shellcheck suite: the golden labs' scripts one by one (parametrized over
+whatever they render, see conftest, so a new stage template is checked as soon as
+the catalog lists it), every valid config's lab, each guest family with every
+option and the hard way's build, and the stage tests' stub. shellcheck runs at
+severity `style` (everything), with -x, in the folder the lab's scripts are written
+to; a script text already checked by this process is not checked again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -15,20 +19,62 @@ from typing import Any
 
 import pytest
 
+from kubelab.config import catalog
 from kubelab.plan import load_plan
 from kubelab.render import render, write_lab
+from tests.provision.harness import render_lab
 
 VALID = Path(__file__).parents[1] / "data" / "configs" / "valid"
+STAGE_STUB = Path(__file__).parents[1] / "provision" / "stubs" / "kubelab-stub"
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def shellcheck() -> str:
+class Shellcheck:
+    """Real shellcheck, each distinct script text checked once per process: the labs below
+    render the same stage scripts for many configs (about 690 scripts, 280 distinct).
+    One set of flags for every script: -x, bash, severity `style` (everything)."""
+
+    FLAGS = ("-x", "--shell=bash", "--severity=style", "--format=gcc")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._findings: dict[str, str] = {}  # sha256 of a script's text -> its findings
+
+    def findings(self, folder: Path, scripts: list[str]) -> dict[str, str]:
+        """script (relative to folder, where shellcheck runs) -> its findings, "" if none."""
+        digests = {rel: hashlib.sha256((folder / rel).read_bytes()).hexdigest() for rel in scripts}
+        new = {digest: rel for rel, digest in digests.items() if digest not in self._findings}
+        if new:
+            todo = sorted(new.values())
+            done = subprocess.run(
+                [self.path, *self.FLAGS, *todo],
+                cwd=folder,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            lines = done.stdout.splitlines()
+            by_script = {
+                rel: [line for line in lines if line.startswith(f"{rel}:")] for rel in todo
+            }
+            # rc 1 is "found something"; anything else, or a line no script owns, is
+            # shellcheck itself failing, which must not pass for a clean script.
+            attributed = sum(len(found) for found in by_script.values())
+            assert done.returncode in (0, 1) and attributed == len(lines), (
+                f"shellcheck rc {done.returncode}:\n{done.stdout}{done.stderr}"
+            )
+            for rel, found in by_script.items():
+                self._findings[digests[rel]] = "".join(f"{line}\n" for line in found)
+        return {rel: self._findings[digests[rel]] for rel in scripts}
+
+
+@pytest.fixture(scope="session")  # once per xdist worker; its tests spread over them
+def shellcheck() -> Shellcheck:
     path = shutil.which("shellcheck")
     if path is None:
         pytest.skip("shellcheck is not installed (Debian: apt-get install shellcheck)")
-    return path
+    return Shellcheck(path)
 
 
 def _script(golden_lab_on_disk: Callable[[str], Path], case: str, rel: str | None) -> Path:
@@ -46,39 +92,27 @@ def test_script_parses(
 
 
 def test_script_passes_shellcheck(
-    shellcheck: str,
+    shellcheck: Shellcheck,
     golden_lab_on_disk: Callable[[str], Path],
     rendered_script: tuple[str, str | None],
 ) -> None:
     case, rel = rendered_script
-    script = _script(golden_lab_on_disk, case, rel)
-    result = subprocess.run(
-        [shellcheck, "-x", "--severity=style", "--format=gcc", script.name],
-        cwd=script.parent,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, f"{case}/{rel}:\n{result.stdout}{result.stderr}"
-    assert result.stdout == ""
+    _script(golden_lab_on_disk, case, rel)
+    assert rel is not None
+    findings = shellcheck.findings(golden_lab_on_disk(case), [rel])[rel]
+    assert findings == "", f"{case}/{rel}:\n{findings}"
 
 
 def test_shellcheck_finds_a_planted_problem(
-    shellcheck: str, golden_lab_on_disk: Callable[[str], Path], tmp_path: Path
+    shellcheck: Shellcheck, golden_lab_on_disk: Callable[[str], Path], tmp_path: Path
 ) -> None:
-    # Proves the check above can fail: an unquoted expansion added to a real script.
+    # Proves the checks here can fail: an unquoted expansion added to a real script.
     folder = golden_lab_on_disk("default")
     original = sorted(folder.glob("scripts/*/*.sh"))[0]
     script = tmp_path / "planted.sh"
     script.write_text(original.read_text() + "\nfor f in $(ls /tmp); do echo $f; done\n")
-    result = subprocess.run(
-        [shellcheck, "-x", "--severity=style", "--format=gcc", str(script)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode != 0
-    assert "SC2045" in result.stdout or "SC2086" in result.stdout
+    findings = shellcheck.findings(tmp_path, [script.name])[script.name]
+    assert "SC2045" in findings or "SC2086" in findings
 
 
 # Known findings in templates still being written: config stem -> reason. Strict:
@@ -108,7 +142,7 @@ def _lab_cases() -> list[Any]:
 
 @pytest.mark.parametrize(("config", "extra"), _lab_cases())
 def test_every_valid_config_renders_clean_scripts(
-    shellcheck: str, config: Path, extra: dict[str, Any], tmp_path: Path
+    shellcheck: Shellcheck, config: Path, extra: dict[str, Any], tmp_path: Path
 ) -> None:
     # Every branch the templates take for some valid config (guest, runtime,
     # mirror profile, proxy mode, version), checked in one shellcheck per lab.
@@ -123,11 +157,67 @@ def test_every_valid_config_renders_clean_scripts(
     for script in scripts:
         parsed = subprocess.run(["bash", "-n", script], cwd=lab, capture_output=True, text=True)
         assert parsed.returncode == 0, f"{script}: {parsed.stderr}"
+    findings = shellcheck.findings(lab, scripts)
+    assert not any(findings.values()), "".join(findings.values())
+
+
+# Each guest family with every option its templates branch on, and the hard way's
+# build (pki, etcd, flannel, the control plane and nodes from binaries).
+LABS: dict[str, dict[str, Any]] = {
+    "centos7-default": {},
+    "centos7-everything": {
+        "student_id": "2021001",
+        "kubernetes.runtime": "docker",
+        "kubernetes.proxy_mode": "ipvs",
+        "kubernetes.firewall": "open-ports",
+        "kubernetes.version": "1.32.9",
+        "mirror.profile": "aliyun",
+    },
+    "debian12-default": {"box.guest": "debian12"},
+    "debian12-everything": {
+        "box.guest": "debian12",
+        "student_id": "2021001",
+        "kubernetes.runtime": "docker",
+        "kubernetes.proxy_mode": "ipvs",
+        "kubernetes.firewall": "open-ports",
+        "mirror.profile": "custom",
+    },
+    "ubuntu2204-default": {"box.guest": "ubuntu2204"},
+    "centos7-hardway": {
+        "provision.stages": catalog()["builds"]["hardway"],
+        "kubernetes.runtime": "docker",
+        "mirror.profile": "aliyun",
+    },
+    "debian12-hardway": {
+        "box.guest": "debian12",
+        "provision.stages": catalog()["builds"]["hardway"],
+    },
+}
+
+
+@pytest.mark.parametrize("lab", sorted(LABS))
+@pytest.mark.parametrize("local_repo", [False, True], ids=["remote", "local-repo"])
+def test_shellcheck_finds_nothing(
+    shellcheck: Shellcheck, lab: str, local_repo: bool, tmp_path: Path
+) -> None:
+    overrides = dict(LABS[lab])
+    if local_repo:
+        overrides["mirror.local_repo"] = str(tmp_path)
+    _, files = render_lab(overrides)
+    scripts = []
+    for rel, text in files.items():
+        if rel.endswith(".sh"):
+            path = tmp_path / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            scripts.append(rel)
+    assert len(scripts) >= 12
+    findings = shellcheck.findings(tmp_path, scripts)
+    assert not any(findings.values()), "".join(findings.values())
+
+
+def test_shellcheck_finds_nothing_in_the_test_stub(shellcheck: Shellcheck) -> None:
     result = subprocess.run(
-        [shellcheck, "-x", "--severity=style", "--format=gcc", *scripts],
-        cwd=lab,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [shellcheck.path, "--severity=style", str(STAGE_STUB)], capture_output=True, text=True
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 0, result.stdout

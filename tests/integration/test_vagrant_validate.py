@@ -36,7 +36,7 @@ def _vagrant_env(home: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per xdist worker; its tests spread over them
 def vagrant() -> str:
     path = shutil.which("vagrant")
     if path is None:

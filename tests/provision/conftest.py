@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 
-# pytest's importlib import mode puts no test folder on sys.path; the stage
-# tests share harness.py beside this file.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from harness import (  # noqa: E402
+from kubelab.plan import PlannedNode
+from tests.provision.harness import (
     Guest,
     HarnessUnavailable,
     base_root,
@@ -20,8 +16,6 @@ from harness import (  # noqa: E402
     make_harness_layer,
     overlay_supported,
 )
-
-from kubelab.plan import PlannedNode
 
 
 @pytest.fixture(scope="session")

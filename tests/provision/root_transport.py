@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import shlex
 
-from harness import Guest
-
 from kubelab.transport import CommandResult, command_line
+from tests.provision.harness import Guest
 
 # A guest run is a fresh set of namespaces: never shorter than this, whatever the
 # stage's own deadline (the scripts here finish in seconds).

@@ -21,13 +21,13 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import STUB_DIR_IN_ROOT, Guest, render_lab, script_for
-from test_hardway_in_root import receive, runner_order
-from test_stages_in_root import run_twice
 
 from kubelab.config import catalog
 from kubelab.plan import Plan, PlannedNode, Stage
 from kubelab.render import render
+from tests.provision.harness import STUB_DIR_IN_ROOT, Guest, render_lab, script_for
+from tests.provision.test_hardway_in_root import receive, runner_order
+from tests.provision.test_stages_in_root import run_twice
 
 pytestmark = [
     pytest.mark.integration,

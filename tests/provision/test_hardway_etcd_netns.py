@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import render_lab, script_for
-from test_hardway_in_root import HARDWAY
 
 from kubelab.plan import Plan, PlannedNode
+from tests.provision.harness import render_lab, script_for
+from tests.provision.test_hardway_in_root import HARDWAY
 from tests.support.netns_hosts import NetnsHosts, missing_requirements
 
 pytestmark = [

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Guest, render_lab, script_for
-from test_stages_in_root import run_twice
 
 from kubelab.plan import Plan, PlannedNode, Stage, for_node
+from tests.provision.harness import Guest, render_lab, script_for
+from tests.provision.test_stages_in_root import run_twice
 
 pytestmark = [
     pytest.mark.integration,

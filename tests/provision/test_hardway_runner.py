@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import render_lab
-from root_transport import RootTransport
 
 from kubelab.progress import Reporter
 from kubelab.provision import REMOTE_SCRIPT_DIR, StageRunner
+from tests.provision.harness import render_lab
+from tests.provision.root_transport import RootTransport
 
 pytestmark = [
     pytest.mark.integration,

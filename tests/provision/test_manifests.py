@@ -19,9 +19,9 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from harness import DATA, heredoc, render_lab, script_for
 
 from kubelab.config import catalog
+from tests.provision.harness import DATA, heredoc, render_lab, script_for
 
 SCHEMAS = yaml.safe_load((DATA / "schemas" / "kubeadm-config.yaml").read_text())
 KUBEADM_CONFIG = "/etc/kubernetes/kubeadm-config.yaml"

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import DATA, REPO_ROOT, render_lab, script_for
 
 from kubelab.config import catalog
+from tests.provision.harness import DATA, REPO_ROOT, render_lab, script_for
 
 SEEDS_DIR = REPO_ROOT.parent / "shared" / "seeds"
 STEPS: list[dict[str, Any]] = yaml.safe_load((DATA / "manual_steps.yaml").read_text())["steps"]

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import render_lab
 
 from kubelab.errors import KubelabError
 from kubelab.plan import Fetch, Plan, PlannedNode, Receive, Stage
 from kubelab.progress import Reporter
 from kubelab.provision import StageFailed, StageRunner, VmFolders, script_digest
 from kubelab.transport import CommandResult, command_line
+from tests.provision.harness import render_lab
 from tests.support.netns_hosts import fixture
 
 TWO_NODES = {

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import render_lab
 
 from kubelab.plan import Fetch, Plan, Receive
 from kubelab.progress import Reporter
 from kubelab.provision import StageFailed, StageRunner, VmFolders
 from kubelab.transport import Transport
+from tests.provision.harness import render_lab
 from tests.support.netns_hosts import NetnsHosts, missing_requirements
 
 _missing = missing_requirements()

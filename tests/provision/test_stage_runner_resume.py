@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Guest, render_lab
-from root_transport import RootTransport
 
 from kubelab.plan import Plan
 from kubelab.progress import Reporter
 from kubelab.provision import StageFailed, StageRunner
+from tests.provision.harness import Guest, render_lab
+from tests.provision.root_transport import RootTransport
 
 TWO_NODES = {
     "nodes": [

@@ -10,9 +10,9 @@ from typing import Any
 
 import jinja2
 import pytest
-from harness import REPO_ROOT, render_lab
 
 from kubelab.config import ConfigError, catalog, load_config
+from tests.provision.harness import REPO_ROOT, render_lab
 
 PROVISION = REPO_ROOT / "provision"
 BASH_TEMPLATES = sorted(

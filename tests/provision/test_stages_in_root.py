@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import (
+
+from kubelab.plan import Plan, PlannedNode
+from tests.provision.harness import (
     JOIN_CA_HASH,
     JOIN_TOKEN,
     Call,
@@ -28,8 +30,6 @@ from harness import (
     scenarios,
     script_for,
 )
-
-from kubelab.plan import Plan, PlannedNode
 
 pytestmark = pytest.mark.integration
 

@@ -1,19 +1,12 @@
 """Helpers for tests with libvirtd in a namespace and the offline test box.
 
-They skip the calling test, with the reason, where they cannot run. Fixtures
-wrap them in the modules that use them:
-
-    @pytest.fixture(scope="session")
-    def offline_box(tmp_path_factory):
-        return build_offline_box(tmp_path_factory.mktemp("box-build"))
-
-    @pytest.fixture
-    def netns_libvirt():
-        with running_netns_libvirt() as lab:
-            yield lab
+They skip the calling test, with the reason, where they cannot run. The fixtures
+that wrap them, `offline_box` (the one box fixture, session-wide) and
+`netns_libvirt`, are in tests/conftest.py.
 
 Code in the test process reaches the VMs (SSH to their addresses) only from a
-thread inside the harness's network namespace: `call_in_netns(lab.name, fn)`.
+thread inside the harness's network namespace: `call_in_netns(lab.name, fn)`
+(tests/support/netns.py).
 
 The box is built once per recipe: kubelab.boxes caches it under BOX_CACHE, keyed
 by a digest of vagrant/box/debian12/, so a rerun only builds again after the
@@ -22,29 +15,24 @@ recipe changed (about a minute, needs root and the Debian mirror).
 
 from __future__ import annotations
 
-import ctypes
 import os
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from string import Template
-from typing import Any, TypeVar
 
 import pytest
 
 from kubelab.boxes import build_box_file
 from tests.support.libvirt_netns import NetnsLibvirt, missing_requirements
 
-T = TypeVar("T")
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
 BOX_CACHE = Path(os.environ.get("KUBELAB_BOX_CACHE", "/var/tmp/kubelab-box-cache"))
 TEST_DISTRO = "debian12"
 # The VMs of the e2e tests behave like CentOS 7 where labs break (variants/ in the
 # recipe): the defects a real CentOS 7 `invoke up` meets fail here too.
 TEST_VARIANT = "centos7-quirks"
+# How long the offline_box fixture took (a build or a cache lookup), for the e2e figures.
+BOX_BUILD_SECONDS = pytest.StashKey[float]()
 
 
 def build_offline_box(log_dir: Path) -> Path:
@@ -76,35 +64,3 @@ def start_pool(netns: NetnsLibvirt, name: str = "default") -> None:
     """Make the directory pool vagrant-libvirt would make at its first `up`."""
     netns.virsh("pool-define-as", name, "dir", "--target", "/var/lib/libvirt/images")
     netns.virsh("pool-start", name)
-
-
-def call_in_netns(netns: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """fn(*args, **kwargs) in a new thread that first joins network namespace `netns`.
-
-    A network namespace belongs to a thread (setns(2)); threads started from it, and
-    the sockets they open, stay in it (paramiko's transport threads), while the test
-    itself never leaves the machine's namespace. Open every connection inside fn: an
-    object used later from another thread would connect from outside. fn's result is
-    returned and its exception raised in the caller's thread.
-    """
-    outcome: dict[str, Any] = {}
-
-    def inside() -> None:
-        try:
-            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    code = ctypes.get_errno()
-                    raise OSError(code, f"setns({netns}): {os.strerror(code)}")
-            finally:
-                os.close(fd)
-            outcome["value"] = fn(*args, **kwargs)
-        except BaseException as exc:  # handed to the caller's thread below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=inside, name=f"in-{netns}", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]  # type: ignore[no-any-return]

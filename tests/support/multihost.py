@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.support.libvirt_helpers import call_in_netns
 from tests.support.libvirt_netns import NetnsLibvirt, _read_pid, _terminate
 from tests.support.libvirt_netns import missing_requirements as libvirt_missing
+from tests.support.netns import call_in_netns
 
 T = TypeVar("T")
 SUBNET = "10.77.0"

@@ -51,7 +51,6 @@ next harness to start cleans up after it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import ipaddress
 import itertools
 import json
@@ -62,7 +61,6 @@ import signal
 import string
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -75,10 +73,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from kubelab.transport import SSHTarget
+from tests.support.captures import fixture as fixture  # the stub replies' captures
+from tests.support.netns import call_in_netns
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STUBS = Path(__file__).with_name("stubs")
-FIXTURES = Path(os.environ.get("KUBELAB_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
 # One record per live harness (namespace, user, folder, pid), for clean-up after a crash.
 STATE_DIR = Path("/run/kubelab-test-hosts")
 SSHD = "/usr/sbin/sshd"
@@ -90,7 +89,6 @@ WELCOME_ROOT = Path("/usr/share/nginx/html")
 BEHAVIORS = ("ok", "hang", "refuse", "drop", "garbage", "stall", "stream")
 # Generous: 100 sshds starting on a cold, busy 2-core machine take their time.
 START_TIMEOUT = 180.0
-CLONE_NEWNET = 0x40000000
 REQUIRED = ["ip", "unshare", "useradd", "userdel", "timeout", SSHD, "/usr/bin/python3"]
 
 # Each sshd: its own hostname, machine ID and boot ID (bind mounts in its own mount
@@ -103,7 +101,6 @@ SSHD_START = (
 )
 
 _counter = itertools.count(1)
-_libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")
 
 
@@ -120,14 +117,6 @@ def missing_requirements(*, nginx: bool = False) -> str | None:
             f"{' nginx-light' if nginx else ''})"
         )
     return None
-
-
-def fixture(name: str) -> Path:
-    """A recorded cluster output from the shared fixtures folder."""
-    path = FIXTURES / name
-    if not path.is_file():
-        raise FileNotFoundError(f"no fixture {path} (set KUBELAB_FIXTURES to the folder)")
-    return path
 
 
 @dataclass(frozen=True)
@@ -523,27 +512,7 @@ class NetnsHosts:
 
     def call_in_ns(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """fn(*args, **kwargs) in a new thread inside the namespace; its result or error."""
-        outcome: dict[str, Any] = {}
-
-        def inside() -> None:
-            try:
-                fd = os.open(f"/run/netns/{self.netns}", os.O_RDONLY)
-                try:
-                    if _libc.setns(fd, CLONE_NEWNET) != 0:
-                        code = ctypes.get_errno()
-                        raise OSError(code, f"setns({self.netns}): {os.strerror(code)}")
-                finally:
-                    os.close(fd)
-                outcome["value"] = fn(*args, **kwargs)
-            except BaseException as exc:  # handed to the caller's thread below
-                outcome["error"] = exc
-
-        thread = threading.Thread(target=inside, name=f"in-{self.netns}", daemon=True)
-        thread.start()
-        thread.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["value"]  # type: ignore[no-any-return]
+        return call_in_netns(self.netns, fn, *args, **kwargs)
 
     def processes(self) -> list[list[str]]:
         """The argv of every process now running in the namespace (sessions, commands)."""

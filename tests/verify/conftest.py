@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.verify.verify_captures import FIXTURES, Folder, build_folder
+from tests.support.captures import FIXTURES
+from tests.verify.verify_captures import Folder, build_folder
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +18,9 @@ from typing import Any
 
 import yaml
 
-from kubelab import REPO_ROOT
 from kubelab.verify.checks import CNI_PODS, internal_ip
 from kubelab.verify.evidence import (
     CLEANUP,
-    CURL_WRITE_OUT,
     DEPLOYMENT,
     ENDPOINTS,
     NGINX_PODS,
@@ -36,8 +33,11 @@ from kubelab.verify.evidence import (
     http_url,
 )
 from kubelab.verify.expect import Expected
-
-FIXTURES = Path(os.environ.get("KUBELAB_FIXTURES") or REPO_ROOT.parent / "shared" / "fixtures")
+from tests.support.captures import FIXTURES as FIXTURES
+from tests.support.captures import curl_stdout as curl_stdout
+from tests.support.captures import dump_documents as dump_documents
+from tests.support.captures import fixture as fixture
+from tests.support.captures import read_json as read_json
 
 # One cluster family: kubeadm v1.21.0, 1 control plane + 2 workers, all Ready (calico).
 DUMP_READY = "kubeadm-v1.21.0-1cp-2workers-Ready-calico.cluster-info-dump.json"
@@ -55,29 +55,6 @@ WELCOME_PAGES = (
     "nginx-1.29.6-plus-welcome-index.html",
     "curl-nginx-welcome-minikube.extract.txt",
 )
-
-
-def fixture(name: str) -> Path:
-    return FIXTURES / name
-
-
-def read_json(name: str) -> Any:
-    return json.loads(fixture(name).read_text())
-
-
-def dump_documents(name: str) -> dict[str, tuple[dict[str, Any], str]]:
-    """The JSON documents of a `kubectl cluster-info dump` capture, by kind, with their text."""
-    text = fixture(name).read_text()
-    decoder = json.JSONDecoder()
-    docs: dict[str, tuple[dict[str, Any], str]] = {}
-    index = text.find("{\n")
-    while index >= 0 and index < len(text) and text[index] == "{":
-        doc, end = decoder.raw_decode(text, index)
-        docs[doc["kind"]] = (doc, text[index:end] + "\n")
-        index = end
-        while index < len(text) and text[index].isspace():
-            index += 1
-    return docs
 
 
 def _pod(pods: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -144,12 +121,6 @@ def version_document(nodes: dict[str, Any], pods: dict[str, Any]) -> dict[str, A
         "gitVersion": git,
         "platform": f"{info['operatingSystem']}/{info['architecture']}",
     }
-
-
-def curl_stdout(body: str, status: int) -> str:
-    """What curl prints for verify's -w format (the real-curl test proves this matches)."""
-    trailer = CURL_WRITE_OUT.replace("\\n", "\n").replace("%{http_code}", f"{status:03d}")
-    return body + trailer
 
 
 def write_curl(
