@@ -38,8 +38,8 @@ FINGERPRINT = (
     'find "$@" -type f -exec sha256sum {} + 2>/dev/null | sort'
 )
 FLANNEL_KEY = "/coreos.com/network/config"
-# `invoke up` prints each stage's end as "<node>: done | <stage> (<seconds> s)".
-STAGE_DONE = re.compile(r"^\s*(\S+): done \| (pki|etcd) \((\d+) s\)", re.M)
+# `invoke up` prints each stage's end as "[HH:MM:SS] <node>: done | <stage> (<seconds> s)".
+STAGE_DONE = re.compile(r"^(?:\d\d:\d\d:\d\d)?\s*(\S+): done \| (pki|etcd) \((\d+) s\)", re.M)
 
 
 @pytest.fixture(scope="module", autouse=True)
