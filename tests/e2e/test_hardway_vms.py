@@ -6,7 +6,9 @@ etcd stage on every VM, the host handing each its certificate bundle; then
 `invoke verify --exercise 4` collects the evidence and the host's real openssl
 reads the certificates in it. Then the faults: one member stopped (the quorum of
 2 holds, the check names it), a second (the check fails naming both), both
-started again (it heals). A second run of the stages changes nothing.
+started again (it heals). Last, one rerun of every stage of the config (prepare,
+repos, pki, etcd: their markers taken away) changes no file and restarts nothing;
+this is also the provisioning module's proof that stage 1 is idempotent.
 """
 
 from __future__ import annotations
@@ -31,12 +33,21 @@ pytestmark = [
 
 MARKERS = "/var/lib/kubelab/stages"
 ETCDCTL = "/opt/etcd/bin/my_etcdctl"
-# What the pki and etcd stages write; a second run must leave every file as it was.
-HARDWAY_FILES = ("/opt/kubelab/pki", "/opt/etcd", "/etc/systemd/system/etcd.service")
+# What the config's stages write (prepare and repos, then pki and etcd); a second run
+# must leave every file as it was.
+WRITTEN_FILES = (
+    "/etc/hosts", "/etc/fstab", "/etc/sysctl.d", "/etc/modules-load.d", "/etc/apt/sources.list.d",
+    "/opt/kubelab/pki", "/opt/etcd", "/etc/systemd/system/etcd.service",
+)  # fmt: skip
+# Content digest, inode, size, mtime, mode and owner of every file: a file written
+# again, even with the same bytes, gets a new inode or mtime.
 FINGERPRINT = (
     'find "$@" -type f -exec stat -c "%n %i %s %Y %a %U:%G" {} + 2>/dev/null | sort; '
     'find "$@" -type f -exec sha256sum {} + 2>/dev/null | sort'
 )
+# What a stage's log says when it changed something (provision/lib/common.sh.j2 and the
+# stages' own lines); a rerun's logs must have none.
+CHANGED = re.compile(r"\] (wrote|created|made|disabled|installing|restarting)\b")
 FLANNEL_KEY = "/coreos.com/network/config"
 # `invoke up` prints each stage's end as "[HH:MM:SS] <node>: done | <stage> (<seconds> s)".
 STAGE_DONE = re.compile(r"^(?:\d\d:\d\d:\d\d)?\s*(\S+): done \| (pki|etcd) \((\d+) s\)", re.M)
@@ -185,23 +196,32 @@ def test_two_members_down_fail_naming_both_then_they_heal(
 
 
 @pytest.mark.timeout(1800)
-def test_a_second_run_of_pki_and_etcd_changes_nothing(
-    e2e_lab: E2ELab, hardway_config: Path
-) -> None:
+def test_a_second_run_of_every_stage_changes_nothing(e2e_lab: E2ELab, hardway_config: Path) -> None:
     def fingerprint() -> dict[str, str]:
-        found = e2e_lab.run_on(NODES, "sh", "-c", FINGERPRINT, "fp", *HARDWAY_FILES, sudo=True)
+        found = e2e_lab.run_on(NODES, "sh", "-c", FINGERPRINT, "fp", *WRITTEN_FILES, sudo=True)
         return {n: r.stdout for n, r in found.items()}
 
+    stages = [stage.name for stage in e2e_lab.plan(hardway_config).stages]
     before = fingerprint()
+    # Make kubelab really run every script again: take away its "done" markers.
     cleared = e2e_lab.run_on(
-        NODES, "rm", "-f", f"{MARKERS}/pki.sha256", f"{MARKERS}/etcd.sha256", sudo=True
+        NODES, "rm", "-f", *(f"{MARKERS}/{stage}.sha256" for stage in stages), sudo=True
     )
     assert all(r.rc == 0 for r in cleared.values()), cleared
     rerun = e2e_lab.up(hardway_config)
     assert rerun.rc == 0, rerun
-    FIGURES["pki + etcd again, nothing to change (wall)"] = f"{rerun.seconds:.0f} s"
+    FIGURES["every stage again (prepare, repos, pki, etcd), nothing to change (wall)"] = (
+        f"{rerun.seconds:.0f} s"
+    )
     for node in NODES:
-        log = next((e2e_lab.lab_dir / "logs" / node).glob("*-etcd.log")).read_text()
-        assert "already running: etcd" in log, (node, log[-2000:])
-        assert not re.search(r"\] (wrote|created|made|installing|restarting)", log), log
+        logs = {
+            log.stem.split("-", 1)[1]: log.read_text()
+            for log in (e2e_lab.lab_dir / "logs" / node).glob("[0-9]*-*.log")
+        }
+        for stage, text in logs.items():
+            if stage in stages:
+                assert not CHANGED.search(text), (node, stage, text[-2000:])
+        assert "unchanged: /etc/hosts" in logs["prepare"], (node, logs["prepare"][-2000:])
+        assert "unchanged: /etc/fstab" in logs["prepare"], node
+        assert "already running: etcd" in logs["etcd"], (node, logs["etcd"][-2000:])
     assert fingerprint() == before

@@ -4,8 +4,9 @@ The VMs have no internet: chrony (stage 1), containerd and runc (stage 3) come f
 a local folder of Debian packages built on the host (tests/e2e/local_repo.py) and
 shipped in by kubelab as mirror.local_repo. Stage 1 (prepare) leaves swap off,
 overlay and br_netfilter loaded, the bridge and forwarding sysctls at 1, and every
-node resolving the others by name; running it a second time changes no file. Stage
-3 (runtime) leaves containerd running with the systemd cgroup driver.
+node resolving the others by name. Stage 3 (runtime) leaves containerd running with
+the systemd cgroup driver. That a second run of stage 1 changes no file is proved in
+test_hardway_vms.py, in one rerun with stage 2 and the hard way's stages.
 
 Stages 4-7 need kubeadm, kubelet and kubectl, which no registry reachable here
 carries; tests/provision runs those scripts in isolated roots instead.
@@ -24,16 +25,6 @@ from tests.e2e.lab import FIGURES, NODES, E2ELab, TaskRun
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.incremental]
 
-MARKERS = "/var/lib/kubelab/stages"
-# What stage 1 writes; a second run must leave every one of them as it was.
-PREPARED_FILES = ("/etc/hosts", "/etc/fstab", "/etc/sysctl.d", "/etc/modules-load.d",
-                  "/etc/apt/sources.list.d")  # fmt: skip
-# Content digest, inode, size, mtime, mode and owner of every file: a file written
-# again, even with the same bytes, gets a new inode or mtime.
-FINGERPRINT = (
-    'find "$@" -type f -exec stat -c "%n %i %s %Y %a %U:%G" {} + | sort && '
-    'find "$@" -type f -exec sha256sum {} + | sort'
-)
 MODULES = ("overlay", "br_netfilter")
 SYSCTLS = ("net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables",
            "net.ipv4.ip_forward")  # fmt: skip
@@ -55,13 +46,6 @@ def assert_ran_master_first(run: TaskRun, logs: dict[str, Path]) -> None:
         assert re.match(rf"# scripts/{node}/\S+ on {node}: rc=0 ", text), f"{log}:\n{text[-3000:]}"
     assert all(logs["master"].stat().st_mtime < logs[n].stat().st_mtime
                for n in ("node1", "node2")), run  # fmt: skip
-
-
-def fingerprints(lab: E2ELab) -> dict[str, str]:
-    results = lab.run_on(NODES, "sh -c", FINGERPRINT, "fingerprint", *PREPARED_FILES, sudo=True)
-    for node, result in results.items():
-        assert result.rc == 0, f"{node}: {result.tail()}"
-    return {node: result.stdout for node, result in results.items()}
 
 
 def test_prepare_runs_on_every_vm(e2e_lab: E2ELab, prepare_config: Path) -> None:
@@ -128,28 +112,6 @@ def test_after_prepare_the_nodes_resolve_each_other_by_name(
             fields = line.split("#")[0].split()
             if fields and fields[0].startswith("127."):
                 assert hostname not in fields[1:], (node, line)
-
-
-def test_prepare_a_second_time_changes_no_file(e2e_lab: E2ELab, prepare_config: Path) -> None:
-    before = fingerprints(e2e_lab)
-
-    again = e2e_lab.up(prepare_config)
-    assert again.rc == 0, again
-    assert "the lab is up and provisioned: nothing to do" in again.output, again
-
-    # Make kubelab really run the script again: take away its "done" markers.
-    cleared = e2e_lab.run_on(NODES, "rm", "-f", f"{MARKERS}/prepare.sha256", sudo=True)
-    assert all(r.rc == 0 for r in cleared.values()), cleared
-    rerun = e2e_lab.up(prepare_config)
-    assert rerun.rc == 0, rerun
-    FIGURES["stage 1 (prepare) again, nothing to change (wall)"] = f"{rerun.seconds:.0f} s"
-    logs = stage_logs(e2e_lab, "01-prepare")
-    assert_ran_master_first(rerun, logs)
-    for node, log in logs.items():
-        text = log.read_text()
-        assert "unchanged: /etc/hosts" in text and "unchanged: /etc/fstab" in text, node
-        assert not re.search(r"\] (wrote|created|disabled|installing): ", text), (node, text)
-    assert fingerprints(e2e_lab) == before
 
 
 @pytest.mark.timeout(1800)
