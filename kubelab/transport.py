@@ -39,7 +39,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import paramiko
 
@@ -258,10 +257,6 @@ class Transport:
         # One connection per jump host, shared by every node behind it.
         self._jumps: dict[SSHTarget, paramiko.SSHClient] = {}
         self._jump_lock = threading.Lock()
-
-    @classmethod
-    def from_ssh_config(cls, text: str, **kwargs: Any) -> Transport:
-        return cls(targets_from_ssh_config(text), **kwargs)
 
     def __enter__(self) -> Transport:
         return self

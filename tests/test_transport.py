@@ -585,7 +585,7 @@ def test_vagrant_format_ssh_config_drives_the_transport(lab: NetnsHosts) -> None
     ]
 
     def body() -> list[str]:
-        with Transport.from_ssh_config(text, connect_timeout=5) as transport:
+        with Transport(targets_from_ssh_config(text), connect_timeout=5) as transport:
             return [
                 transport.run(node, "cat", "/etc/hostname").stdout.strip()
                 for node in transport.targets

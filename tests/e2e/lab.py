@@ -228,6 +228,25 @@ class E2ELab:
         finally:
             conn.close()
 
+    def libvirt_names(self) -> dict[str, list[str]]:
+        """Everything this libvirtd holds, by kind: "domains", "networks", "volumes"."""
+        import libvirt
+
+        conn = libvirt.open(self.netns.host_uri)
+        try:
+            return {
+                "domains": [d.name() for d in conn.listAllDomains()],
+                "networks": [n.name() for n in conn.listAllNetworks()],
+                "volumes": [
+                    v.name()
+                    for p in conn.listAllStoragePools()
+                    if p.isActive()
+                    for v in (p.refresh(0), p.listAllVolumes())[1]
+                ],  # fmt: skip
+            }
+        finally:
+            conn.close()
+
     # -- keeping the evidence ------------------------------------------------------
 
     def save_logs(self, dest: Path = E2E_DIR / "logs-last") -> Path:

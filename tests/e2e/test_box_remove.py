@@ -9,7 +9,6 @@ the harness's socket.
 
 from __future__ import annotations
 
-import libvirt
 import pytest
 
 from kubelab.boxes import box_volume_prefix
@@ -18,17 +17,8 @@ from tests.e2e.lab import BOX_NAME, FIGURES, E2ELab
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 
 
-def pool_volumes(lab: E2ELab) -> list[str]:
-    conn = libvirt.open(lab.netns.host_uri)
-    try:
-        return [v.name() for p in conn.listAllStoragePools() if p.isActive()
-                for v in (p.refresh(0), p.listAllVolumes())[1]]  # fmt: skip
-    finally:
-        conn.close()
-
-
 def test_box_remove_takes_the_box_and_its_image_from_the_pool(e2e_lab: E2ELab) -> None:
-    before = pool_volumes(e2e_lab)
+    before = e2e_lab.libvirt_names()["volumes"]
     images = [v for v in before if v.startswith(box_volume_prefix(BOX_NAME))]
     if not images:  # run alone: no lab has booted the box, so nothing copied its image
         pytest.skip("no lab of this session booted the box")
@@ -40,7 +30,7 @@ def test_box_remove_takes_the_box_and_its_image_from_the_pool(e2e_lab: E2ELab) -
     FIGURES["invoke box.remove (wall)"] = f"{removed.seconds:.0f} s"
     assert f"removed box {BOX_NAME} and " in removed.output
     assert all(image in removed.output for image in images), removed
-    assert sorted(pool_volumes(e2e_lab)) == sorted(set(before) - set(images))
+    assert sorted(e2e_lab.libvirt_names()["volumes"]) == sorted(set(before) - set(images))
     listed = e2e_lab.invoke("box.list")
     assert listed.rc == 0, listed
     assert BOX_NAME not in listed.output

@@ -8,7 +8,6 @@ not the lab; `invoke box remove` deletes it).
 
 from __future__ import annotations
 
-import libvirt
 import pytest
 
 from tests.e2e.lab import FIGURES, E2ELab
@@ -29,14 +28,8 @@ def test_destroy_leaves_no_domain_network_or_volume(e2e_lab: E2ELab) -> None:
     assert f"lab {plan.config.name} destroyed" in destroyed.output
     FIGURES["invoke destroy --yes (wall)"] = f"{destroyed.seconds:.0f} s"
 
-    conn = libvirt.open(e2e_lab.netns.host_uri)
-    try:
-        domains = [d.name() for d in conn.listAllDomains()]
-        networks = [n.name() for n in conn.listAllNetworks()]
-        volumes = [v.name() for p in conn.listAllStoragePools() if p.isActive()
-                   for v in (p.refresh(0), p.listAllVolumes())[1]]  # fmt: skip
-    finally:
-        conn.close()
+    left = e2e_lab.libvirt_names()
+    domains, networks, volumes = left["domains"], left["networks"], left["volumes"]
     assert [d for d in domains if d.startswith(plan.prefix)] == []
     assert plan.network_name not in networks
     assert [v for v in volumes if v.startswith(plan.prefix)] == []
