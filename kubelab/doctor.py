@@ -10,12 +10,19 @@ from __future__ import annotations
 import ipaddress
 import shutil
 import subprocess
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kubelab import kvm
+from kubelab.errors import KubelabError
 from kubelab.plan import Plan
+
+if TYPE_CHECKING:  # python-vagrant is imported by the checks that ask vagrant, not here
+    from kubelab.backend.vagrant_driver import VagrantDriver
 
 # Room for the host itself beside the VMs.
 HOST_MEMORY_RESERVE_MIB = 1024
@@ -39,6 +46,22 @@ def _run(argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess[st
         return None
 
 
+@contextmanager
+def _host_vagrant() -> Iterator[VagrantDriver]:
+    """Vagrant for questions about this host: no lab folder; its output goes to a
+    temporary log, read back when a command fails, then deleted."""
+    from kubelab.backend.vagrant_driver import VagrantDriver
+
+    with tempfile.TemporaryDirectory(prefix="kubelab-doctor-") as scratch:
+        yield VagrantDriver(Path.cwd(), Path(scratch) / "vagrant.log")
+
+
+def _first(exc: KubelabError) -> str:
+    """The failed command and the first line of its output, as one line."""
+    lines = [line.strip() for line in exc.message.splitlines() if line.strip()]
+    return " ".join(lines[:2])
+
+
 def check_vagrant(plan: Plan) -> Finding:
     if not shutil.which("vagrant"):
         return Finding(
@@ -47,8 +70,13 @@ def check_vagrant(plan: Plan) -> Finding:
             "vagrant is not installed",
             "apt-get install vagrant (Debian/Ubuntu) or dnf install vagrant (Fedora)",
         )
-    done = _run(["vagrant", "--version"])
-    version = done.stdout.strip() if done and done.returncode == 0 else "unknown version"
+    try:
+        with _host_vagrant() as vagrant:
+            version = f"Vagrant {vagrant.version()}"
+    except KubelabError as exc:
+        return Finding(
+            "vagrant", "warn", f"vagrant is installed, its version unknown: {_first(exc)}"
+        )
     return Finding("vagrant", "ok", version)
 
 
@@ -57,14 +85,20 @@ def check_vagrant_libvirt(plan: Plan) -> Finding:
         return Finding(
             "vagrant-libvirt", "fail", "no vagrant, so no plugin", "install vagrant first"
         )
-    done = _run(["vagrant", "plugin", "list"], timeout=60)
-    if done and "vagrant-libvirt" in done.stdout:
-        line = next(x for x in done.stdout.splitlines() if "vagrant-libvirt" in x)
-        return Finding("vagrant-libvirt", "ok", line.strip())
+    try:
+        with _host_vagrant() as vagrant:
+            plugins = vagrant.plugins()
+    except KubelabError as exc:
+        plugins = {}
+        why = f": {_first(exc)}"
+    else:
+        why = ""
+    if "vagrant-libvirt" in plugins:
+        return Finding("vagrant-libvirt", "ok", f"vagrant-libvirt ({plugins['vagrant-libvirt']})")
     return Finding(
         "vagrant-libvirt",
         "fail",
-        "the vagrant-libvirt plugin is not installed",
+        f"the vagrant-libvirt plugin is not installed{why}",
         "apt-get install vagrant-libvirt (or: vagrant plugin install vagrant-libvirt)",
     )
 
@@ -176,15 +210,13 @@ def _is_lab_bridge(device: str, plan: Plan) -> bool:
 
 
 def check_box(plan: Plan) -> Finding:
-    import os
-
-    from kubelab.backend.vagrant_driver import VagrantDriver
     from kubelab.boxes import list_boxes
 
     box = plan.config.box
     try:
-        # Looking is read-only: no lab folder, no log file.
-        boxes = list_boxes(VagrantDriver(Path.cwd(), Path(os.devnull)))
+        # Looking is read-only: no lab folder; the log is a temporary one.
+        with _host_vagrant() as vagrant:
+            boxes = list_boxes(vagrant)
     except Exception as exc:  # noqa: BLE001 - any failure here is a finding, not a crash
         return Finding("box", "warn", f"could not list boxes: {exc}", "check vagrant")
     present = [b for b in boxes if b.name == box.name and b.provider == "libvirt"]

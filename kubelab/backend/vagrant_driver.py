@@ -111,6 +111,18 @@ class VagrantDriver:
         if result.returncode != 0:
             raise self._failure(command, result.returncode, output)
 
+    # -- this host's vagrant ------------------------------------------------
+
+    def version(self) -> str:
+        """The installed vagrant's version (`vagrant --version`), e.g. "2.3.4"."""
+        return self._run("vagrant --version", self._vagrant.version)
+
+    def plugins(self) -> dict[str, str]:
+        """Each installed plugin's name -> its version as vagrant prints it
+        ("0.11.2, system" for one the distribution installed)."""
+        found = self._run("vagrant plugin list", self._vagrant.plugin_list)
+        return {p.name: p.version for p in found}
+
     # -- boxes --------------------------------------------------------------
 
     def box_list(self) -> list[Box]:
