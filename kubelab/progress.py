@@ -2,7 +2,8 @@
 
 On a terminal, `rich` draws a live table (VM, state, step, elapsed); in a log or
 CI the same events come out as plain timestamped lines. The package reports
-through a `Reporter`; tasks.py picks the console.
+through a `Reporter`; tasks.py picks the console. rich is imported by the Reporter
+that draws, not with this module: tasks.py imports it for every task.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.live import Live
-from rich.spinner import Spinner
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
 
 
 @dataclass
@@ -30,7 +32,11 @@ class Reporter:
     """Where long work says what it is doing."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(highlight=False)
+        if console is None:
+            from rich.console import Console
+
+            console = Console(highlight=False)
+        self.console = console
         self._lock = threading.Lock()
         self._vms: dict[str, _VMLine] = {}
         self._live: Live | None = None
@@ -66,6 +72,8 @@ class Reporter:
         if not self.interactive:
             yield
             return
+        from rich.live import Live
+
         with Live(
             self._table(),
             console=self.console,
@@ -92,6 +100,9 @@ class Reporter:
             self._print(f"    {name}: {' | '.join(parts)}")
 
     def _table(self) -> Table:
+        from rich.spinner import Spinner
+        from rich.table import Table
+
         table = Table(box=None, pad_edge=False)
         for column in ("", "VM", "state", "step", "elapsed"):
             table.add_column(column)

@@ -5,9 +5,12 @@ grader's reports and Gradescope scripts, the classroom's ssh wrapper) asks
 `environment()` for its folder. An environment is made once per process and
 folder (compiling a template is most of a render's cost). The lab's templates,
 rendered by every `invoke render` and `invoke up`, are also kept compiled across
-processes in Jinja's bytecode cache (a private folder per user under the temp
-directory, which Jinja checks is this user's and mode 0700). The grader's
-renderers use no cache: grading writes nothing outside its outputs.
+processes in Jinja's bytecode cache: kubelab/jinja in the user's cache folder
+($XDG_CACHE_HOME, else $HOME/.cache), never a shared temp folder, used only while
+kubelab/jinja is this user's own folder, mode 0700, in a kubelab/ of theirs that no
+one else may write (Jinja unpickles what it finds there); else every process
+compiles. The grader's renderers use no cache: grading writes nothing outside its
+outputs.
 
 Every value that reaches Ruby passes the `rb` filter, every value that reaches
 bash passes `sh`, every value that reaches YAML passes `yaml`, every value that
@@ -18,10 +21,13 @@ nowhere else (tests/test_render.py holds every template to it).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import re
 import shlex
+import stat
 from pathlib import Path
 
 import jinja2
@@ -103,12 +109,54 @@ def markdown_text(value: object) -> str:
     return text
 
 
+def cache_folder() -> Path | None:
+    """kubelab's own folder of compiled templates (kubelab/jinja, mode 0700); None when
+    the user's cache folder is not known or cannot be written, or when kubelab/ or
+    kubelab/jinja is not this user's own folder (a link, another owner) or kubelab/ is
+    writable by others: then nothing is read from it or written to it."""
+    # The XDG rule: $XDG_CACHE_HOME, else $HOME/.cache; a relative or empty one is none.
+    xdg, home = os.environ.get("XDG_CACHE_HOME", ""), os.environ.get("HOME", "")
+    if os.path.isabs(xdg):
+        base = Path(xdg)
+    elif os.path.isabs(home):
+        base = Path(home) / ".cache"
+    else:
+        return None
+    try:
+        own, folder = base / "kubelab", base / "kubelab" / "jinja"
+        base.mkdir(parents=True, exist_ok=True)
+        own.mkdir(mode=0o700, exist_ok=True)
+        # kubelab/ also holds the box cache: it may stay readable, but no one else may
+        # put a jinja/ of theirs in it.
+        if not _own_folder(own) or stat.S_IMODE(own.lstat().st_mode) & 0o022:
+            return None
+        folder.mkdir(mode=0o700, exist_ok=True)
+        if not _own_folder(folder):
+            return None
+        if stat.S_IMODE(folder.lstat().st_mode) != 0o700:
+            folder.chmod(0o700)
+    except OSError:
+        return None
+    return folder
+
+
+def _own_folder(path: Path) -> bool:
+    info = path.lstat()
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+
+
+class _BytecodeCache(jinja2.FileSystemBytecodeCache):
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        # A cache that cannot be written (a full disk) costs the next process a
+        # compile, not this render.
+        with contextlib.suppress(OSError):
+            super().dump_bytecode(bucket)
+
+
 @functools.cache
 def _bytecode_cache() -> jinja2.BytecodeCache | None:
-    try:
-        return jinja2.FileSystemBytecodeCache()
-    except RuntimeError:  # no private temp folder to be had: compile every time
-        return None
+    folder = cache_folder()
+    return _BytecodeCache(str(folder)) if folder else None
 
 
 @functools.cache

@@ -1,6 +1,10 @@
 """What the tasks print: tables and the one-line error form.
 
 tasks.py stays wiring; the shapes of the output live here.
+
+rich is imported when something is first drawn with it, not when tasks.py imports
+this module: it costs a tenth of the start of every task, and a task that prints
+plain lines (`invoke render`, `print_line`) needs none of it.
 """
 
 from __future__ import annotations
@@ -9,22 +13,45 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
-
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
     from kubelab.backend.vagrant_driver import Box
     from kubelab.doctor import Finding
     from kubelab.labs import Exercise
     from kubelab.lifecycle import NodeStatus
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# `ui.console` (stdout) and `ui.err_console` (stderr), made on first use.
+_STDERR = {"console": False, "err_console": True}
+
+
+def __getattr__(name: str) -> Console:
+    if name not in _STDERR:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from rich.console import Console
+
+    made = Console(stderr=_STDERR[name], highlight=False)
+    globals()[name] = made  # later reads find it without coming here
+    return made
+
+
+def _console(name: str = "console") -> Console:
+    """`console` or `err_console` for this module's own functions (a module's
+    __getattr__ answers only reads from outside it)."""
+    made: Console = globals()[name] if name in globals() else __getattr__(name)
+    return made
+
+
+def print_line(text: str) -> None:
+    """One plain line on stdout, as it is: no markup read, no wrapping (a path or a
+    value from the config prints whatever characters it holds)."""
+    print(text, flush=True)
 
 
 def node_table(nodes: Iterable[NodeStatus], title: str = "") -> Table:
+    from rich.table import Table
+
     table = Table(title=title or None)
     for column in ("node", "hostname", "role", "private IP", "state"):
         table.add_column(column)
@@ -35,6 +62,8 @@ def node_table(nodes: Iterable[NodeStatus], title: str = "") -> Table:
 
 
 def findings_table(findings: Iterable[Finding]) -> Table:
+    from rich.table import Table
+
     table = Table(title="host preflight")
     for column in ("check", "result", "detail", "fix"):
         table.add_column(column, overflow="fold")
@@ -45,6 +74,8 @@ def findings_table(findings: Iterable[Finding]) -> Table:
 
 
 def box_table(boxes: Iterable[Box]) -> Table:
+    from rich.table import Table
+
     table = Table(title="Vagrant boxes")
     for column in ("name", "provider", "version"):
         table.add_column(column)
@@ -54,6 +85,8 @@ def box_table(boxes: Iterable[Box]) -> Table:
 
 
 def exercise_table(exercises: Iterable[Exercise], language: str = "en") -> Table:
+    from rich.table import Table
+
     table = Table(title="exercises")
     for column in ("#", "title", "starts with", "--solve applies"):
         table.add_column(column, overflow="fold")
@@ -71,6 +104,7 @@ def exercise_table(exercises: Iterable[Exercise], language: str = "en") -> Table
 def print_manual(exercise: Exercise, text: str, language: str = "en") -> None:
     """The manual: prose wraps at the terminal's width, a command line never does."""
     title = exercise.title.get(language) or exercise.title.get("en", "")
+    console = _console()
     console.rule(f"exercise {exercise.number}: {title}")
     console.print(text, markup=False, highlight=False, soft_wrap=True)
     console.rule()
@@ -79,7 +113,10 @@ def print_manual(exercise: Exercise, text: str, language: str = "en") -> None:
 def steps_table(rows: Iterable[tuple[str, str, bool, str]], exercise: int) -> Table:
     """`invoke lab --check`: per step of the manual, done or not and why. Narrow
     terminals get the reason under the step instead of in a column."""
-    narrow = console.width < 100
+    from rich.table import Table
+    from rich.text import Text
+
+    narrow = _console().width < 100
     table = Table(title=f"exercise {exercise}: your progress", show_lines=narrow)
     table.add_column("step", no_wrap=True)
     table.add_column("what")
@@ -99,6 +136,9 @@ def steps_table(rows: Iterable[tuple[str, str, bool, str]], exercise: int) -> Ta
 
 
 def print_error(message: str, hint: str = "") -> None:
+    from rich.markup import escape
+
+    err_console = _console("err_console")
     # Messages quote user values ('[/bold]' in a student ID): escape them, or rich
     # reads them as markup and, for a stray closing tag, raises MarkupError.
     for line in message.splitlines() or [message]:

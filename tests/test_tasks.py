@@ -7,6 +7,7 @@ task execs) run the real `invoke` program.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -133,3 +134,47 @@ def test_bad_config_reports_every_problem_with_exit_2(tmp_path: Path) -> None:
     lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 3
     assert all(str(config) in line for line in lines)
+
+
+# What a task's start must not pay for. `import tasks` (every task, `--list`, `--help`)
+# loads no config models, templates or tables; `invoke render` loads neither the
+# backend's and transport's libraries nor the checks, the grader or rich (it prints
+# plain lines). `invoke bench.render` prints what the start costs.
+TASKS_IMPORT_LEAVES_OUT = ("pydantic", "jinja2", "rich", "kubelab.plan", "kubelab.config")
+RENDER_LEAVES_OUT = (
+    *("libvirt", "vagrant", "paramiko", "rich"),
+    *("kubelab.backend", "kubelab.transport", "kubelab.lifecycle", "kubelab.provision"),
+    *("kubelab.verify", "kubelab.grade", "kubelab.classroom", "kubelab.doctor"),
+)
+LOADED_AFTER = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import tasks
+loaded = {"import tasks": sorted(sys.modules)}
+from invoke.main import program
+program.run(["invoke", "--search-root", sys.argv[1], "render", *sys.argv[2:]], exit=False)
+loaded["invoke render"] = sorted(sys.modules)
+print(json.dumps(loaded))
+"""
+
+
+def _loaded(modules: list[str], leaves_out: tuple[str, ...]) -> list[str]:
+    return [m for m in modules if any(m == p or m.startswith(p + ".") for p in leaves_out)]
+
+
+def test_task_start_and_render_load_only_what_they_use(tmp_path: Path) -> None:
+    # A fresh interpreter: this test process has imported everything already.
+    config = REPO / "tests" / "data" / "configs" / "valid" / "empty.yaml"
+    done = subprocess.run(
+        [sys.executable, "-c", LOADED_AFTER, str(REPO), "--config", str(config)]
+        + ["--out", str(tmp_path / "lab")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout.splitlines()[-1])
+    assert (tmp_path / "lab" / "Vagrantfile").is_file()  # the render did run
+    assert _loaded(loaded["import tasks"], TASKS_IMPORT_LEAVES_OUT) == []
+    assert _loaded(loaded["invoke render"], RENDER_LEAVES_OUT) == []
