@@ -51,7 +51,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from kubelab import defaults
 from kubelab.config import catalog
 from kubelab.verify.checks import Check, Verdict, _fail, _ok
 from kubelab.verify.evidence import (
@@ -67,10 +66,6 @@ from kubelab.verify.evidence import (
 from kubelab.verify.expect import Expected, ExpectedNode
 from kubelab.verify.hints import Hints
 
-ETCDCTL = "/opt/etcd/bin/my_etcdctl"  # the stage's wrapper: CA, client cert, every member
-ETCD_SSL = "/opt/etcd/ssl"
-PKI_DIR = "/opt/kubelab/pki"  # the master's CA folder (provision/stages/pki.sh.j2)
-CLIENT_PORT = defaults.ETCD_CLIENT_PORT
 ETCD_CERTS = ("ca.pem", "server.pem", "peer.pem")
 ETCD_KEYS = ("server-key.pem", "peer-key.pem")
 # The master's Kubernetes certificates and the CA that signs them.
@@ -83,10 +78,9 @@ _MAX_TEXT = 64 * 1024  # a record's stdout/stderr kept in evidence
 FLANNEL_STAGE = "flannel-etcd"
 FLANNEL_PREFIX = str(catalog()["hardway"]["flannel_etcd_prefix"])
 FLANNEL_BACKEND = "vxlan"  # what the flannel-etcd stage writes (manual 004's choice)
-IP = "/usr/sbin/ip"
-COMPONENTS: tuple[dict[str, str], ...] = tuple(
-    catalog()["hardway"]["components"]
-)  # a non-login SSH PATH on CentOS 7 has no /usr/sbin
+IP = "/usr/sbin/ip"  # a non-login SSH PATH on CentOS 7 has no /usr/sbin
+# Each component: its unit, where it runs, the stage that builds it, its health scheme.
+COMPONENTS: tuple[dict[str, str], ...] = tuple(catalog()["hardway"]["components"])
 
 MEMBER_LIST = "hardway/etcd/member-list.json"
 FLANNEL_CONFIG = "hardway/flannel/config.txt"
@@ -206,7 +200,9 @@ def collect_hardway(
 
 def _collect(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> None:
     master = expected.masters[0]
-    sudo_ctl = ["sudo", ETCDCTL]
+    paths = expected.guest_paths
+    etcd_ssl, pki_dir = paths["etcd_ssl_dir"], paths["pki_dir"]
+    sudo_ctl = ["sudo", paths["etcdctl"]]
     runner.run(
         "etcd-cluster", master, [*sudo_ctl, "member", "list", "-w", "json"], saves=MEMBER_LIST
     )
@@ -218,7 +214,7 @@ def _collect(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> Non
         keep_on_failure=True,  # with a member down it prints the others and exits 1
     )
     for node in expected.nodes:
-        endpoint = f"https://{node.private_ip}:{CLIENT_PORT}"
+        endpoint = f"https://{node.private_ip}:{expected.etcd_client_port}"
         rc, stdout, stderr, error = runner.run(
             "etcd-cluster", node, [*sudo_ctl, f"--endpoints={endpoint}", "endpoint", "health"]
         )
@@ -235,20 +231,20 @@ def _collect(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> Non
         )
         curl = ["curl", "-sS", "--noproxy", "*", "--max-time", "5", "-w", CURL_WRITE_OUT]
         probes = {
-            "no-cert": ["sudo", *curl, "--cacert", f"{ETCD_SSL}/ca.pem", f"{endpoint}/health"],
-            "plain-http": [*curl, f"http://{node.private_ip}:{CLIENT_PORT}/health"],
-            "loopback": [*curl, f"http://127.0.0.1:{CLIENT_PORT}/health"],
+            "no-cert": ["sudo", *curl, "--cacert", f"{etcd_ssl}/ca.pem", f"{endpoint}/health"],
+            "plain-http": [*curl, f"http://{node.private_ip}:{expected.etcd_client_port}/health"],
+            "loopback": [*curl, f"http://127.0.0.1:{expected.etcd_client_port}/health"],
         }
         for kind, argv in probes.items():
             out = runner.run("etcd-cluster", node, argv)
             writer.write_json(probe_path(kind, node.name), _curl_record(node.name, argv[-1], out))
         for name in ETCD_CERTS:
             runner.run(
-                "pki", node, ["sudo", "cat", f"{ETCD_SSL}/{name}"], saves=cert_path(node.name, name)
+                "pki", node, ["sudo", "cat", f"{etcd_ssl}/{name}"], saves=cert_path(node.name, name)
             )
-        keys = [f"{ETCD_SSL}/{k}" for k in ETCD_KEYS]
+        keys = [f"{etcd_ssl}/{k}" for k in ETCD_KEYS]
         if node is master:
-            keys.append(f"{PKI_DIR}/*-key.pem")
+            keys.append(f"{pki_dir}/*-key.pem")
         # sh: the master's key list is a glob; %n %a %U:%G are modes and owners only.
         runner.run(
             "pki",
@@ -258,7 +254,7 @@ def _collect(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> Non
         )
     for name in (KUBE_CA, *KUBE_CERTS):
         runner.run(
-            "pki", master, ["sudo", "cat", f"{PKI_DIR}/{name}"], saves=cert_path(master.name, name)
+            "pki", master, ["sudo", "cat", f"{pki_dir}/{name}"], saves=cert_path(master.name, name)
         )
     if FLANNEL_STAGE in expected.stages:
         _collect_flannel(runner, expected, writer)
@@ -266,12 +262,20 @@ def _collect(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> Non
 
 
 def components_of(expected: Expected, node: ExpectedNode) -> list[dict[str, str]]:
-    """The components the lab's stages put on `node`, in the catalog's order."""
+    """The components the lab's stages put on `node`, in the catalog's order; `health`
+    is the URL of its /healthz on loopback ("" when it has none)."""
     return [
-        c
+        {**c, "health": health_url(expected, c)}
         for c in COMPONENTS
         if c["stage"] in expected.stages and c["runs_on"] in ("all", node.role)
     ]
+
+
+def health_url(expected: Expected, component: Mapping[str, str]) -> str:
+    scheme = component["health"]
+    if not scheme:
+        return ""
+    return f"{scheme}://127.0.0.1:{expected.health_ports[component['unit']]}/healthz"
 
 
 def _collect_components(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> None:
@@ -301,7 +305,7 @@ def _collect_components(runner: _Runner, expected: Expected, writer: EvidenceWri
 
 def _collect_flannel(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> None:
     master = expected.masters[0]
-    get = ["sudo", ETCDCTL, "get"]
+    get = ["sudo", expected.guest_paths["etcdctl"], "get"]
     runner.run(
         "flannel-etcd",
         master,
