@@ -654,7 +654,14 @@ def check_components(evidence: Evidence, expected: Expected) -> Verdict:
             if record.get("http_status") != 200 or body != "ok":
                 got = record.get("error") or f"HTTP {record.get('http_status')} {body[:80]!r}"
                 problems.append(f"{node.name}: {unit} health {record.get('url')}: {got}")
-                hints.add("component_health", node=node.name, unit=unit, url=component["health"])
+                ports = ", ".join(f"{u} {p}" for u, p in expected.health_ports.items())
+                hints.add(
+                    "component_health",
+                    node=node.name,
+                    unit=unit,
+                    url=component["health"],
+                    ports=ports,
+                )
     if problems:
         return _fail(problems, hints)
     return _ok(f"{counted} components active under systemd; each health endpoint answers ok")

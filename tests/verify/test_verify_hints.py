@@ -22,6 +22,7 @@ FIELDS = {
     "subnet": "10.244.1.0/24",
     "unit": "kubelet",
     "url": "http://127.0.0.1:10248/healthz",
+    "ports": "kube-apiserver 6443, kubelet 10248",
 }
 
 
