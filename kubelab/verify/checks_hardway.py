@@ -271,6 +271,18 @@ def components_of(expected: Expected, node: ExpectedNode) -> list[dict[str, str]
     ]
 
 
+def etcd_facts(expected: Expected) -> dict[str, object]:
+    """What the etcd hints print of the lab: its ports and etcd's files, as the spec holds them."""
+    paths = expected.guest_paths
+    return {
+        "client_port": expected.etcd_client_port,
+        "peer_port": expected.etcd_peer_port,
+        "etcdctl": paths["etcdctl"],
+        "etcd_ssl_dir": paths["etcd_ssl_dir"],
+        "etcd_data_dir": paths["etcd_data_dir"],
+    }
+
+
 def health_url(expected: Expected, component: Mapping[str, str]) -> str:
     scheme = component["health"]
     if not scheme:
@@ -406,7 +418,7 @@ def check_etcd_cluster(evidence: Evidence, expected: Expected) -> Verdict:
     extra = sorted(names - set(want))
     if missing:
         problems.append(f"not members: {', '.join(missing)}")
-        hints.add("etcd_member_missing", node=", ".join(missing))
+        hints.add("etcd_member_missing", node=", ".join(missing), **etcd_facts(expected))
     if extra:
         problems.append(f"members the lab does not list: {', '.join(extra)}")
 
@@ -429,21 +441,23 @@ def check_etcd_cluster(evidence: Evidence, expected: Expected) -> Verdict:
     for node in expected.nodes:
         if _answers_health(evidence.json(probe_path("no-cert", node.name))):
             problems.append(f"{node.name} answers a client without a certificate")
-            hints.add("etcd_client_cert_auth", node=node.name)
+            hints.add("etcd_client_cert_auth", node=node.name, **etcd_facts(expected))
         for kind in ("plain-http", "loopback"):
             record = evidence.json(probe_path(kind, node.name))
             if _answers_health(record):
                 problems.append(f"{node.name} answers plain HTTP at {record.get('url')}")
-                hints.add("etcd_plain_http", node=node.name)
+                hints.add("etcd_plain_http", node=node.name, **etcd_facts(expected))
 
     if up < quorum:
         problems.insert(
             0, f"no quorum: {up} of {len(expected.nodes)} members healthy, down: {', '.join(down)}"
         )
-        hints.add("etcd_down", node=", ".join(d.split(" ")[0] for d in down))
+        hints.add(
+            "etcd_down", node=", ".join(d.split(" ")[0] for d in down), **etcd_facts(expected)
+        )
     elif len(leaders) != 1 or not leaders <= member_ids:
         problems.append("no single leader among the members (endpoint status)")
-        hints.add("etcd_down", node="the cluster")
+        hints.add("etcd_down", node="the cluster", **etcd_facts(expected))
     if problems:
         return _fail(problems, hints)
     detail = f"{up} of {len(expected.nodes)} members healthy over TLS (quorum {quorum}), one leader"
@@ -531,14 +545,14 @@ def check_pki(evidence: Evidence, expected: Expected) -> Verdict:
                     + (f" lack {', '.join(lacking)}" if lacking else "")
                     + (f" add {', '.join(wrong)}" if wrong else "")
                 )
-                hints.add("pki_sans", node=node.name)
+                hints.add("pki_sans", node=node.name, **etcd_facts(expected))
             if _usages(cert) != {"server auth", "client auth"}:
                 problems.append(f"{node.name}:{name} lacks server and client auth usage")
         for line in evidence.text(keys_path(node.name)).splitlines():
             parts = line.split()
             if len(parts) == 3 and parts[1] != "600":
                 problems.append(f"{node.name}:{parts[0]} has mode {parts[1]}, not 600")
-                hints.add("pki_key_mode", node=node.name)
+                hints.add("pki_key_mode", node=node.name, **etcd_facts(expected))
     master = expected.masters[0]
     at = evidence.observed_at(cert_path(master.name, KUBE_CA)) or datetime.now(UTC)
     kube_ca = _load_cert(evidence, cert_path(master.name, KUBE_CA))
@@ -579,7 +593,9 @@ def check_flannel_etcd(evidence: Evidence, expected: Expected) -> Verdict:
     network = None
     if not text:
         problems.append(f"no network config at {key}")
-        hints.add("flannel_config", config_key=key, pod_cidr=expected.pod_cidr)
+        hints.add(
+            "flannel_config", config_key=key, pod_cidr=expected.pod_cidr, **etcd_facts(expected)
+        )
     else:
         try:
             config = json.loads(text)
@@ -589,10 +605,14 @@ def check_flannel_etcd(evidence: Evidence, expected: Expected) -> Verdict:
             config, backend = None, ""
         if network is None or str(network) != expected.pod_cidr:
             problems.append(f"{key} gives Network {network}, not the pod CIDR {expected.pod_cidr}")
-            hints.add("flannel_config", config_key=key, pod_cidr=expected.pod_cidr)
+            hints.add(
+                "flannel_config", config_key=key, pod_cidr=expected.pod_cidr, **etcd_facts(expected)
+            )
         elif backend != FLANNEL_BACKEND:
             problems.append(f"{key} gives backend {backend}, not {FLANNEL_BACKEND}")
-            hints.add("flannel_config", config_key=key, pod_cidr=expected.pod_cidr)
+            hints.add(
+                "flannel_config", config_key=key, pod_cidr=expected.pod_cidr, **etcd_facts(expected)
+            )
 
     leases = _leases(evidence)
     bridges = []

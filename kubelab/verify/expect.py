@@ -96,6 +96,7 @@ class Expected:
     # The hard way's ports and files on the VMs, as the spec holds them (evidence older
     # than them reads back with the constants it was collected with).
     etcd_client_port: int = defaults.ETCD_CLIENT_PORT
+    etcd_peer_port: int = defaults.ETCD_PEER_PORT
     health_ports: dict[str, int] = field(default_factory=lambda: dict(defaults.HEALTH_PORTS))
     guest_paths: dict[str, str] = field(default_factory=lambda: dict(defaults.GUEST_PATHS))
 
@@ -147,6 +148,7 @@ class Expected:
             hardway=is_hardway(built),
             stages=built,
             etcd_client_port=spec.etcd_client_port,
+            etcd_peer_port=spec.etcd_peer_port,
             health_ports=dict(spec.health_ports),
             guest_paths=dict(spec.guest_paths),
         )
@@ -243,6 +245,7 @@ _FIELD_TYPES: dict[str, type] = {
     "language": str,
     "hardway": bool,
     "etcd_client_port": int,
+    "etcd_peer_port": int,
     "health_ports": dict,
     "guest_paths": dict,
 }

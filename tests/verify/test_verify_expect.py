@@ -63,13 +63,16 @@ def test_verify_and_the_grader_read_their_defaults_from_one_module() -> None:
 def test_the_hard_ways_ports_and_paths_come_from_the_spec_and_read_back() -> None:
     spec = _spec("hardway.yaml")
     expected = Expected.from_spec(spec)
-    assert expected.etcd_client_port == spec.etcd_client_port
+    assert (expected.etcd_client_port, expected.etcd_peer_port) == (
+        spec.etcd_client_port,
+        spec.etcd_peer_port,
+    )
     assert expected.health_ports == spec.health_ports
     assert expected.guest_paths == spec.guest_paths
     assert Expected.from_dict(json.loads(json.dumps(expected.to_dict()))) == expected
     # evidence written before they were kept reads back with the constants it was built with
     older = expected.to_dict()
-    for added in ("etcd_client_port", "health_ports", "guest_paths"):
+    for added in ("etcd_client_port", "etcd_peer_port", "health_ports", "guest_paths"):
         del older[added]
     assert Expected.from_dict(older) == expected
 
