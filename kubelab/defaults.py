@@ -17,6 +17,28 @@ MANAGEMENT_CIDR = "192.168.121.0/24"
 # etcd's client and peer ports (manual 001), where the hard way's members listen.
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
+# kubelet's secure port (manual 001): the API server reaches kubelets there.
+KUBELET_PORT = 10250
+# Each component's /healthz port (manual 001): the secure port where a component has
+# both; kubelet and kube-proxy answer on their plain health ports, on loopback. The hard
+# way's units bind them; verify's components check curls them.
+HEALTH_PORTS = {
+    "kube-apiserver": API_PORT,
+    "kube-controller-manager": 10257,
+    "kube-scheduler": 10259,
+    "kubelet": 10248,
+    "kube-proxy": 10256,
+}
+
+# Where the hard way keeps its files on a VM: the stages write them, verify reads them.
+GUEST_PATHS = {
+    "pki_dir": "/opt/kubelab/pki",  # the master's CA and Kubernetes certificates (pki stage)
+    "etcd_ssl_dir": "/opt/etcd/ssl",  # each member's etcd certificates (etcd stage)
+    "etcdctl": "/opt/etcd/bin/my_etcdctl",  # manual 004's etcdctl wrapper (etcd stage)
+    "etcd_data_dir": "/var/lib/etcd/default.etcd",
+    # kubeadm's admin kubeconfig on the master: fetched into the lab folder, used by stages.
+    "admin_kubeconfig": "/etc/kubernetes/admin.conf",
+}
 
 # verify's own nginx: its namespace (deleted at the end of every run) and its NodePort.
 VERIFY_NAMESPACE = "kubelab-verify"
@@ -31,10 +53,11 @@ GRADE_NODEPORT = 30099
 # vxlan. The prepare stage opens them; verify's firewall check asks for them.
 FIREWALL_PORTS = {
     "master": (
-        f"{API_PORT}/tcp", f"{ETCD_CLIENT_PORT}-{ETCD_PEER_PORT}/tcp", "10250/tcp",
-        "10257/tcp", "10259/tcp", "30000-32767/tcp", "8472/udp",
+        f"{API_PORT}/tcp", f"{ETCD_CLIENT_PORT}-{ETCD_PEER_PORT}/tcp", f"{KUBELET_PORT}/tcp",
+        f"{HEALTH_PORTS['kube-controller-manager']}/tcp",
+        f"{HEALTH_PORTS['kube-scheduler']}/tcp", "30000-32767/tcp", "8472/udp",
     ),
-    "node": ("10250/tcp", "30000-32767/tcp", "8472/udp"),
+    "node": (f"{KUBELET_PORT}/tcp", "30000-32767/tcp", "8472/udp"),
 }  # fmt: skip
 
 # The lab folder's logs, relative to the lab folder.

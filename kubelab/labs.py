@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from kubelab import REPO_ROOT
+from kubelab import REPO_ROOT, defaults
 from kubelab.config import catalog, validation_problems
 from kubelab.errors import ConfigError, KubelabError
 from kubelab.plan import Plan
@@ -235,6 +235,17 @@ def manual_values(plan: Plan) -> dict[str, str]:
         "dns_service_ip": k8s["dns_service_ip"],
         "coredns_image": plan.spec.component_images["coredns"],
         "bootstrap_group": plan.hardway["bootstrap_group"],
+        # The ports and paths the manuals name, as the spec holds them (manual 001's).
+        "firewall_ports": ", ".join(defaults.FIREWALL_PORTS["master"]),
+        "api_port": str(plan.spec.api_port),
+        "etcd_client_port": str(plan.spec.etcd_client_port),
+        "etcd_peer_port": str(plan.spec.etcd_peer_port),
+        "kubelet_port": str(plan.spec.kubelet_port),
+        "kubelet_health_port": str(plan.spec.health_ports["kubelet"]),
+        "kube_proxy_health_port": str(plan.spec.health_ports["kube-proxy"]),
+        "controller_manager_port": str(plan.spec.health_ports["kube-controller-manager"]),
+        "scheduler_port": str(plan.spec.health_ports["kube-scheduler"]),
+        **plan.spec.guest_paths,
     }
 
 

@@ -97,10 +97,26 @@ class Stage:
         return str(PurePosixPath(self.leaves).parent)
 
 
+@dataclass(frozen=True)
+class StageFiles:
+    """What one stage moves between the host and the VMs (the catalog's `fetches`,
+    `receives`, `leaves`), as the spec records it."""
+
+    name: str
+    fetches: tuple[Fetch, ...] = ()
+    receives: tuple[Receive, ...] = ()
+    leaves: str = ""
+
+    @classmethod
+    def of(cls, stage: Stage) -> StageFiles:
+        return cls(stage.name, stage.fetches, stage.receives, stage.leaves)
+
+
 # The version of LabSpec.to_dict's layout. meta.json (evidence format 3 and later) keeps
 # the spec under "spec"; from_dict reads any layout up to this one and passes over
-# keys it does not know (a newer kubelab's additions).
-SPEC_FORMAT = 1
+# keys it does not know (a newer kubelab's additions). 2: the components' ports, the
+# guest paths and each stage's files.
+SPEC_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -135,6 +151,12 @@ class LabSpec:
     # with these defaults: they are the constants it was built with.
     etcd_client_port: int = defaults.ETCD_CLIENT_PORT
     etcd_peer_port: int = defaults.ETCD_PEER_PORT
+    # Added in format 2; a format-1 spec reads back with the constants it was built with.
+    kubelet_port: int = defaults.KUBELET_PORT
+    health_ports: dict[str, int] = field(default_factory=lambda: dict(defaults.HEALTH_PORTS))
+    guest_paths: dict[str, str] = field(default_factory=lambda: dict(defaults.GUEST_PATHS))
+    # What each stage moves between host and VMs, in build order (empty in format 1).
+    stage_files: tuple[StageFiles, ...] = ()
     format: int = SPEC_FORMAT
 
     @property
@@ -168,6 +190,15 @@ class LabSpec:
         data["nodes"] = [asdict(n) for n in self.nodes]
         data["scripts"] = {name: list(paths) for name, paths in self.scripts.items()}
         data["stages"] = list(self.stages)
+        data["stage_files"] = [
+            {
+                "name": s.name,
+                "fetches": [asdict(f) for f in s.fetches],
+                "receives": [asdict(r) for r in s.receives],
+                "leaves": s.leaves,
+            }
+            for s in self.stage_files
+        ]
         return data
 
     @classmethod
@@ -189,7 +220,7 @@ class LabSpec:
         values: dict[str, Any] = {}
         for spec_field in fields(cls):
             if spec_field.name not in data:
-                if spec_field.default is not MISSING:
+                if spec_field.default is not MISSING or spec_field.default_factory is not MISSING:
                     continue  # a field added since: the spec was built with its default
                 raise ValueError(f"the spec has no {spec_field.name!r}")
             values[spec_field.name] = _checked(spec_field.name, data[spec_field.name])
@@ -218,12 +249,22 @@ def _checked(name: str, value: object) -> Any:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise ValueError("scripts must map machine names to lists of paths")
         return {k: _texts(v, f"scripts of {k}") for k, v in value.items()}
-    if name == "component_images":
+    if name in ("component_images", "guest_paths"):
         if not isinstance(value, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         ):
-            raise ValueError("component_images must map names to texts")
+            raise ValueError(f"{name} must map names to texts")
         return dict(value)
+    if name == "health_ports":
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and _is_int(v) for k, v in value.items()
+        ):
+            raise ValueError("health_ports must map names to whole numbers")
+        return dict(value)
+    if name == "stage_files":
+        if not isinstance(value, list):
+            raise ValueError("stage_files must be a list")
+        return tuple(_checked_stage_files(s) for s in value)
     kind = _SPEC_TYPES[name]
     if kind is int and not _is_int(value):
         raise ValueError(f"{name} must be a whole number")
@@ -245,6 +286,33 @@ def _checked_node(value: object) -> PlannedNode:
     if values["role"] not in ("master", "node"):
         raise ValueError(f"a node's role must be master or node, not {values['role']!r}")
     return PlannedNode(**values)
+
+
+def _texts_of(value: object, keys: tuple[str, ...], what: str) -> dict[str, str]:
+    """A mapping holding a text under each of `keys` (others passed over)."""
+    if not isinstance(value, dict) or not all(isinstance(value.get(k), str) for k in keys):
+        raise ValueError(f"{what} must be a mapping with the texts {', '.join(keys)}")
+    return {k: value[k] for k in keys}
+
+
+def _checked_stage_files(value: object) -> StageFiles:
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        raise ValueError("a stage's files must be a mapping with a name")
+    fetches, receives = value.get("fetches", []), value.get("receives", [])
+    if not isinstance(fetches, list) or not isinstance(receives, list):
+        raise ValueError(f"stage {value['name']}: fetches and receives must be lists")
+    leaves = value.get("leaves", "")
+    if not isinstance(leaves, str):
+        raise ValueError(f"stage {value['name']}: leaves must be a text")
+    return StageFiles(
+        name=value["name"],
+        fetches=tuple(Fetch(**_texts_of(f, ("path", "to"), "a fetch")) for f in fetches),
+        receives=tuple(
+            Receive(**_texts_of(r, ("from_master", "to", "env", "missing"), "a receive"))
+            for r in receives
+        ),
+        leaves=leaves,
+    )
 
 
 # The type of each plain LabSpec field as JSON holds it.
@@ -271,6 +339,7 @@ _SPEC_TYPES: dict[str, type] = {
     "hardway": bool,
     "etcd_client_port": int,
     "etcd_peer_port": int,
+    "kubelet_port": int,
     "format": int,
 }
 
@@ -358,6 +427,14 @@ def stage_catalog() -> list[dict[str, Any]]:
     return list(catalog()["stages"])
 
 
+def guest_path(pattern: str) -> str:
+    """A catalog path with its {pki_dir}-style names (defaults.GUEST_PATHS) filled in;
+    {hostname} is left for `for_node`."""
+    for name, path in defaults.GUEST_PATHS.items():
+        pattern = pattern.replace("{" + name + "}", path)
+    return pattern
+
+
 def resolve_stages(names: list[str] | None) -> tuple[Stage, ...]:
     entries = stage_catalog()
     if names is None:
@@ -377,9 +454,14 @@ def resolve_stages(names: list[str] | None) -> tuple[Stage, ...]:
                 template=f"stages/{entry['name']}.sh.j2",
                 after_nodes=bool(entry.get("after_nodes", False)),
                 needs_join_command=bool(entry.get("needs_join_command", False)),
-                fetches=tuple(Fetch(**f) for f in entry.get("fetches", ())),
-                receives=tuple(Receive(**r) for r in entry.get("receives", ())),
-                leaves=str(entry.get("leaves", "")),
+                fetches=tuple(
+                    Fetch(path=guest_path(f["path"]), to=f["to"]) for f in entry.get("fetches", ())
+                ),
+                receives=tuple(
+                    Receive(**{**r, "from_master": guest_path(r["from_master"])})
+                    for r in entry.get("receives", ())
+                ),
+                leaves=guest_path(str(entry.get("leaves", ""))),
             )
         )
     return tuple(stages)
@@ -522,6 +604,10 @@ def derive_spec(
         hardway=is_hardway(stage_names),
         etcd_client_port=defaults.ETCD_CLIENT_PORT,
         etcd_peer_port=defaults.ETCD_PEER_PORT,
+        kubelet_port=defaults.KUBELET_PORT,
+        health_ports=dict(defaults.HEALTH_PORTS),
+        guest_paths=dict(defaults.GUEST_PATHS),
+        stage_files=tuple(StageFiles.of(s) for s in stages),
     )
 
 

@@ -305,7 +305,12 @@ class StageRunner:
         """
         forget = self.transport.run(
             self.plan.master.name,
-            "kubectl --kubeconfig /etc/kubernetes/admin.conf delete node --ignore-not-found",
+            "kubectl",
+            "--kubeconfig",
+            self.plan.spec.guest_paths["admin_kubeconfig"],
+            "delete",
+            "node",
+            "--ignore-not-found",
             node.hostname,
             sudo=True,
             timeout=60,

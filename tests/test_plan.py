@@ -21,6 +21,7 @@ from kubelab.plan import (
     SPEC_FORMAT,
     LabSpec,
     default_lab_dir,
+    guest_path,
     lab_prefix,
     load_plan,
     make_plan,
@@ -158,9 +159,21 @@ def test_stage_fields_come_from_the_catalog() -> None:
         assert stage.deadline == entry["deadline"]
         assert stage.after_nodes == entry.get("after_nodes", False)
         assert stage.needs_join_command == entry.get("needs_join_command", False)
-        assert [vars(f) for f in stage.fetches] == entry.get("fetches", [])
-        assert [vars(r) for r in stage.receives] == entry.get("receives", [])
-        assert stage.leaves == entry.get("leaves", "")
+        assert [vars(f) for f in stage.fetches] == [
+            {**f, "path": guest_path(f["path"])} for f in entry.get("fetches", [])
+        ]
+        assert [vars(r) for r in stage.receives] == [
+            {**r, "from_master": guest_path(r["from_master"])} for r in entry.get("receives", [])
+        ]
+        assert stage.leaves == guest_path(entry.get("leaves", ""))
+        assert "{" not in stage.leaves.replace("{hostname}", "")  # every name filled in
+
+
+def test_a_catalog_path_takes_the_guest_paths_of_the_defaults() -> None:
+    assert guest_path("{admin_kubeconfig}") == defaults.GUEST_PATHS["admin_kubeconfig"]
+    assert guest_path("{pki_dir}/bundles/{hostname}.tar") == (
+        defaults.GUEST_PATHS["pki_dir"] + "/bundles/{hostname}.tar"
+    )
 
 
 def test_what_a_stage_receives_some_stage_leaves_on_the_master() -> None:
@@ -333,6 +346,38 @@ def test_from_dict_reads_a_spec_written_before_the_etcd_ports_were_kept() -> Non
     assert LabSpec.from_dict(data) == spec
 
 
+def test_the_spec_records_what_each_stage_moves_between_host_and_vms() -> None:
+    plan = _plan("hardway.yaml")
+    assert [s.name for s in plan.spec.stage_files] == [s.name for s in plan.stages]
+    for files, stage in zip(plan.spec.stage_files, plan.stages, strict=True):
+        assert (files.fetches, files.receives, files.leaves) == (
+            stage.fetches,
+            stage.receives,
+            stage.leaves,
+        )
+    assert any(f.receives for f in plan.spec.stage_files)
+    assert LabSpec.from_dict(plan.spec.to_dict()) == plan.spec
+
+
+def test_the_spec_carries_the_component_ports_and_guest_paths_of_the_defaults() -> None:
+    spec = _plan("hardway.yaml").spec
+    assert spec.kubelet_port == defaults.KUBELET_PORT
+    assert spec.health_ports == defaults.HEALTH_PORTS
+    assert spec.guest_paths == defaults.GUEST_PATHS
+    assert spec.health_ports["kube-apiserver"] == spec.api_port
+
+
+def test_from_dict_reads_a_format_1_spec_with_the_constants_it_was_built_with() -> None:
+    spec = _plan("hardway.yaml").spec
+    data = spec.to_dict()
+    for added in ("kubelet_port", "health_ports", "guest_paths", "stage_files"):
+        del data[added]
+    data["format"] = 1
+    old = LabSpec.from_dict(data)
+    assert old.health_ports == spec.health_ports and old.guest_paths == spec.guest_paths
+    assert old.stage_files == ()
+
+
 def test_from_dict_passes_over_keys_a_newer_kubelab_added() -> None:
     spec = _plan("empty.yaml").spec
     data = spec.to_dict()
@@ -355,6 +400,11 @@ def test_from_dict_passes_over_keys_a_newer_kubelab_added() -> None:
         {"component_images": ["kube-apiserver"]},
         {"hardway": "no"},
         {"etcd_client_port": "2379"},
+        {"health_ports": {"kubelet": "10248"}},
+        {"guest_paths": ["/opt/etcd/ssl"]},
+        {"stage_files": {"pki": {}}},
+        {"stage_files": [{"name": "init-master", "fetches": [{"path": 1, "to": "x"}]}]},
+        {"stage_files": [{"name": "etcd", "receives": [{"from_master": "/x"}]}]},
     ],
     ids=repr,
 )

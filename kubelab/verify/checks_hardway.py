@@ -51,7 +51,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from kubelab import defaults
 from kubelab.config import catalog
 from kubelab.verify.checks import Check, Verdict, _fail, _ok
 from kubelab.verify.evidence import (
@@ -67,10 +66,6 @@ from kubelab.verify.evidence import (
 from kubelab.verify.expect import Expected, ExpectedNode
 from kubelab.verify.hints import Hints
 
-ETCDCTL = "/opt/etcd/bin/my_etcdctl"  # the stage's wrapper: CA, client cert, every member
-ETCD_SSL = "/opt/etcd/ssl"
-PKI_DIR = "/opt/kubelab/pki"  # the master's CA folder (provision/stages/pki.sh.j2)
-CLIENT_PORT = defaults.ETCD_CLIENT_PORT
 ETCD_CERTS = ("ca.pem", "server.pem", "peer.pem")
 ETCD_KEYS = ("server-key.pem", "peer-key.pem")
 # The master's Kubernetes certificates and the CA that signs them.
@@ -83,10 +78,9 @@ _MAX_TEXT = 64 * 1024  # a record's stdout/stderr kept in evidence
 FLANNEL_STAGE = "flannel-etcd"
 FLANNEL_PREFIX = str(catalog()["hardway"]["flannel_etcd_prefix"])
 FLANNEL_BACKEND = "vxlan"  # what the flannel-etcd stage writes (manual 004's choice)
-IP = "/usr/sbin/ip"
-COMPONENTS: tuple[dict[str, str], ...] = tuple(
-    catalog()["hardway"]["components"]
-)  # a non-login SSH PATH on CentOS 7 has no /usr/sbin
+IP = "/usr/sbin/ip"  # a non-login SSH PATH on CentOS 7 has no /usr/sbin
+# Each component: its unit, where it runs, the stage that builds it, its health scheme.
+COMPONENTS: tuple[dict[str, str], ...] = tuple(catalog()["hardway"]["components"])
 
 MEMBER_LIST = "hardway/etcd/member-list.json"
 FLANNEL_CONFIG = "hardway/flannel/config.txt"
@@ -206,7 +200,9 @@ def collect_hardway(
 
 def _collect(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> None:
     master = expected.masters[0]
-    sudo_ctl = ["sudo", ETCDCTL]
+    paths = expected.guest_paths
+    etcd_ssl, pki_dir = paths["etcd_ssl_dir"], paths["pki_dir"]
+    sudo_ctl = ["sudo", paths["etcdctl"]]
     runner.run(
         "etcd-cluster", master, [*sudo_ctl, "member", "list", "-w", "json"], saves=MEMBER_LIST
     )
@@ -218,7 +214,7 @@ def _collect(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> Non
         keep_on_failure=True,  # with a member down it prints the others and exits 1
     )
     for node in expected.nodes:
-        endpoint = f"https://{node.private_ip}:{CLIENT_PORT}"
+        endpoint = f"https://{node.private_ip}:{expected.etcd_client_port}"
         rc, stdout, stderr, error = runner.run(
             "etcd-cluster", node, [*sudo_ctl, f"--endpoints={endpoint}", "endpoint", "health"]
         )
@@ -235,20 +231,20 @@ def _collect(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> Non
         )
         curl = ["curl", "-sS", "--noproxy", "*", "--max-time", "5", "-w", CURL_WRITE_OUT]
         probes = {
-            "no-cert": ["sudo", *curl, "--cacert", f"{ETCD_SSL}/ca.pem", f"{endpoint}/health"],
-            "plain-http": [*curl, f"http://{node.private_ip}:{CLIENT_PORT}/health"],
-            "loopback": [*curl, f"http://127.0.0.1:{CLIENT_PORT}/health"],
+            "no-cert": ["sudo", *curl, "--cacert", f"{etcd_ssl}/ca.pem", f"{endpoint}/health"],
+            "plain-http": [*curl, f"http://{node.private_ip}:{expected.etcd_client_port}/health"],
+            "loopback": [*curl, f"http://127.0.0.1:{expected.etcd_client_port}/health"],
         }
         for kind, argv in probes.items():
             out = runner.run("etcd-cluster", node, argv)
             writer.write_json(probe_path(kind, node.name), _curl_record(node.name, argv[-1], out))
         for name in ETCD_CERTS:
             runner.run(
-                "pki", node, ["sudo", "cat", f"{ETCD_SSL}/{name}"], saves=cert_path(node.name, name)
+                "pki", node, ["sudo", "cat", f"{etcd_ssl}/{name}"], saves=cert_path(node.name, name)
             )
-        keys = [f"{ETCD_SSL}/{k}" for k in ETCD_KEYS]
+        keys = [f"{etcd_ssl}/{k}" for k in ETCD_KEYS]
         if node is master:
-            keys.append(f"{PKI_DIR}/*-key.pem")
+            keys.append(f"{pki_dir}/*-key.pem")
         # sh: the master's key list is a glob; %n %a %U:%G are modes and owners only.
         runner.run(
             "pki",
@@ -258,7 +254,7 @@ def _collect(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> Non
         )
     for name in (KUBE_CA, *KUBE_CERTS):
         runner.run(
-            "pki", master, ["sudo", "cat", f"{PKI_DIR}/{name}"], saves=cert_path(master.name, name)
+            "pki", master, ["sudo", "cat", f"{pki_dir}/{name}"], saves=cert_path(master.name, name)
         )
     if FLANNEL_STAGE in expected.stages:
         _collect_flannel(runner, expected, writer)
@@ -266,12 +262,32 @@ def _collect(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> Non
 
 
 def components_of(expected: Expected, node: ExpectedNode) -> list[dict[str, str]]:
-    """The components the lab's stages put on `node`, in the catalog's order."""
+    """The components the lab's stages put on `node`, in the catalog's order; `health`
+    is the URL of its /healthz on loopback ("" when it has none)."""
     return [
-        c
+        {**c, "health": health_url(expected, c)}
         for c in COMPONENTS
         if c["stage"] in expected.stages and c["runs_on"] in ("all", node.role)
     ]
+
+
+def etcd_facts(expected: Expected) -> dict[str, object]:
+    """What the etcd hints print of the lab: its ports and etcd's files, as the spec holds them."""
+    paths = expected.guest_paths
+    return {
+        "client_port": expected.etcd_client_port,
+        "peer_port": expected.etcd_peer_port,
+        "etcdctl": paths["etcdctl"],
+        "etcd_ssl_dir": paths["etcd_ssl_dir"],
+        "etcd_data_dir": paths["etcd_data_dir"],
+    }
+
+
+def health_url(expected: Expected, component: Mapping[str, str]) -> str:
+    scheme = component["health"]
+    if not scheme:
+        return ""
+    return f"{scheme}://127.0.0.1:{expected.health_ports[component['unit']]}/healthz"
 
 
 def _collect_components(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> None:
@@ -301,7 +317,7 @@ def _collect_components(runner: _Runner, expected: Expected, writer: EvidenceWri
 
 def _collect_flannel(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> None:
     master = expected.masters[0]
-    get = ["sudo", ETCDCTL, "get"]
+    get = ["sudo", expected.guest_paths["etcdctl"], "get"]
     runner.run(
         "flannel-etcd",
         master,
@@ -402,7 +418,7 @@ def check_etcd_cluster(evidence: Evidence, expected: Expected) -> Verdict:
     extra = sorted(names - set(want))
     if missing:
         problems.append(f"not members: {', '.join(missing)}")
-        hints.add("etcd_member_missing", node=", ".join(missing))
+        hints.add("etcd_member_missing", node=", ".join(missing), **etcd_facts(expected))
     if extra:
         problems.append(f"members the lab does not list: {', '.join(extra)}")
 
@@ -425,21 +441,23 @@ def check_etcd_cluster(evidence: Evidence, expected: Expected) -> Verdict:
     for node in expected.nodes:
         if _answers_health(evidence.json(probe_path("no-cert", node.name))):
             problems.append(f"{node.name} answers a client without a certificate")
-            hints.add("etcd_client_cert_auth", node=node.name)
+            hints.add("etcd_client_cert_auth", node=node.name, **etcd_facts(expected))
         for kind in ("plain-http", "loopback"):
             record = evidence.json(probe_path(kind, node.name))
             if _answers_health(record):
                 problems.append(f"{node.name} answers plain HTTP at {record.get('url')}")
-                hints.add("etcd_plain_http", node=node.name)
+                hints.add("etcd_plain_http", node=node.name, **etcd_facts(expected))
 
     if up < quorum:
         problems.insert(
             0, f"no quorum: {up} of {len(expected.nodes)} members healthy, down: {', '.join(down)}"
         )
-        hints.add("etcd_down", node=", ".join(d.split(" ")[0] for d in down))
+        hints.add(
+            "etcd_down", node=", ".join(d.split(" ")[0] for d in down), **etcd_facts(expected)
+        )
     elif len(leaders) != 1 or not leaders <= member_ids:
         problems.append("no single leader among the members (endpoint status)")
-        hints.add("etcd_down", node="the cluster")
+        hints.add("etcd_down", node="the cluster", **etcd_facts(expected))
     if problems:
         return _fail(problems, hints)
     detail = f"{up} of {len(expected.nodes)} members healthy over TLS (quorum {quorum}), one leader"
@@ -527,14 +545,14 @@ def check_pki(evidence: Evidence, expected: Expected) -> Verdict:
                     + (f" lack {', '.join(lacking)}" if lacking else "")
                     + (f" add {', '.join(wrong)}" if wrong else "")
                 )
-                hints.add("pki_sans", node=node.name)
+                hints.add("pki_sans", node=node.name, **etcd_facts(expected))
             if _usages(cert) != {"server auth", "client auth"}:
                 problems.append(f"{node.name}:{name} lacks server and client auth usage")
         for line in evidence.text(keys_path(node.name)).splitlines():
             parts = line.split()
             if len(parts) == 3 and parts[1] != "600":
                 problems.append(f"{node.name}:{parts[0]} has mode {parts[1]}, not 600")
-                hints.add("pki_key_mode", node=node.name)
+                hints.add("pki_key_mode", node=node.name, **etcd_facts(expected))
     master = expected.masters[0]
     at = evidence.observed_at(cert_path(master.name, KUBE_CA)) or datetime.now(UTC)
     kube_ca = _load_cert(evidence, cert_path(master.name, KUBE_CA))
@@ -575,7 +593,9 @@ def check_flannel_etcd(evidence: Evidence, expected: Expected) -> Verdict:
     network = None
     if not text:
         problems.append(f"no network config at {key}")
-        hints.add("flannel_config", config_key=key, pod_cidr=expected.pod_cidr)
+        hints.add(
+            "flannel_config", config_key=key, pod_cidr=expected.pod_cidr, **etcd_facts(expected)
+        )
     else:
         try:
             config = json.loads(text)
@@ -585,10 +605,14 @@ def check_flannel_etcd(evidence: Evidence, expected: Expected) -> Verdict:
             config, backend = None, ""
         if network is None or str(network) != expected.pod_cidr:
             problems.append(f"{key} gives Network {network}, not the pod CIDR {expected.pod_cidr}")
-            hints.add("flannel_config", config_key=key, pod_cidr=expected.pod_cidr)
+            hints.add(
+                "flannel_config", config_key=key, pod_cidr=expected.pod_cidr, **etcd_facts(expected)
+            )
         elif backend != FLANNEL_BACKEND:
             problems.append(f"{key} gives backend {backend}, not {FLANNEL_BACKEND}")
-            hints.add("flannel_config", config_key=key, pod_cidr=expected.pod_cidr)
+            hints.add(
+                "flannel_config", config_key=key, pod_cidr=expected.pod_cidr, **etcd_facts(expected)
+            )
 
     leases = _leases(evidence)
     bridges = []
@@ -650,7 +674,14 @@ def check_components(evidence: Evidence, expected: Expected) -> Verdict:
             if record.get("http_status") != 200 or body != "ok":
                 got = record.get("error") or f"HTTP {record.get('http_status')} {body[:80]!r}"
                 problems.append(f"{node.name}: {unit} health {record.get('url')}: {got}")
-                hints.add("component_health", node=node.name, unit=unit, url=component["health"])
+                ports = ", ".join(f"{u} {p}" for u, p in expected.health_ports.items())
+                hints.add(
+                    "component_health",
+                    node=node.name,
+                    unit=unit,
+                    url=component["health"],
+                    ports=ports,
+                )
     if problems:
         return _fail(problems, hints)
     return _ok(f"{counted} components active under systemd; each health endpoint answers ok")

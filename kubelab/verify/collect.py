@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from kubelab import REPO_ROOT
+from kubelab import REPO_ROOT, defaults
 from kubelab.errors import KubelabError
 from kubelab.templating import environment
 from kubelab.transport import CommandResult
@@ -75,7 +75,7 @@ DEFAULT_KUBECTL: tuple[str, ...] = (
     "sudo",
     "kubectl",
     "--kubeconfig",
-    "/etc/kubernetes/admin.conf",
+    defaults.GUEST_PATHS["admin_kubeconfig"],
 )
 CLUSTER_DOMAIN = "cluster.local"
 # The machine verify runs on, as a source of requests: the NodePort is curled from here

@@ -93,6 +93,12 @@ class Expected:
     # The stages that built it (the exercise's start + solution): a hard-way check of a
     # part not built (the flannel network, the components) does not run.
     stages: tuple[str, ...] = ()
+    # The hard way's ports and files on the VMs, as the spec holds them (evidence older
+    # than them reads back with the constants it was collected with).
+    etcd_client_port: int = defaults.ETCD_CLIENT_PORT
+    etcd_peer_port: int = defaults.ETCD_PEER_PORT
+    health_ports: dict[str, int] = field(default_factory=lambda: dict(defaults.HEALTH_PORTS))
+    guest_paths: dict[str, str] = field(default_factory=lambda: dict(defaults.GUEST_PATHS))
 
     def __post_init__(self) -> None:
         # Accept plain (name, role, private_ip[, machine]) tuples.
@@ -141,6 +147,10 @@ class Expected:
             language=language,
             hardway=is_hardway(built),
             stages=built,
+            etcd_client_port=spec.etcd_client_port,
+            etcd_peer_port=spec.etcd_peer_port,
+            health_ports=dict(spec.health_ports),
+            guest_paths=dict(spec.guest_paths),
         )
 
     @property
@@ -186,7 +196,15 @@ class Expected:
             if key not in data:
                 continue
             value = data[key]
-            if kind is tuple:
+            if key in _MAPPINGS:
+                value_kind = _MAPPINGS[key]
+                if not isinstance(value, dict) or not all(
+                    isinstance(k, str) and isinstance(v, value_kind) and not isinstance(v, bool)
+                    for k, v in value.items()
+                ):
+                    raise ValueError(f"{key} must map names to {value_kind.__name__}s")
+                value = dict(value)
+            elif kind is tuple:
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                     raise ValueError(f"{key} must be a list of texts")
                 value = tuple(value)
@@ -226,7 +244,13 @@ _FIELD_TYPES: dict[str, type] = {
     "stages": tuple,
     "language": str,
     "hardway": bool,
+    "etcd_client_port": int,
+    "etcd_peer_port": int,
+    "health_ports": dict,
+    "guest_paths": dict,
 }
+# The mapping fields, and the type of their values.
+_MAPPINGS: dict[str, type] = {"health_ports": int, "guest_paths": str}
 
 
 def _is_number(value: object) -> bool:

@@ -38,9 +38,7 @@ pytestmark = [
 
 SSL = "/opt/etcd/ssl"
 ENV_FILE = re.compile(r"put_file /opt/etcd/cfg/etcd 0644 <<'KUBELAB_EOF'\n(.*?)\nKUBELAB_EOF", re.S)
-WRAPPER = re.compile(
-    r"put_file /opt/etcd/bin/my_etcdctl 0755 <<'KUBELAB_EOF'\n(.*?)\nKUBELAB_EOF", re.S
-)
+WRAPPER = re.compile(r"put_file \"\$etcdctl\" 0755 <<'KUBELAB_EOF'\n(.*?)\nKUBELAB_EOF", re.S)
 DEADLINE = 120.0  # seconds for a cold, busy machine to elect a leader
 
 

@@ -58,3 +58,32 @@ def test_verify_and_the_grader_read_their_defaults_from_one_module() -> None:
         defaults.GRADE_NODEPORT,
     )
     assert defaults.VERIFY_NODEPORT != defaults.GRADE_NODEPORT
+
+
+def test_the_hard_ways_ports_and_paths_come_from_the_spec_and_read_back() -> None:
+    spec = _spec("hardway.yaml")
+    expected = Expected.from_spec(spec)
+    assert (expected.etcd_client_port, expected.etcd_peer_port) == (
+        spec.etcd_client_port,
+        spec.etcd_peer_port,
+    )
+    assert expected.health_ports == spec.health_ports
+    assert expected.guest_paths == spec.guest_paths
+    assert Expected.from_dict(json.loads(json.dumps(expected.to_dict()))) == expected
+    # evidence written before they were kept reads back with the constants it was built with
+    older = expected.to_dict()
+    for added in ("etcd_client_port", "etcd_peer_port", "health_ports", "guest_paths"):
+        del older[added]
+    assert Expected.from_dict(older) == expected
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"health_ports": {"kubelet": "10248"}}, {"guest_paths": ["/opt/etcd/ssl"]},
+     {"health_ports": {"kubelet": True}}],
+    ids=repr,
+)  # fmt: skip
+def test_expected_refuses_ports_or_paths_of_the_wrong_shape(change: dict) -> None:
+    data = {**Expected.from_spec(_spec("hardway.yaml")).to_dict(), **change}
+    with pytest.raises(ValueError):
+        Expected.from_dict(data)

@@ -22,6 +22,12 @@ FIELDS = {
     "subnet": "10.244.1.0/24",
     "unit": "kubelet",
     "url": "http://127.0.0.1:10248/healthz",
+    "ports": "kube-apiserver 6443, kubelet 10248",
+    "client_port": 2379,
+    "peer_port": 2380,
+    "etcdctl": "/opt/etcd/bin/my_etcdctl",
+    "etcd_ssl_dir": "/opt/etcd/ssl",
+    "etcd_data_dir": "/var/lib/etcd/default.etcd",
 }
 
 

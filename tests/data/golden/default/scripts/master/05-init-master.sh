@@ -168,7 +168,7 @@ KUBELAB_EOF
 # admin.conf in its kubeconfig phase, long before the API server is up and the
 # upload-config, bootstrap-token and addon phases run.
 init_complete() {
-  [[ -f /etc/kubernetes/admin.conf && -f /etc/kubernetes/manifests/kube-apiserver.yaml ]] || return 1
+  [[ -f $KUBECONFIG && -f /etc/kubernetes/manifests/kube-apiserver.yaml ]] || return 1
   # After a reboot the API server takes a while to come back.
   poll_until 180 kubectl get --raw /readyz || return 1
   kubectl -n kube-public get configmap cluster-info &&
@@ -181,7 +181,7 @@ step "kubeadm init (Kubernetes $kubernetes_version, advertise $master_ip, pods $
 if init_complete >/dev/null 2>&1; then
   log "already initialised: the API server answers and has cluster-info, kubeadm-config, kube-proxy and CoreDNS"
 else
-  if [[ -e /etc/kubernetes/admin.conf || -e /etc/kubernetes/manifests/kube-apiserver.yaml || -e /etc/kubernetes/pki/ca.crt ]]; then
+  if [[ -e $KUBECONFIG || -e /etc/kubernetes/manifests/kube-apiserver.yaml || -e /etc/kubernetes/pki/ca.crt ]]; then
     log "an earlier kubeadm init stopped halfway (files, but no working control plane): resetting"
     kubeadm_reset
   fi
@@ -189,11 +189,11 @@ else
 fi
 
 step "kubeconfig for root and the vagrant user (~/.kube/config)"
-put_file /root/.kube/config 0600 </etc/kubernetes/admin.conf
+put_file /root/.kube/config 0600 <"$KUBECONFIG"
 if id vagrant >/dev/null 2>&1; then
   put_dir /home/vagrant/.kube 0700
   chown vagrant:vagrant /home/vagrant/.kube
-  put_file /home/vagrant/.kube/config 0600 vagrant:vagrant </etc/kubernetes/admin.conf
+  put_file /home/vagrant/.kube/config 0600 vagrant:vagrant <"$KUBECONFIG"
 fi
 
 wait_until 300 "the API server" kubectl get --raw /readyz
