@@ -40,6 +40,7 @@ TASKS = [
     "bench.boot",
     "bench.verify",
     "bench.render",
+    "bench.transport",
 ]
 
 
