@@ -122,7 +122,7 @@ def golden_lab_on_disk(tmp_path_factory: pytest.TempPathFactory) -> Callable[[st
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`invoke test` runs `--dist loadgroup`), the tests that share a
-    module or class fixture (100 sshd hosts, a synthetic class) stay on one worker, so the
+    module or class fixture (64 sshd hosts, a synthetic class) stay on one worker, so the
     fixture is made once, as in one process; every other test goes to whichever worker
     is free, so one long module does not keep one worker busy after the others end."""
     if not config.pluginmanager.hasplugin("xdist"):
