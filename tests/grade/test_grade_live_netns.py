@@ -38,7 +38,10 @@ from tests.support.netns_hosts import NetnsHosts
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 
 CLUSTERS = 32  # x 2 hosts: every behaviour; bench.grade runs 50
-DEADLINE = 20.0
+# A cluster's deadline: room for a healthy cluster on a machine shared with VM runs (at
+# 20 s and 16 clusters at once, a healthy one ran out of it under a load average of 12).
+# The hanging hosts do not wait for it: `hostname` has its own 15 s (live.PROBE_TIMEOUT).
+DEADLINE = 40.0
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +72,7 @@ def grade(hosts: NetnsHosts, inventory_file: Path, out: Path, **kwargs: object) 
         inventory_file,
         2,
         out,
-        concurrency=16,
+        concurrency=8,  # still a pool; bench.grade measures what 16 gain
         host_deadline=DEADLINE,
         console=console,
         **kwargs,
