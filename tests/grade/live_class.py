@@ -221,6 +221,7 @@ class FakeHosts:
                 self.by_address[host_ips(s.index)[0]] = (s.cluster, "master", "drop-pods")
         self.stuck = set(stuck)  # addresses whose commands ignore every timeout
         self.hangs_wait = hangs_wait
+        self.hanging = threading.Event()  # set when a hanging host's command has begun
         self.calls: dict[str, int] = {}
         self.lock = threading.Lock()
         self.release = threading.Event()
@@ -259,6 +260,7 @@ class FakeTransport:
             raise TransportError(f"{node} ({address}): connection refused")
         if behavior == "hang":
             waited = min(timeout, 3600)
+            self.hosts.hanging.set()
             if self.hosts.hangs_wait:
                 self.closed.wait(waited)
             return CommandResult(node, line, 124, "", "", waited, timed_out=True)
