@@ -668,6 +668,12 @@ def bench_render(c, runs=20, process_runs=10):
     c.run(f"{PY} {script} --runs {int(runs)} --process-runs {int(process_runs)}", pty=False)
 
 
+@task(help={"count": "commands timed each way"})
+def bench_transport(c, count=40):
+    """Benchmark: a command over the kept SSH connection, a new one, an ssh process (root)."""
+    c.run(f"{PY} {ROOT / 'tests' / 'bench_transport.py'} --count {int(count)}", pty=False)
+
+
 @task
 def bench_boot(c):
     """Benchmark on real VMs: box, boot per VM, up, destroy, parallel vs one by one (root)."""
@@ -1030,6 +1036,7 @@ classroom.add_task(class_ssh, name="ssh")
 bench = Collection("bench")
 bench.add_task(bench_grade, name="grade")
 bench.add_task(bench_render, name="render")
+bench.add_task(bench_transport, name="transport")
 bench.add_task(bench_boot, name="boot")
 bench.add_task(bench_verify, name="verify")
 ns = Collection(

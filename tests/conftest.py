@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,20 +120,41 @@ def golden_lab_on_disk(tmp_path_factory: pytest.TempPathFactory) -> Callable[[st
     return folder
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> Generator[None, None, None]:
     """Under pytest-xdist (`invoke test` runs `--dist loadgroup`), the tests that share a
-    module or class fixture (100 sshd hosts, a synthetic class) stay on one worker, so the
+    module or class fixture (64 sshd hosts, a synthetic class) stay on one worker, so the
     fixture is made once, as in one process; every other test goes to whichever worker
-    is free, so one long module does not keep one worker busy after the others end."""
+    is free, so one long module does not keep one worker busy after the others end.
+
+    loadgroup sends together the tests whose ID ends in `@group`. pytest-xdist's worker
+    appends it, from the xdist_group marks, in this same hook (so the marks go on before
+    it runs), to `item._nodeid`; pytest 9 keeps a test's ID in `item._id` and ignores
+    that, so no test had a group and every worker made the shared fixtures of the tests
+    it got again (the hostile corpus's class run twice, about 2 minutes each under load).
+    After it has run, the ID is suffixed here where it is still missing."""
     if not config.pluginmanager.hasplugin("xdist"):
-        return
+        return (yield)
     shared_scopes = {"module", "class", "package"}
+    grouped: list[tuple[pytest.Item, str]] = []
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
         if info is None:
             continue
         if any(defs[-1].scope in shared_scopes for defs in info.name2fixturedefs.values()):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+            group = item.nodeid.split("::")[0]
+            item.add_marker(pytest.mark.xdist_group(group))
+            grouped.append((item, group))
+    result = yield
+    if getattr(config.option, "loadgroup", False):  # set in xdist's workers only
+        for item, group in grouped:
+            if not item.nodeid.endswith(f"@{group}"):
+                from _pytest.nodeid import NodeId  # pytest 9's ID type
+
+                item._id = NodeId.parse(f"{item.nodeid}@{group}")  # type: ignore[attr-defined]
+    return result
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -41,6 +41,7 @@ TASKS = [
     "bench.boot",
     "bench.verify",
     "bench.render",
+    "bench.transport",
 ]
 
 

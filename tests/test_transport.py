@@ -11,7 +11,6 @@ import base64
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -614,68 +613,6 @@ def test_nginx_serves_the_welcome_page_on_pod_addresses(lab: NetnsHosts) -> None
     welcome = fixture("nginx-1.21.2-to-1.29.5-welcome-index.html").read_text()
     assert (status, page) == ("200", welcome)
     assert stopped.rc == 7  # curl: could not connect
-
-
-@netns_test
-def test_latency_persistent_vs_fresh_connection(
-    lab: NetnsHosts, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Prints per-command latency: one connection reused, a new one each time, ssh(1)."""
-    count = 40
-    target = lab.targets()["master"]
-    ssh = [
-        "ssh",
-        "-F",
-        "/dev/null",
-        "-i",
-        str(lab.key_file),
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-        f"{target.user}@{target.host}",
-        "true",
-    ]
-
-    def body() -> dict[str, float]:
-        timings = {}
-        with transport_for(lab) as transport:
-            transport.run("master", "true")  # the one handshake, not counted
-            started = time.perf_counter()
-            assert all(transport.run("master", "true").ok for _ in range(count))
-            timings["persistent"] = (time.perf_counter() - started) / count
-            assert transport.connections_opened == 1
-        started = time.perf_counter()
-        for _ in range(count):
-            with transport_for(lab) as fresh:
-                assert fresh.run("master", "true").ok
-        timings["fresh"] = (time.perf_counter() - started) / count
-        if shutil.which("ssh"):
-            # A child forked from this thread starts in the same namespace.
-            started = time.perf_counter()
-            for _ in range(count):
-                subprocess.run(ssh, check=True, timeout=30)
-            timings["ssh"] = (time.perf_counter() - started) / count
-        return timings
-
-    timings = lab.call_in_ns(body)
-
-    with capsys.disabled():
-        print(
-            f"\n[transport latency, {count} x `true`] "
-            f"persistent: {timings['persistent'] * 1000:.1f} ms/command; "
-            f"fresh paramiko connection: {timings['fresh'] * 1000:.1f} ms/command; "
-            + (
-                f"ssh(1) process: {timings['ssh'] * 1000:.1f} ms/command; "
-                if "ssh" in timings
-                else ""
-            )
-            + f"ratio fresh/persistent: {timings['fresh'] / timings['persistent']:.1f}x"
-        )
 
 
 SMOKE_HOSTS = 100

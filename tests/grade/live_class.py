@@ -9,6 +9,7 @@ the last student's inventory entry points at the previous student's cluster.
 from __future__ import annotations
 
 import csv
+import functools
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -83,14 +84,37 @@ class LiveStudent:
         return [n.name for n in self.cluster.nodes]
 
 
+# Each cluster is derived once per process and shared by every class that holds it: a
+# derivation re-reads and re-encodes the captures (most of a small live test's time),
+# and no test changes a Cluster (a test that changes a host's behaviour changes its
+# LiveStudent, which every live_class call makes anew).
+@functools.cache
+def _own_cluster(k: int) -> Cluster:
+    variant = VARIANTS.get(k, Variant())
+    return derive_cluster(
+        student_id(k), k, variant, node_ips=host_ips(k), namespace=NAMESPACE, nodeport=NODEPORT
+    )
+
+
+@functools.cache
+def _copied_cluster(k: int, owner: int) -> Cluster:
+    """Student k's hand-in of student `owner`'s cluster, on the owner's VMs."""
+    return derive_cluster(
+        student_id(k),
+        k,
+        Variant(cluster_of=student_id(owner)),
+        node_ips=host_ips(owner),
+        namespace=NAMESPACE,
+        nodeport=NODEPORT,
+        owner_index=owner,
+    )
+
+
 def live_class(clusters: int) -> list[LiveStudent]:
     """`clusters` students with a cluster each, plus one whose entry reuses the last one."""
     students = []
     for k in range(1, clusters + 1):
-        variant = VARIANTS.get(k, Variant())
-        cluster = derive_cluster(
-            student_id(k), k, variant, node_ips=host_ips(k), namespace=NAMESPACE, nodeport=NODEPORT
-        )
+        cluster = _own_cluster(k)
         machine, behavior = MISBEHAVING.get(k, ("", ""))
         students.append(
             LiveStudent(
@@ -105,15 +129,7 @@ def live_class(clusters: int) -> list[LiveStudent]:
     last = students[-1]
     shared = clusters + 1
     # Handed in as another student, on the last student's VMs: the same cluster.
-    copied = derive_cluster(
-        student_id(shared),
-        shared,
-        Variant(cluster_of=last.student),
-        node_ips=host_ips(last.index),
-        namespace=NAMESPACE,
-        nodeport=NODEPORT,
-        owner_index=last.index,
-    )
+    copied = _copied_cluster(shared, last.index)
     students.append(LiveStudent(student_id(shared), shared, copied, last.index))
     return students
 
@@ -183,9 +199,18 @@ GARBAGE = "<html><head><title>502 Bad Gateway</title></head></html>\n"
 
 
 class FakeHosts:
-    """Answers as the sshd hosts would: by address, with each host's behaviour."""
+    """Answers as the sshd hosts would: by address, with each host's behaviour.
 
-    def __init__(self, students: Sequence[LiveStudent], stuck: Sequence[str] = ()) -> None:
+    A hanging host's command ends as the transport ends it when its timeout runs out
+    (rc 124, timed out, the whole timeout as its duration), but at once: waiting the
+    timeout out on the clock proves nothing the real sshd hosts do not
+    (test_grade_live_netns.py waits out real hangs). `hangs_wait` makes it wait, for a
+    test that needs clusters still in progress (Ctrl-C).
+    """
+
+    def __init__(
+        self, students: Sequence[LiveStudent], stuck: Sequence[str] = (), hangs_wait: bool = False
+    ) -> None:
         self.by_address: dict[str, tuple[Cluster, str, str]] = {}
         for s in students:
             if s.hosts_of != s.index:
@@ -195,6 +220,8 @@ class FakeHosts:
             if s.drop_mid_output:
                 self.by_address[host_ips(s.index)[0]] = (s.cluster, "master", "drop-pods")
         self.stuck = set(stuck)  # addresses whose commands ignore every timeout
+        self.hangs_wait = hangs_wait
+        self.hanging = threading.Event()  # set when a hanging host's command has begun
         self.calls: dict[str, int] = {}
         self.lock = threading.Lock()
         self.release = threading.Event()
@@ -233,7 +260,9 @@ class FakeTransport:
             raise TransportError(f"{node} ({address}): connection refused")
         if behavior == "hang":
             waited = min(timeout, 3600)
-            self.closed.wait(waited)
+            self.hosts.hanging.set()
+            if self.hosts.hangs_wait:
+                self.closed.wait(waited)
             return CommandResult(node, line, 124, "", "", waited, timed_out=True)
         if behavior == "drop" or (behavior == "drop-pods" and "get pods -A" in line):
             raise TransportError(f"{node} ({address}): connection lost while running `{line}`")

@@ -48,7 +48,8 @@ def plain_console() -> tuple[Console, io.StringIO]:
 
 # A cluster's deadline here: long enough that a healthy cluster is graded in time on a
 # loaded machine (CI shares 2 cores with emulated VMs), short enough that the hanging
-# hosts, which use all of it, cost little. The watchdog test sets its own.
+# hosts, which use all of it where they wait (Ctrl-C), cost little. The watchdog test
+# sets its own.
 DEADLINE = 10.0
 
 
@@ -255,11 +256,19 @@ def test_ctrl_c_finishes_clusters_in_progress_and_loses_nobody(
     small_class: tuple[list[LiveStudent], Path], rubric: Rubric, tmp_path: Path
 ) -> None:
     students, path = small_class
-    hosts = FakeHosts(students)
+    hosts = FakeHosts(students, hangs_wait=True)  # clusters still in progress at Ctrl-C
     out = tmp_path / "out"
     console, printed = plain_console()
-    timer = threading.Timer(0.3, _thread.interrupt_main)
-    timer.start()
+    # Ctrl-C once a cluster is in progress (a hanging host's command has begun), not
+    # after a fixed time: on a loaded machine 0.3 s could pass before the pool started.
+    graded = threading.Event()
+
+    def interrupt_when_in_progress() -> None:
+        if hosts.hanging.wait(timeout=120) and not graded.is_set():
+            _thread.interrupt_main()
+
+    interrupter = threading.Thread(target=interrupt_when_in_progress, daemon=True)
+    interrupter.start()
     try:
         with pytest.raises(KeyboardInterrupt):
             grade_inventory(
@@ -272,7 +281,9 @@ def test_ctrl_c_finishes_clusters_in_progress_and_loses_nobody(
                 transport_factory=hosts.factory,
             )
     finally:
-        timer.cancel()
+        graded.set()
+        hosts.hanging.set()  # ends the waiting thread if grading ended without a hang
+        interrupter.join()
     table = rows(out)
     assert sorted(r["student"] for r in table) == sorted(s.student for s in students)
     cut = [r for r in table if "interrupted" in r["error"]]

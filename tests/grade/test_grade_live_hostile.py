@@ -147,7 +147,11 @@ def test_a_changed_host_key_is_flagged_then_refused_when_pinned(
 ) -> None:
     rekeyed = next(s for s in students if s.student == REKEYS)
     master = rekeyed.host_names[0]
-    data = inventory(students, user=hosts.user, key_file=hosts.key_file)
+    # Only the students this test reads: the class's hanging and stalling hosts would
+    # each use a whole deadline in every one of the three runs, and prove nothing here
+    # (test_hostile_hosts_cost_only_their_own_row grades them).
+    read = [s for s in students if s.student in {"s001", REKEYS, ODD_NAMES}]
+    data = inventory(read, user=hosts.user, key_file=hosts.key_file)
     path = write_inventory(tmp_path / "inventory.yaml", data)
     out = tmp_path / "out"
     grade(hosts, path, out)
@@ -166,7 +170,7 @@ def test_a_changed_host_key_is_flagged_then_refused_when_pinned(
     # the right one (or a known_hosts file holding it) is accepted.
     calls = len(hosts.host(master).calls())
     data["students"][REKEYS]["master"]["host_key"] = before
-    first = students[0]
+    first = read[0]
     known_hosts = tmp_path / "known_hosts"
     with known_hosts.open("w") as f:
         for node, address in zip(
