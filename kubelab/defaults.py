@@ -36,6 +36,7 @@ GUEST_PATHS = {
     "etcd_ssl_dir": "/opt/etcd/ssl",  # each member's etcd certificates (etcd stage)
     "etcdctl": "/opt/etcd/bin/my_etcdctl",  # manual 004's etcdctl wrapper (etcd stage)
     "etcd_data_dir": "/var/lib/etcd/default.etcd",
+    "etcd_config": "/opt/etcd/cfg/etcd",  # manual 004's etcd settings, the unit's EnvironmentFile
     # kubeadm's admin kubeconfig on the master: fetched into the lab folder, used by stages.
     "admin_kubeconfig": "/etc/kubernetes/admin.conf",
 }

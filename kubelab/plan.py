@@ -254,13 +254,14 @@ def _checked(name: str, value: object) -> Any:
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         ):
             raise ValueError(f"{name} must map names to texts")
-        return dict(value)
+        # A path the file lacks (a spec from before it) is the constant it was built with.
+        return {**defaults.GUEST_PATHS, **value} if name == "guest_paths" else dict(value)
     if name == "health_ports":
         if not isinstance(value, dict) or not all(
             isinstance(k, str) and _is_int(v) for k, v in value.items()
         ):
             raise ValueError("health_ports must map names to whole numbers")
-        return dict(value)
+        return {**defaults.HEALTH_PORTS, **value}
     if name == "stage_files":
         if not isinstance(value, list):
             raise ValueError("stage_files must be a list")

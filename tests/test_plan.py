@@ -367,6 +367,15 @@ def test_the_spec_carries_the_component_ports_and_guest_paths_of_the_defaults() 
     assert spec.health_ports["kube-apiserver"] == spec.api_port
 
 
+def test_from_dict_fills_a_path_or_port_the_spec_lacks_from_the_defaults() -> None:
+    data = _plan("hardway.yaml").spec.to_dict()
+    data["guest_paths"] = {"pki_dir": "/srv/pki"}
+    data["health_ports"] = {"kubelet": 20248}
+    read = LabSpec.from_dict(data)
+    assert read.guest_paths == {**defaults.GUEST_PATHS, "pki_dir": "/srv/pki"}
+    assert read.health_ports == {**defaults.HEALTH_PORTS, "kubelet": 20248}
+
+
 def test_from_dict_reads_a_format_1_spec_with_the_constants_it_was_built_with() -> None:
     spec = _plan("hardway.yaml").spec
     data = spec.to_dict()

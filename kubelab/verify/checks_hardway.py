@@ -280,6 +280,7 @@ def etcd_facts(expected: Expected) -> dict[str, object]:
         "etcdctl": paths["etcdctl"],
         "etcd_ssl_dir": paths["etcd_ssl_dir"],
         "etcd_data_dir": paths["etcd_data_dir"],
+        "etcd_config": paths["etcd_config"],
     }
 
 

@@ -203,7 +203,9 @@ class Expected:
                     for k, v in value.items()
                 ):
                     raise ValueError(f"{key} must map names to {value_kind.__name__}s")
-                value = dict(value)
+                # Over the constants: a name the file lacks (evidence from before it, or
+                # a hand-in that left it out) is the one it was collected with.
+                value = {**_MAPPING_DEFAULTS[key], **value}
             elif kind is tuple:
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                     raise ValueError(f"{key} must be a list of texts")
@@ -251,6 +253,10 @@ _FIELD_TYPES: dict[str, type] = {
 }
 # The mapping fields, and the type of their values.
 _MAPPINGS: dict[str, type] = {"health_ports": int, "guest_paths": str}
+_MAPPING_DEFAULTS: dict[str, dict[str, Any]] = {
+    "health_ports": defaults.HEALTH_PORTS,
+    "guest_paths": defaults.GUEST_PATHS,
+}
 
 
 def _is_number(value: object) -> bool:

@@ -37,7 +37,7 @@ pytestmark = [
 ]
 
 SSL = "/opt/etcd/ssl"
-ENV_FILE = re.compile(r"put_file /opt/etcd/cfg/etcd 0644 <<'KUBELAB_EOF'\n(.*?)\nKUBELAB_EOF", re.S)
+ENV_FILE = re.compile(r"put_file \"\$etcd_config\" 0644 <<'KUBELAB_EOF'\n(.*?)\nKUBELAB_EOF", re.S)
 WRAPPER = re.compile(r"put_file \"\$etcdctl\" 0755 <<'KUBELAB_EOF'\n(.*?)\nKUBELAB_EOF", re.S)
 DEADLINE = 120.0  # seconds for a cold, busy machine to elect a leader
 
@@ -45,7 +45,7 @@ DEADLINE = 120.0  # seconds for a cold, busy machine to elect a leader
 def member_env(script: str, ssl: Path, data: Path) -> dict[str, str]:
     """The ETCD_* variables the etcd stage writes for a VM, its paths moved to `ssl`/`data`."""
     found = ENV_FILE.search(script)
-    assert found, "the etcd stage writes no /opt/etcd/cfg/etcd"
+    assert found, "the etcd stage writes no etcd settings file"
     env = {}
     for line in found.group(1).splitlines():
         if line and not line.startswith("#"):

@@ -77,6 +77,18 @@ def test_the_hard_ways_ports_and_paths_come_from_the_spec_and_read_back() -> Non
     assert Expected.from_dict(older) == expected
 
 
+def test_a_port_or_path_the_evidence_lacks_reads_back_as_the_constant() -> None:
+    """A meta.json without a name the checks and hints look up (older evidence, or a
+    hand-in that dropped it) is graded with the constant, never a KeyError."""
+    expected = Expected.from_spec(_spec("hardway.yaml"))
+    data = expected.to_dict()
+    data["guest_paths"] = {"etcdctl": "/usr/local/bin/my_etcdctl"}
+    data["health_ports"] = {}
+    read = Expected.from_dict(data)
+    assert read.guest_paths == {**defaults.GUEST_PATHS, "etcdctl": "/usr/local/bin/my_etcdctl"}
+    assert read.health_ports == defaults.HEALTH_PORTS
+
+
 @pytest.mark.parametrize(
     "change",
     [{"health_ports": {"kubelet": "10248"}}, {"guest_paths": ["/opt/etcd/ssl"]},

@@ -28,6 +28,7 @@ FIELDS = {
     "etcdctl": "/opt/etcd/bin/my_etcdctl",
     "etcd_ssl_dir": "/opt/etcd/ssl",
     "etcd_data_dir": "/var/lib/etcd/default.etcd",
+    "etcd_config": "/opt/etcd/cfg/etcd",
 }
 
 
