@@ -35,6 +35,7 @@ import io
 import json
 import os
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +53,12 @@ if TYPE_CHECKING:
 MARKER_DIR = "/var/lib/kubelab/stages"
 REMOTE_SCRIPT_DIR = "/var/tmp/kubelab"
 LOCAL_REPO_DIR = "/var/lib/kubelab/local-repo"
+# In LOCAL_REPO_DIR: the digest of the folder last unpacked there (folder_digest).
+LOCAL_REPO_STAMP = ".kubelab-sha256"
+# sh -c SCRIPT ship FOLDER TARBALL DIGEST STAMP: unpack, drop the tarball, then stamp.
+UNPACK_LOCAL_REPO = (
+    'mkdir -p "$1" && tar -xzf "$2" -C "$1" && rm -f "$2" && printf "%s\\n" "$3" > "$4"'
+)
 TAIL_LINES = 15
 APPLIED_BY_UP = "up"  # what applied a stage when the caller does not say
 
@@ -95,6 +102,17 @@ class StageFailed(KubelabError):
         )
         self.node = node
         self.stage = stage
+
+
+def folder_digest(folder: Path) -> str:
+    """sha256 over every file's relative path and content, in sorted order: the same
+    folder gives the same digest whenever and wherever it is packed."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as data:
+            digest.update(hashlib.file_digest(data, "sha256").digest())
+    return digest.hexdigest()
 
 
 def script_digest(text: str) -> str:
@@ -365,24 +383,45 @@ class StageRunner:
         return remote
 
     def _ship_local_repo(self, nodes: list[PlannedNode]) -> None:
-        """Copy mirror.local_repo into every VM, where the repos stage points at it."""
+        """Copy mirror.local_repo into every VM, where the repos stage points at it.
+
+        The VMs get it at once, and a VM that already holds this very folder (its
+        digest, written after the last unpack) gets nothing: a second `up` with
+        stages left ships no package again."""
         folder = self.plan.config.mirror.local_repo
         if not folder:
             return
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-            tar.add(folder, arcname=".")
-        data = buffer.getvalue()
-        for node in nodes:
+        digest = folder_digest(Path(folder))
+        stamp = f"{self.folders.local_repo}/{LOCAL_REPO_STAMP}"
+        tarball: list[bytes] = []  # made once, by the first VM that needs it
+        packing = threading.Lock()
+
+        def packed() -> bytes:
+            with packing:
+                if not tarball:
+                    buffer = io.BytesIO()
+                    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+                        tar.add(folder, arcname=".")
+                    tarball.append(buffer.getvalue())
+                return tarball[0]
+
+        def ship(node: PlannedNode) -> None:
+            held = self.transport.run(node.name, "cat", stamp, sudo=True)
+            if held.rc == 0 and held.stdout.strip() == digest:
+                return
             self.reporter.vm(node.name, state="provisioning", step="ship local packages")
-            tarball = f"{self.folders.scripts}-local-repo.tgz"
-            self.transport.put(node.name, data, tarball, 0o644)
+            remote = f"{self.folders.scripts}-local-repo.tgz"
+            self.transport.put(node.name, packed(), remote, 0o644)
             result = self.transport.run(
                 node.name,
                 "sh",
                 "-c",
-                f"mkdir -p {self.folders.local_repo} && tar -xzf {tarball} "
-                f"-C {self.folders.local_repo}",
+                UNPACK_LOCAL_REPO,
+                "ship",
+                self.folders.local_repo,
+                remote,
+                digest,
+                stamp,
                 sudo=True,
                 timeout=300,
             )
@@ -392,3 +431,6 @@ class StageRunner:
                     f"{result.stderr.strip()[-300:]}",
                     hint="check free space in the VM (df -h /var)",
                 )
+
+        with ThreadPoolExecutor(max_workers=len(nodes) or 1) as pool:
+            list(pool.map(ship, nodes))  # list(): the first VM's error is raised here

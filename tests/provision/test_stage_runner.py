@@ -29,7 +29,14 @@ import pytest
 from kubelab.errors import KubelabError
 from kubelab.plan import Fetch, Plan, PlannedNode, Receive, Stage
 from kubelab.progress import Reporter
-from kubelab.provision import StageFailed, StageRunner, VmFolders, script_digest
+from kubelab.provision import (
+    LOCAL_REPO_STAMP,
+    StageFailed,
+    StageRunner,
+    VmFolders,
+    folder_digest,
+    script_digest,
+)
 from kubelab.transport import CommandResult, command_line
 from tests.provision.harness import render_lab
 from tests.support.netns_hosts import fixture
@@ -99,28 +106,30 @@ class LocalTransport:
         if program in ANSWERED:
             rc, out, err = self.answers[program](node, argv, text)
         else:
-            own = self.vm.with_name(f"{self.vm.name}-{node}")
-            own.mkdir(exist_ok=True)
-            done = subprocess.run(
-                ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                 'mount --bind "$1" "$2" && exec sh -c "$3"', "vm", own, self.vm, line],
-                input=text, capture_output=True, text=True, timeout=timeout,
-            )  # fmt: skip
-            rc, out, err = done.returncode, done.stdout, done.stderr
+            done = self._in_vm(node, line, text.encode() if text is not None else None, timeout)
+            rc, out, err = done.returncode, done.stdout.decode(), done.stderr.decode()
         return CommandResult(node, line, rc, out, err, 0.0, timed_out=rc == 124)
 
+    def _in_vm(
+        self, node: str, line: str, data: bytes | None, timeout: float
+    ) -> subprocess.CompletedProcess[bytes]:
+        own = self.vm.with_name(f"{self.vm.name}-{node}")
+        own.mkdir(exist_ok=True)
+        return subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             'mount --bind "$1" "$2" && exec sh -c "$3"', "vm", own, self.vm, line],
+            input=data, capture_output=True, timeout=timeout,
+        )  # fmt: skip
+
     def put(self, node: str, data: bytes, remote_path: str, mode: int = 0o644, **_: Any) -> None:
-        result = self.run(
-            node,
-            "sh -c",
-            'cat > "$1" && chmod "$2" "$1"',
-            "put",
-            remote_path,
-            format(mode, "o"),
-            stdin=data.decode(),
+        """The bytes as they are (a tarball too), written by `sh` in the node's folder."""
+        line = command_line(
+            "sh -c", 'cat > "$1" && chmod "$2" "$1"', "put", remote_path, format(mode, "o")
         )
-        if not result.ok:
-            raise KubelabError(f"could not write {remote_path} on {node}: {result.tail(3)}")
+        self.calls.append(Call(node, shlex.split(line), None, 60.0, False))
+        done = self._in_vm(node, line, data, 60.0)
+        if done.returncode != 0:
+            raise KubelabError(f"could not write {remote_path} on {node}: {done.stderr.decode()}")
 
     def ran(self, node: str, program: str) -> list[Call]:
         return [c for c in self.calls if c.node == node and program in c.argv]
@@ -129,8 +138,8 @@ class LocalTransport:
 class Lab:
     """A two-node lab whose one stage (`smoke`) the test shapes; its VM folders in tmp."""
 
-    def __init__(self, tmp_path: Path, **stage: Any) -> None:
-        plan, files = render_lab(TWO_NODES, lab_dir=tmp_path / "lab")
+    def __init__(self, tmp_path: Path, config: dict[str, Any] | None = None, **stage: Any) -> None:
+        plan, files = render_lab({**TWO_NODES, **(config or {})}, lab_dir=tmp_path / "lab")
         plan.lab_dir.mkdir()
         [smoke] = plan.stages
         self.stage = dataclasses.replace(smoke, **stage)
@@ -392,6 +401,54 @@ def test_a_run_takes_each_vm_through_the_steps_in_order_then_skips(tmp_path: Pat
 
     assert {r.status for r in again} == {"skipped"}
     assert [c.argv[0] for c in lab.transport.calls] == ["sh", "sh"]  # the markers, once per VM
+
+
+def test_the_local_packages_reach_every_vm_once_until_the_folder_changes(
+    tmp_path: Path,
+) -> None:
+    repo = tmp_path / "debs"
+    (repo / "pool").mkdir(parents=True)
+    (repo / "Packages").write_text("Package: chrony\n")
+    deb = os.urandom(4096)  # a binary file must arrive byte for byte
+    (repo / "pool" / "chrony.deb").write_bytes(deb)
+    lab = Lab(tmp_path, config={"mirror.local_repo": str(repo)})
+
+    def shipped() -> list[str]:
+        return [c.node for c in lab.transport.calls if any("local-repo.tgz" in a for a in c.argv)
+                and c.argv[0] == "sh" and "put" in c.argv]  # fmt: skip
+
+    lab.runner.run()
+    assert sorted(shipped()) == ["master", "node1"]
+    for name in ("master", "node1"):
+        held = lab.on(name) / "local-repo"
+        assert (held / "pool" / "chrony.deb").read_bytes() == deb
+        assert (held / LOCAL_REPO_STAMP).read_text() == folder_digest(repo) + "\n"
+        assert not list(lab.on(name).glob("*.tgz")), "the tarball stays behind"
+
+    lab.transport.calls.clear()
+    lab.new_runner().run()
+    assert shipped() == []  # every VM holds this very folder
+
+    (repo / "Packages").write_text("Package: chrony\nPackage: runc\n")
+    lab.transport.calls.clear()
+    lab.new_runner().run()
+    assert sorted(shipped()) == ["master", "node1"]
+    for name in ("master", "node1"):
+        held = lab.on(name) / "local-repo"
+        assert (held / "Packages").read_text().endswith("Package: runc\n")
+
+
+def test_the_folder_digest_follows_content_and_names_not_times(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.deb").write_bytes(b"one")
+    first = folder_digest(tmp_path)
+    os.utime(tmp_path / "a" / "x.deb", (0, 0))
+    assert folder_digest(tmp_path) == first
+    (tmp_path / "a" / "x.deb").write_bytes(b"two")
+    assert folder_digest(tmp_path) != first
+    (tmp_path / "a" / "x.deb").write_bytes(b"one")
+    (tmp_path / "a" / "x.deb").rename(tmp_path / "a" / "y.deb")
+    assert folder_digest(tmp_path) != first
 
 
 def test_a_failed_stage_leaves_no_marker_and_fetches_nothing(tmp_path: Path) -> None:
