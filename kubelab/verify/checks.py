@@ -665,7 +665,11 @@ def check_api(evidence: Evidence, expected: Expected) -> Verdict:
     version = evidence.json(VERSION)
     git = version.get("gitVersion") if isinstance(version, dict) else None
     if not git:
-        return Verdict(False, f"{VERSION} has no gitVersion", hint("api"))
+        return Verdict(
+            False,
+            f"{VERSION} has no gitVersion",
+            hint("api", admin_kubeconfig=expected.guest_paths["admin_kubeconfig"]),
+        )
     want = version_tag(expected.kubernetes_version)
     if git != want:
         return Verdict(

@@ -29,6 +29,7 @@ FIELDS = {
     "etcd_ssl_dir": "/opt/etcd/ssl",
     "etcd_data_dir": "/var/lib/etcd/default.etcd",
     "etcd_config": "/opt/etcd/cfg/etcd",
+    "admin_kubeconfig": "/etc/kubernetes/admin.conf",
 }
 
 

@@ -30,6 +30,11 @@ def test_with_the_api_down_the_api_hint_comes_alone(tmp_path: Path) -> None:
     assert later and all(r.detail.startswith("not checked: the API server") for r in later)
     assert [r.hint for r in shown if r.hint] == [results[0].hint]
     assert "crictl" in results[0].hint
+    # the kubeconfig it names is the spec's (defaults.GUEST_PATHS), not a second copy
+    assert (
+        f"sudo cp -i {build_folder(tmp_path / 'again').expected.guest_paths['admin_kubeconfig']} "
+        in (results[0].hint)
+    )
 
 
 def test_at_80_columns_detail_and_hint_go_under_the_row(tmp_path: Path) -> None:
