@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -249,19 +250,14 @@ def _checked(name: str, value: object) -> Any:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise ValueError("scripts must map machine names to lists of paths")
         return {k: _texts(v, f"scripts of {k}") for k, v in value.items()}
-    if name in ("component_images", "guest_paths"):
+    if name in _MAPPINGS:
+        is_value, what, constants = _MAPPINGS[name]
         if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+            isinstance(k, str) and is_value(v) for k, v in value.items()
         ):
-            raise ValueError(f"{name} must map names to texts")
-        # A path the file lacks (a spec from before it) is the constant it was built with.
-        return {**defaults.GUEST_PATHS, **value} if name == "guest_paths" else dict(value)
-    if name == "health_ports":
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and _is_int(v) for k, v in value.items()
-        ):
-            raise ValueError("health_ports must map names to whole numbers")
-        return {**defaults.HEALTH_PORTS, **value}
+            raise ValueError(f"{name} must map names to {what}")
+        # A name the file lacks (a spec from before it) is the constant it was built with.
+        return {**constants, **value}
     if name == "stage_files":
         if not isinstance(value, list):
             raise ValueError("stage_files must be a list")
@@ -314,6 +310,15 @@ def _checked_stage_files(value: object) -> StageFiles:
         ),
         leaves=leaves,
     )
+
+
+# The mapping fields: how each value is checked, what it is called, and the constants a
+# name the file lacks reads back as.
+_MAPPINGS: dict[str, tuple[Callable[[object], bool], str, Mapping[str, object]]] = {
+    "component_images": (lambda v: isinstance(v, str), "texts", {}),
+    "guest_paths": (lambda v: isinstance(v, str), "texts", defaults.GUEST_PATHS),
+    "health_ports": (lambda v: _is_int(v), "whole numbers", defaults.HEALTH_PORTS),
+}
 
 
 # The type of each plain LabSpec field as JSON holds it.
