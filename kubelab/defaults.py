@@ -31,7 +31,14 @@ HEALTH_PORTS = {
 }
 
 # Where the hard way keeps its files on a VM: the stages write them, verify reads them.
+# The release binaries, their settings and the nodes' CA copy live under manual 004's
+# /opt/kubernetes; the stages, the units and exercises 5-6's manuals print these names.
+KUBE_DIR = "/opt/kubernetes"
 GUEST_PATHS = {
+    "kube_dir": KUBE_DIR,
+    "kube_bin_dir": f"{KUBE_DIR}/bin",  # kube-apiserver ... kubelet, kubectl, flanneld
+    "kube_cfg_dir": f"{KUBE_DIR}/cfg",  # kubeconfigs, token.csv, flanneld's settings
+    "kube_ssl_dir": f"{KUBE_DIR}/ssl",  # a node's copy of the Kubernetes CA
     "pki_dir": "/opt/kubelab/pki",  # the master's CA and Kubernetes certificates (pki stage)
     "etcd_ssl_dir": "/opt/etcd/ssl",  # each member's etcd certificates (etcd stage)
     "etcdctl": "/opt/etcd/bin/my_etcdctl",  # manual 004's etcdctl wrapper (etcd stage)
