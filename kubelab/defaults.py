@@ -34,6 +34,7 @@ HEALTH_PORTS = {
 # The release binaries, their settings and the nodes' CA copy live under manual 004's
 # /opt/kubernetes; the stages, the units and exercises 5-6's manuals print these names.
 KUBE_DIR = "/opt/kubernetes"
+STATE_DIR = "/var/lib/kubelab"
 GUEST_PATHS = {
     "kube_dir": KUBE_DIR,
     "kube_bin_dir": f"{KUBE_DIR}/bin",  # kube-apiserver ... kubelet, kubectl, flanneld
@@ -46,6 +47,11 @@ GUEST_PATHS = {
     "etcd_config": "/opt/etcd/cfg/etcd",  # manual 004's etcd settings, the unit's EnvironmentFile
     # kubeadm's admin kubeconfig on the master: fetched into the lab folder, used by stages.
     "admin_kubeconfig": "/etc/kubernetes/admin.conf",
+    # kubelab's own state on every VM: the stage runner's markers (verify's provenance
+    # reads them back) and the local package folder it ships (the repos stage reads it).
+    "state_dir": STATE_DIR,
+    "markers_dir": f"{STATE_DIR}/stages",
+    "local_repo_dir": f"{STATE_DIR}/local-repo",
 }
 
 # verify's own nginx: its namespace (deleted at the end of every run) and its NodePort.

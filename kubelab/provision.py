@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+from kubelab import defaults
 from kubelab.errors import KubelabError
 from kubelab.plan import Plan, PlannedNode, Receive, Stage
 from kubelab.progress import Reporter
@@ -50,9 +51,9 @@ from kubelab.progress import Reporter
 if TYPE_CHECKING:
     from kubelab.transport import CommandResult, Transport
 
-MARKER_DIR = "/var/lib/kubelab/stages"
+MARKER_DIR = defaults.GUEST_PATHS["markers_dir"]
 REMOTE_SCRIPT_DIR = "/var/tmp/kubelab"
-LOCAL_REPO_DIR = "/var/lib/kubelab/local-repo"
+LOCAL_REPO_DIR = defaults.GUEST_PATHS["local_repo_dir"]
 # In LOCAL_REPO_DIR: the digest of the folder last unpacked there (folder_digest).
 LOCAL_REPO_STAMP = ".kubelab-sha256"
 # sh -c SCRIPT ship FOLDER TARBALL DIGEST STAMP: unpack, drop the tarball, then stamp.

@@ -17,10 +17,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from kubelab import defaults
 from kubelab.verify.evidence import BadEvidence, Evidence, MissingEvidence
 
 PROVENANCE_DIR = "provenance"
-MARKER_DIR = "/var/lib/kubelab/stages"  # kept equal to kubelab.provision.MARKER_DIR by a test
+MARKER_DIR = defaults.GUEST_PATHS["markers_dir"]  # where the stage runner writes them
 # What applied a stage, as the markers say it.
 UP, SOLVE = "up", "solve"
 _MARKERS_MAX = 200  # lines read of one VM's markers
