@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from kubelab import defaults
+from kubelab import defaults, readback
 from kubelab.names import bare_version
 from kubelab.plan import is_hardway
 
@@ -189,27 +189,17 @@ class Expected:
             raise ValueError("deadlines must be a mapping")
         deadline_fields = {f.name for f in fields(Deadlines)}
         deadlines = {k: v for k, v in raw_deadlines.items() if k in deadline_fields}
-        if not all(_is_number(v) for v in deadlines.values()):
+        if not all(readback.is_number(v) for v in deadlines.values()):
             raise ValueError("deadlines must be numbers")
         rest: dict[str, Any] = {}
         for key, kind in _FIELD_TYPES.items():
             if key not in data:
                 continue
             value = data[key]
-            if key in _MAPPINGS:
-                value_kind = _MAPPINGS[key]
-                if not isinstance(value, dict) or not all(
-                    isinstance(k, str) and isinstance(v, value_kind) and not isinstance(v, bool)
-                    for k, v in value.items()
-                ):
-                    raise ValueError(f"{key} must map names to {value_kind.__name__}s")
-                # Over the constants: a name the file lacks (evidence from before it, or
-                # a hand-in that left it out) is the one it was collected with.
-                value = {**_MAPPING_DEFAULTS[key], **value}
+            if key in readback.SHARED_MAPPINGS:
+                value = readback.mapping(key, value, readback.SHARED_MAPPINGS[key])
             elif kind is tuple:
-                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                    raise ValueError(f"{key} must be a list of texts")
-                value = tuple(value)
+                value = readback.texts(value, key)
             elif not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
                 raise ValueError(f"{key} is {type(value).__name__}, not {kind.__name__}")
             rest[key] = value
@@ -251,13 +241,3 @@ _FIELD_TYPES: dict[str, type] = {
     "health_ports": dict,
     "guest_paths": dict,
 }
-# The mapping fields, and the type of their values.
-_MAPPINGS: dict[str, type] = {"health_ports": int, "guest_paths": str}
-_MAPPING_DEFAULTS: dict[str, dict[str, Any]] = {
-    "health_ports": defaults.HEALTH_PORTS,
-    "guest_paths": defaults.GUEST_PATHS,
-}
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
