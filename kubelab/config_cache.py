@@ -1,6 +1,6 @@
 """The lab config as a task finds it, and validated configs kept across processes.
 
-Validating a config (kubelab/config.py) loads pydantic: about a third of every
+Validating a config (kubelab/config.py) loads pydantic: nearly a third of every
 `invoke render`. So a config that passed is kept as JSON in kubelab/config under
 the user's cache folder (kubelab/user_cache.py: 0700, used only while it is the
 user's own), named by a digest of everything its validation reads: the config
