@@ -234,3 +234,20 @@ def test_the_oldest_entries_go(cache_home: Path, monkeypatch: pytest.MonkeyPatch
     assert len(entries(cache_home)) == 2
     assert isinstance(load(EMPTY, {"name": "three"}), CachedConfig)
     assert isinstance(load(EMPTY, {"name": "one"}), LabConfig)
+
+
+def test_no_config_key_is_hidden_by_a_dict_method() -> None:
+    # A CachedConfig is a dict: a key named like one of its methods (items, copy, ...)
+    # would read as the method, not the value.
+    from pydantic import BaseModel
+
+    names, models = set(), [LabConfig]
+    while models:
+        model = models.pop()
+        for name, info in model.model_fields.items():
+            names.add(name)
+            for kind in (info.annotation, *getattr(info.annotation, "__args__", ())):
+                if isinstance(kind, type) and issubclass(kind, BaseModel):
+                    models.append(kind)
+    assert {"nodes", "cpus", "libvirt", "insert_key"} <= names  # every level walked
+    assert names.isdisjoint(dir(dict))
