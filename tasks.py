@@ -76,7 +76,7 @@ def _plan(config=None, lab_dir=None, driver=None, box=None, student=None, stages
 
 def _exercise_plan(config=None, lab_dir=None, driver=None, box=None, student=None, stages=None):
     """(plan, the lab's exercise state or None)."""
-    from kubelab import labs
+    from kubelab.lab_state import read_state
     from kubelab.plan import load_plan
 
     overrides = {
@@ -93,7 +93,7 @@ def _exercise_plan(config=None, lab_dir=None, driver=None, box=None, student=Non
     shared = load_plan(
         config_path, {**overrides, "student_id": None}, repo_root=ROOT, lab_dir=folder
     )
-    state = labs.read_state(shared.lab_dir)
+    state = read_state(shared.lab_dir)
     if state is None:
         if student is None:  # the same config, flags and folder: the plan just made
             return shared, None

@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import re
-import stat
 from collections.abc import Mapping, Sequence, Set
-from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -24,13 +22,13 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from kubelab import REPO_ROOT, safeio
+from kubelab import safeio
+from kubelab.catalog import catalog, mirror_profiles
+from kubelab.config_cache import MAX_CONFIG_BYTES as MAX_CONFIG_BYTES
+from kubelab.config_cache import config_as_dict as config_as_dict
+from kubelab.config_cache import config_file, read_config_text
 from kubelab.errors import ConfigError
-from kubelab.names import is_student_id
-
-CATALOG_PATH = REPO_ROOT / "provision" / "catalog.yaml"
-MIRRORS_PATH = REPO_ROOT / "provision" / "mirrors.yaml"
-DEFAULT_CONFIG_NAME = "lab.yaml"
+from kubelab.names import hostname_for, is_student_id
 
 # kubeadm's own preflight limits for a control-plane node (NumCPU, Mem).
 MASTER_MIN_CPUS = 2
@@ -154,24 +152,6 @@ class LabConfig(_Strict):
         return [n for n in self.nodes if n.role == "node"]
 
 
-@cache
-def catalog() -> dict[str, Any]:
-    """The catalog of versions, runtimes, CNIs, guests and stages (provision/catalog.yaml)."""
-    return _load_own_yaml(CATALOG_PATH)
-
-
-@cache
-def mirror_profiles() -> dict[str, dict[str, str]]:
-    return _load_own_yaml(MIRRORS_PATH)["profiles"]
-
-
-def _load_own_yaml(path: Path) -> Any:
-    """One of kubelab's own data files, with libyaml's safe loader where PyYAML has it
-    (the pure-Python one takes 25 ms of every `invoke render` on the catalog alone)."""
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return yaml.load(path.read_text(), Loader=loader)
-
-
 def load_config(
     path: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -182,13 +162,19 @@ def load_config(
 
     With no `path`, `lab.yaml` in `search_dir` is used when it exists.
     """
+    path = config_file(path, search_dir)
+    return config_from_text(None if path is None else read_config_text(path), path, overrides)
+
+
+def config_from_text(
+    text: str | None, path: Path | None, overrides: Mapping[str, Any] | None = None
+) -> LabConfig:
+    """load_config once the file is read: `text` is `path`'s (None: no file, the defaults)."""
     source = "defaults"
     raw: dict[str, Any] = {}
-    if path is None and search_dir is not None and (search_dir / DEFAULT_CONFIG_NAME).is_file():
-        path = search_dir / DEFAULT_CONFIG_NAME
-    if path is not None:
+    if path is not None and text is not None:
         source = str(path)
-        raw = _read_yaml(path)
+        raw = _parse_yaml(text, path)
     flags = set()
     for dotted, value in (overrides or {}).items():
         if value is not None:
@@ -273,8 +259,8 @@ def _renumbered(problems: list[str], indexes: list[int]) -> list[str]:
     return kept
 
 
-# A lab config is a page of YAML: these bound what one may cost to read.
-MAX_CONFIG_BYTES = 1024 * 1024
+# A lab config is a page of YAML (at most MAX_CONFIG_BYTES): these bound what one may cost
+# to read.
 MAX_YAML_DEPTH = 32
 MAX_YAML_NODES = 100_000  # counted with every alias expanded (a "billion laughs" is refused)
 
@@ -300,8 +286,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    return _parse_yaml(read_config_text(path), path)
+
+
+def _parse_yaml(text: str, path: Path) -> dict[str, Any]:
     try:
-        data = bounded_yaml(_read_text(path), path, _UniqueKeyLoader)
+        data = bounded_yaml(text, path, _UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -341,34 +331,6 @@ def bounded_yaml(
         return loader.construct_document(node)
     finally:
         loader.dispose()
-
-
-def _read_text(path: Path) -> str:
-    """The file's text: a regular file of at most MAX_CONFIG_BYTES of UTF-8, or one line why not."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise ConfigError(
-            [f"{path}: no such config file (check the path given to --config)"]
-        ) from None
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read it ({exc.strerror or exc})"]) from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ConfigError([f"{path}: is a folder, not a config file (give the YAML file)"])
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError([f"{path}: not a regular file (a lab config is a YAML file)"])
-    if info.st_size > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            [f"{path}: {info.st_size} bytes; a lab config is at most {MAX_CONFIG_BYTES}"]
-        )
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read it ({exc.strerror or exc})"]) from None
-    try:
-        return data[: MAX_CONFIG_BYTES + 1].decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError([f"{path}: not a text file (a lab config is UTF-8 YAML)"]) from None
 
 
 def _check_size(path: Path, root: yaml.Node) -> None:
@@ -666,13 +628,3 @@ def _node_problems(config: LabConfig) -> list[str]:
                     "MiB of MemTotal, and the guest kernel keeps 50-200 MiB for itself)"
                 )
     return problems
-
-
-def hostname_for(node_name: str, student_id: str) -> str:
-    """The VM's hostname: the node name, carrying the student ID when one is set
-    (lab manual 003 grades hostnames that carry the student number)."""
-    return f"{node_name}-{student_id.lower()}" if student_id else node_name
-
-
-def config_as_dict(config: LabConfig) -> dict[str, Any]:
-    return config.model_dump(mode="json")

@@ -8,13 +8,10 @@ and the `invoke verify` checks that prove it. Its manual (zh and en) may hold
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +28,10 @@ from pydantic import (
 from kubelab import REPO_ROOT, defaults
 from kubelab.config import catalog, validation_problems
 from kubelab.errors import ConfigError, KubelabError
+from kubelab.lab_state import STATE_NAME as STATE_NAME  # the exercise state, named here too
+from kubelab.lab_state import LabState as LabState
+from kubelab.lab_state import read_state as read_state
+from kubelab.lab_state import write_state as write_state
 from kubelab.plan import Plan
 
 EXERCISES_DIR = REPO_ROOT / "labs" / "exercises"
@@ -252,96 +253,6 @@ def manual_values(plan: Plan) -> dict[str, str]:
 def manual_text(exercise: Exercise, plan: Plan, language: str = "en") -> str:
     """The exercise's manual in one language, its placeholders filled from the lab."""
     return exercise.manual_text(language, manual_values(plan))
-
-
-# --- the lab's exercise: what `invoke lab` remembers in the lab folder ---------------
-
-STATE_NAME = "exercise.json"
-_STATE_MAX = 64 * 1024  # bytes read of the state file
-_RESTORES_KEPT = 50
-
-
-@dataclass(frozen=True)
-class LabState:
-    """The exercise a lab was started for, and for whom: every task reads it back."""
-
-    exercise: int
-    student: str
-    language: str = "en"
-    started_at: str = ""
-    snapshot: str = ""  # the libvirt snapshot of the start state, on every VM
-    restores: tuple[Mapping[str, str], ...] = ()  # `--reset`s: snapshot, restored_at
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["restores"] = [dict(r) for r in self.restores]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Any) -> LabState:
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        exercise, student = data.get("exercise"), data.get("student")
-        if isinstance(exercise, bool) or not isinstance(exercise, int):
-            raise ValueError("exercise is not a number")
-        if not isinstance(student, str):
-            raise ValueError("student is not text")
-        restores = data.get("restores") or []
-        if not isinstance(restores, list):
-            raise ValueError("restores is not a list")
-        return cls(
-            exercise=exercise,
-            student=student,
-            language=str(data.get("language") or "en"),
-            started_at=str(data.get("started_at") or ""),
-            snapshot=str(data.get("snapshot") or ""),
-            restores=tuple(
-                {k: str(v) for k, v in r.items()}
-                for r in restores[-_RESTORES_KEPT:]
-                if isinstance(r, dict)
-            ),
-        )
-
-    def restored(self, when: str) -> LabState:
-        record = {"snapshot": self.snapshot, "restored_at": when}
-        return LabState(**{**self.__dict__, "restores": (*self.restores, record)})
-
-
-def read_state(lab_dir: Path) -> LabState | None:
-    """The lab's exercise state, or None when the lab was not started for an exercise."""
-    path = lab_dir / STATE_NAME
-    try:
-        with path.open("rb") as f:
-            raw = f.read(_STATE_MAX + 1)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise KubelabError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        if len(raw) > _STATE_MAX:
-            raise ValueError(f"larger than {_STATE_MAX} bytes")
-        return LabState.from_dict(json.loads(raw))
-    except ValueError as exc:
-        raise KubelabError(
-            f"{path} is not a kubelab exercise state ({exc})",
-            hint="delete it and start the exercise again: invoke lab --exercise N --student ID",
-        ) from None
-
-
-def write_state(lab_dir: Path, state: LabState) -> Path:
-    """Write the state whole or not at all (a temporary file renamed over it)."""
-    lab_dir.mkdir(parents=True, exist_ok=True)
-    path = lab_dir / STATE_NAME
-    fd, tmp = tempfile.mkstemp(dir=lab_dir, prefix=".exercise-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(state.to_dict(), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def now() -> str:

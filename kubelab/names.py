@@ -1,4 +1,4 @@
-"""The rules for names every layer shares: student IDs, version tags, secret keys.
+"""The rules for names every layer shares: student IDs, hostnames, version tags, secret keys.
 
 A student ID ends every hostname of the student's lab and names the hand-in
 archive, so the config, the archive and the grader's inventory check it by the
@@ -25,6 +25,12 @@ VERSION_PREFIX = "v"
 
 def is_student_id(text: str) -> bool:
     return bool(STUDENT_ID.match(text))
+
+
+def hostname_for(node_name: str, student_id: str) -> str:
+    """The VM's hostname: the node name, carrying the student ID when one is set
+    (lab manual 003 grades hostnames that carry the student number)."""
+    return f"{node_name}-{student_id.lower()}" if student_id else node_name
 
 
 def bare_version(version: str) -> str:

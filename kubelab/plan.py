@@ -21,12 +21,22 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubelab import defaults
-from kubelab.config import LabConfig, catalog, hostname_for, mirror_profiles
+from kubelab.catalog import catalog, mirror_profiles
+from kubelab.config_cache import CachedConfig
 from kubelab.errors import KubelabError
-from kubelab.names import version_tag
+from kubelab.names import hostname_for, version_tag
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from kubelab.config import LabConfig
+
+    # A validated config: by kubelab.config in this process, or kept by an earlier one
+    # (kubelab/config_cache.py); a plan reads both alike.
+    ValidConfig: TypeAlias = LabConfig | CachedConfig
 
 LAB_ROOT_NAME = ".lab"
 
@@ -361,7 +371,7 @@ def script_path(node: PlannedNode, index: int, stage_name: str) -> str:
 
 @dataclass(frozen=True)
 class Plan:
-    config: LabConfig
+    config: ValidConfig
     lab_dir: Path
     prefix: str  # vagrant-libvirt default_prefix: domains and volumes start with it
     network_name: str  # the libvirt network of the lab (private, no DHCP)
@@ -413,12 +423,12 @@ def _runs_on(stage: Stage, node: PlannedNode) -> bool:
     )
 
 
-def default_lab_dir(repo_root: Path, config: LabConfig) -> Path:
+def default_lab_dir(repo_root: Path, config: ValidConfig) -> Path:
     suffix = f"-{config.student_id.lower()}" if config.student_id else ""
     return repo_root / LAB_ROOT_NAME / f"{config.name}{suffix}"
 
 
-def lab_prefix(config: LabConfig, lab_dir: Path) -> str:
+def lab_prefix(config: ValidConfig, lab_dir: Path) -> str:
     """A default_prefix no other lab on this host shares.
 
     The lab name and student ID make it readable; a short digest of the lab
@@ -473,7 +483,7 @@ def resolve_stages(names: list[str] | None) -> tuple[Stage, ...]:
     return tuple(stages)
 
 
-def resolve_mirror(config: LabConfig, minor: str) -> dict[str, str]:
+def resolve_mirror(config: ValidConfig, minor: str) -> dict[str, str]:
     profiles = mirror_profiles()
     resolved = dict(profiles["official"])
     resolved.update(profiles.get(config.mirror.profile) or {})
@@ -484,7 +494,7 @@ def resolve_mirror(config: LabConfig, minor: str) -> dict[str, str]:
     return resolved
 
 
-def make_plan(config: LabConfig, lab_dir: Path, exercise: int | None = None) -> Plan:
+def make_plan(config: ValidConfig, lab_dir: Path, exercise: int | None = None) -> Plan:
     """Resolve a validated config for a lab folder. `lab_dir` should be absolute."""
     cat = catalog()
     version = config.kubernetes.version or cat["default_kubernetes"]
@@ -563,7 +573,7 @@ def coredns_image(registry: str, version: str) -> str:
 
 
 def derive_spec(
-    config: LabConfig,
+    config: ValidConfig,
     nodes: tuple[PlannedNode, ...],
     stages: tuple[Stage, ...],
     kubernetes: dict[str, Any],
@@ -626,8 +636,8 @@ def load_plan(
     exercise: int | None = None,
 ) -> Plan:
     """Config file (or lab.yaml beside tasks.py) + flag overrides -> a plan."""
-    from kubelab.config import load_config
+    from kubelab import config_cache
 
-    config = load_config(config_path, overrides, search_dir=repo_root)
+    config = config_cache.load(config_path, overrides, search_dir=repo_root)
     folder = (lab_dir or default_lab_dir(repo_root, config)).resolve()
     return make_plan(config, folder, exercise)

@@ -22,7 +22,7 @@ from typing import Any
 import jinja2
 
 from kubelab import __version__, defaults
-from kubelab.config import config_as_dict
+from kubelab.config_cache import config_as_dict
 from kubelab.defaults import LOG_DIR
 from kubelab.errors import KubelabError
 from kubelab.plan import Plan

@@ -24,15 +24,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import re
 import shlex
-import stat
 from pathlib import Path
 
 import jinja2
 
-from kubelab import REPO_ROOT
+from kubelab import REPO_ROOT, user_cache
 
 VAGRANT_TEMPLATES = REPO_ROOT / "vagrant"
 PROVISION_TEMPLATES = REPO_ROOT / "provision"
@@ -110,39 +108,9 @@ def markdown_text(value: object) -> str:
 
 
 def cache_folder() -> Path | None:
-    """kubelab's own folder of compiled templates (kubelab/jinja, mode 0700); None when
-    the user's cache folder is not known or cannot be written, or when kubelab/ or
-    kubelab/jinja is not this user's own folder (a link, another owner) or kubelab/ is
-    writable by others: then nothing is read from it or written to it."""
-    # The XDG rule: $XDG_CACHE_HOME, else $HOME/.cache; a relative or empty one is none.
-    xdg, home = os.environ.get("XDG_CACHE_HOME", ""), os.environ.get("HOME", "")
-    if os.path.isabs(xdg):
-        base = Path(xdg)
-    elif os.path.isabs(home):
-        base = Path(home) / ".cache"
-    else:
-        return None
-    try:
-        own, folder = base / "kubelab", base / "kubelab" / "jinja"
-        base.mkdir(parents=True, exist_ok=True)
-        own.mkdir(mode=0o700, exist_ok=True)
-        # kubelab/ also holds the box cache: it may stay readable, but no one else may
-        # put a jinja/ of theirs in it.
-        if not _own_folder(own) or stat.S_IMODE(own.lstat().st_mode) & 0o022:
-            return None
-        folder.mkdir(mode=0o700, exist_ok=True)
-        if not _own_folder(folder):
-            return None
-        if stat.S_IMODE(folder.lstat().st_mode) != 0o700:
-            folder.chmod(0o700)
-    except OSError:
-        return None
-    return folder
-
-
-def _own_folder(path: Path) -> bool:
-    info = path.lstat()
-    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+    """kubelab's own folder of compiled templates (kubelab/jinja, mode 0700), or None:
+    kubelab/user_cache.py says when."""
+    return user_cache.own_folder("jinja")
 
 
 class _BytecodeCache(jinja2.FileSystemBytecodeCache):

@@ -7,11 +7,16 @@ cache), the median of the renders after it (the environment and its compiled
 templates kept per process), and a first render that compiles every template (no
 bytecode cache: a new user, or templates just edited).
 
-Whole process: `invoke render` started fresh `--process-runs` times, and beside it
-`invoke --list` (invoke and tasks.py alone, no task: the floor under every task).
+Whole process: `invoke render` started fresh `--process-runs` times, twice: warm (the
+config validated by an earlier run is kept in the user's cache folder,
+kubelab/config_cache.py: no pydantic, the usual case) and cold (that kept config
+removed before each run: a new config, flags or kubelab, so it is validated). Beside
+them `invoke --list` (invoke and tasks.py alone, no task: the floor under every task).
 For each, the best and the median wall time, and the best and the median CPU time
 (user + sys of the process). The machine is shared: the load average is printed
 before and after, and the best of the runs is the figure least disturbed by others.
+The processes use a cache folder of their own ($XDG_CACHE_HOME in a temporary folder),
+so the user's caches are neither used nor touched.
 
 The processes run as a user's shell starts them: Python writes its bytecode
 (PYTHONDONTWRITEBYTECODE, which a CI or test harness may set, is left out of their
@@ -24,11 +29,13 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,8 +75,11 @@ def in_process(runs: int) -> tuple[float, float, float]:
     return first, statistics.median(times), compiling
 
 
-def timed_process(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+def timed_process(
+    argv: list[str], env: dict[str, str], before_each: Callable[[], None]
+) -> tuple[float, float]:
     """(wall, user + sys CPU) of one run of argv, in seconds."""
+    before_each()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(argv, cwd=REPO, env=env, check=True, capture_output=True)
@@ -79,12 +89,15 @@ def timed_process(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, cpu
 
 
-def whole_process(argv: list[str], runs: int) -> tuple[list[float], list[float]]:
+def whole_process(
+    argv: list[str], runs: int, cache_home: Path, before_each: Callable[[], None]
+) -> tuple[list[float], list[float]]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    timed_process(argv, env)  # untimed: bytecode and Jinja's cache written
+    env["XDG_CACHE_HOME"] = str(cache_home)
+    timed_process(argv, env, lambda: None)  # untimed: bytecode and the caches written
     walls, cpus = [], []
     for _ in range(runs):
-        wall, cpu = timed_process(argv, env)
+        wall, cpu = timed_process(argv, env, before_each)
         walls.append(wall)
         cpus.append(cpu)
     return walls, cpus
@@ -112,11 +125,25 @@ def main() -> None:
     )
     invoke = str(Path(sys.executable).with_name("invoke"))
     with tempfile.TemporaryDirectory() as tmp:
-        render_argv = [invoke, "render", "--config", str(DEFAULT_CONFIG), "--out", tmp]
-        for what, argv in (("invoke render", render_argv), ("invoke --list", [invoke, "--list"])):
-            walls, cpus = whole_process(argv, max(1, args.process_runs))
+        cache_home, out = Path(tmp) / "cache", Path(tmp) / "lab"
+        kept_configs = cache_home / "kubelab" / "config"
+
+        def forget_configs() -> None:
+            shutil.rmtree(kept_configs, ignore_errors=True)
+
+        render_argv = [invoke, "render", "--config", str(DEFAULT_CONFIG), "--out", str(out)]
+        for what, argv, before_each in (
+            ("`invoke render` whole process, warm (the config kept)", render_argv, lambda: None),
+            (
+                "`invoke render` whole process, cold (the config validated)",
+                render_argv,
+                forget_configs,
+            ),
+            ("`invoke --list` whole process", [invoke, "--list"], lambda: None),
+        ):
+            walls, cpus = whole_process(argv, max(1, args.process_runs), cache_home, before_each)
             print(
-                f"`{what}` whole process ({len(walls)} runs): wall {figures(walls)}; "
+                f"{what}, {len(walls)} runs: wall {figures(walls)}; "
                 f"CPU (user + sys) {figures(cpus)}"
             )
     print(f"load average after: {load()}")
