@@ -18,12 +18,11 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-from collections.abc import Callable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from kubelab import defaults
+from kubelab import defaults, readback
 from kubelab.catalog import catalog, mirror_profiles
 from kubelab.config_cache import CachedConfig
 from kubelab.errors import KubelabError
@@ -238,16 +237,6 @@ class LabSpec:
         return cls(**values)
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _texts(value: object, what: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"{what} must be a list of texts")
-    return tuple(value)
-
-
 def _checked(name: str, value: object) -> Any:
     """One LabSpec field read back from JSON, its type checked."""
     if name == "nodes":
@@ -255,25 +244,19 @@ def _checked(name: str, value: object) -> Any:
             raise ValueError("nodes must be a non-empty list")
         return tuple(_checked_node(n) for n in value)
     if name == "stages":
-        return _texts(value, "stages")
+        return readback.texts(value, "stages")
     if name == "scripts":
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise ValueError("scripts must map machine names to lists of paths")
-        return {k: _texts(v, f"scripts of {k}") for k, v in value.items()}
+        return {k: readback.texts(v, f"scripts of {k}") for k, v in value.items()}
     if name in _MAPPINGS:
-        is_value, what, constants = _MAPPINGS[name]
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and is_value(v) for k, v in value.items()
-        ):
-            raise ValueError(f"{name} must map names to {what}")
-        # A name the file lacks (a spec from before it) is the constant it was built with.
-        return {**constants, **value}
+        return readback.mapping(name, value, _MAPPINGS[name])
     if name == "stage_files":
         if not isinstance(value, list):
             raise ValueError("stage_files must be a list")
         return tuple(_checked_stage_files(s) for s in value)
     kind = _SPEC_TYPES[name]
-    if kind is int and not _is_int(value):
+    if kind is int and not readback.is_int(value):
         raise ValueError(f"{name} must be a whole number")
     if kind is not int and not isinstance(value, kind):
         raise ValueError(f"{name} is {type(value).__name__}, not {kind.__name__}")
@@ -287,7 +270,7 @@ def _checked_node(value: object) -> PlannedNode:
     for node_field in fields(PlannedNode):
         item = value.get(node_field.name)
         kind = int if node_field.name in ("cpus", "memory") else str
-        if not (_is_int(item) if kind is int else isinstance(item, str)):
+        if not (readback.is_int(item) if kind is int else isinstance(item, str)):
             raise ValueError(f"a node's {node_field.name} must be a {kind.__name__}")
         values[node_field.name] = item
     if values["role"] not in ("master", "node"):
@@ -324,10 +307,9 @@ def _checked_stage_files(value: object) -> StageFiles:
 
 # The mapping fields: how each value is checked, what it is called, and the constants a
 # name the file lacks reads back as.
-_MAPPINGS: dict[str, tuple[Callable[[object], bool], str, Mapping[str, object]]] = {
-    "component_images": (lambda v: isinstance(v, str), "texts", {}),
-    "guest_paths": (lambda v: isinstance(v, str), "texts", defaults.GUEST_PATHS),
-    "health_ports": (lambda v: _is_int(v), "whole numbers", defaults.HEALTH_PORTS),
+_MAPPINGS: dict[str, readback.MappingRule] = {
+    "component_images": (readback.is_text, "texts", {}),
+    **readback.SHARED_MAPPINGS,
 }
 
 
