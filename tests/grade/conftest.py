@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import pytest
 
+from kubelab.grade.gradebook import ClassReport, grade_handins
 from kubelab.grade.rubric import Rubric, load_rubric
 from tests.grade.arriving_class import ArrivingClass, build_arriving_class
 from tests.grade.handin_class import SyntheticClass, build_class
@@ -63,3 +64,18 @@ def synthetic_class(tmp_path_factory: pytest.TempPathFactory) -> SyntheticClass:
 @pytest.fixture(scope="session")
 def arriving_class(tmp_path_factory: pytest.TempPathFactory) -> ArrivingClass:
     return built_once(tmp_path_factory, "arriving", build_arriving_class)
+
+
+@pytest.fixture(scope="session")
+def arriving_graded(
+    arriving_class: ArrivingClass, tmp_path_factory: pytest.TempPathFactory
+) -> ClassReport:
+    """The arriving class graded as its teacher would: with the roster and the due date.
+    test_grade_intake.py reads its outputs, test_grade_html.py its page."""
+
+    def grade(out: Path) -> ClassReport:
+        return grade_handins(
+            arriving_class.handins, 2, out, roster=arriving_class.roster, due=arriving_class.due
+        )
+
+    return built_once(tmp_path_factory, "arriving-graded", grade)
