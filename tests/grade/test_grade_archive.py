@@ -115,6 +115,31 @@ def test_an_unsafe_archive_is_an_error_row_not_a_crash(
     assert (tmp_path / "out" / "gradebook.csv").read_text().count("\n") == 2
 
 
+def test_a_header_summed_as_signed_bytes_is_read_and_a_wrong_sum_is_not(tmp_path: Path) -> None:
+    # Old tars summed the header as signed bytes; bytes over 127 (an owner named in
+    # Latin-1) make the two sums differ. tarfile takes either; so must the header walk.
+    data = b'{"kind": "List", "items": []}\n'
+    info = tarfile.TarInfo(f"{TOP}/evidence/nodes.json")
+    info.size, info.uname = len(data), "\xe9l\xe8ve"
+    block = bytearray(info.tobuf(format=tarfile.USTAR_FORMAT, encoding="latin-1")[:512])
+    block[148:156] = b" " * 8
+    signed = sum(b - 256 if b > 127 else b for b in block)
+    assert signed != sum(block)
+    body = data.ljust(512, b"\0") + bytes(1024)
+    for checksum, readable in ((signed, True), (signed + 1, False)):
+        block[148:155] = f"{checksum:06o}\0".encode()
+        archive = tmp_path / str(checksum) / f"{TOP}.tar.gz"
+        archive.parent.mkdir()
+        with gzip.open(archive, "wb") as out:
+            out.write(bytes(block) + body)
+        if readable:
+            handin = read_handin(archive, tmp_path / "read")
+            assert (handin.evidence_dir / "nodes.json").read_bytes() == data
+        else:
+            with pytest.raises(ArchiveError, match="a damaged tar header"):
+                read_handin(archive, tmp_path / "refused")
+
+
 def test_pax_sizes_and_damaged_headers_are_checked_before_unpacking(tmp_path: Path) -> None:
     # A pax record's size= overrides the next header's own; it is held to the same cap.
     record = b"size=41943040\n"

@@ -24,7 +24,6 @@ import pytest
 from kubelab.grade.gradebook import ClassReport, grade_handins
 from kubelab.grade.html import render_grades
 from kubelab.grade.rubric import Rubric
-from tests.grade.arriving_class import ArrivingClass
 from tests.grade.cdp import Browser
 from tests.grade.handin_class import SyntheticClass
 
@@ -139,19 +138,6 @@ def test_evidence_text_is_escaped(graded: ClassReport, rubric: Rubric) -> None:
 # --- the page a teacher uses: driven through Chromium's DevTools protocol ------------
 
 
-@pytest.fixture(scope="module")
-def class_page(
-    arriving_class: ArrivingClass, tmp_path_factory: pytest.TempPathFactory
-) -> ClassReport:
-    return grade_handins(
-        arriving_class.handins,
-        2,
-        tmp_path_factory.mktemp("page"),
-        roster=arriving_class.roster,
-        due=arriving_class.due,
-    )
-
-
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Browser]:
     with Browser(chromium(), tmp_path / "profile") as opened:
@@ -170,14 +156,14 @@ def csv_rows(report: ClassReport) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_pass_rates_match_the_csv(class_page: ClassReport, browser: Browser) -> None:
-    browser.open((class_page.out_dir / "grades.html").as_uri())
+def test_pass_rates_match_the_csv(arriving_graded: ClassReport, browser: Browser) -> None:
+    browser.open((arriving_graded.out_dir / "grades.html").as_uri())
     shown = browser.evaluate(
         "Array.from(document.querySelectorAll('#rates tr.item')).map(function (r) {"
         " return [r.dataset.id, +r.dataset.good, +r.dataset.graded, r.cells[2].innerText]; })"
     )
-    rows = [r for r in csv_rows(class_page) if r["status"] == "graded"]
-    rubric = class_page.rubric
+    rows = [r for r in csv_rows(arriving_graded) if r["status"] == "graded"]
+    rubric = arriving_graded.rubric
     assert [s[0] for s in shown] == list(rubric.item_ids)
     for item_id, good, graded, text in shown:
         points = next(i.points for i in rubric.items if i.id == item_id)
@@ -188,10 +174,12 @@ def test_pass_rates_match_the_csv(class_page: ClassReport, browser: Browser) -> 
     assert next(s for s in shown if s[0] == "own-deployment")[1] == len(rows) - 1
 
 
-def test_filters_and_sorting_work_in_the_browser(class_page: ClassReport, browser: Browser) -> None:
-    browser.open((class_page.out_dir / "grades.html").as_uri())
-    rows = csv_rows(class_page)
-    required = [i for i in class_page.rubric.items if not i.optional]
+def test_filters_and_sorting_work_in_the_browser(
+    arriving_graded: ClassReport, browser: Browser
+) -> None:
+    browser.open((arriving_graded.out_dir / "grades.html").as_uri())
+    rows = csv_rows(arriving_graded)
+    required = [i for i in arriving_graded.rubric.items if not i.optional]
     failing = {
         r["student"]
         for r in rows
@@ -237,15 +225,15 @@ def test_filters_and_sorting_work_in_the_browser(class_page: ClassReport, browse
     browser.screenshot(ARTIFACTS / "grades-by-name.png")
 
 
-def test_the_page_reads_with_script_off(class_page: ClassReport, browser: Browser) -> None:
-    browser.open((class_page.out_dir / "grades.html").as_uri(), scripts=False)
+def test_the_page_reads_with_script_off(arriving_graded: ClassReport, browser: Browser) -> None:
+    browser.open((arriving_graded.out_dir / "grades.html").as_uri(), scripts=False)
     # Every row shows, and the filter buttons (which need the script) stay hidden.
-    assert browser.evaluate(VISIBLE) == [r["student"] for r in csv_rows(class_page)]
+    assert browser.evaluate(VISIBLE) == [r["student"] for r in csv_rows(arriving_graded)]
     assert browser.evaluate("document.getElementById('controls').hidden") is True
 
 
-def test_names_partners_errors_and_pictures(class_page: ClassReport, browser: Browser) -> None:
-    browser.open((class_page.out_dir / "grades.html").as_uri())
+def test_names_partners_errors_and_pictures(arriving_graded: ClassReport, browser: Browser) -> None:
+    browser.open((arriving_graded.out_dir / "grades.html").as_uri())
     cells = browser.evaluate(
         "Object.fromEntries(Array.from(document.querySelectorAll('#gradebook tbody tr'))"
         ".map(function (r) { return [r.dataset.student, {name: r.querySelector('.name').innerText,"
@@ -261,7 +249,7 @@ def test_names_partners_errors_and_pictures(class_page: ClassReport, browser: Br
         "function (g) { return [g.dataset.node, g.querySelectorAll('g.pod').length]; })]; })"
     )
     by_student = {sid.removeprefix("s-"): nodes for sid, nodes in pictures}
-    graded = {r["student"] for r in csv_rows(class_page) if r["status"] == "graded"}
+    graded = {r["student"] for r in csv_rows(arriving_graded) if r["status"] == "graded"}
     assert set(by_student) == graded
     # The tainted master (2021005) runs no nginx pod; its node runs one.
     assert by_student["2021005"] == [["master-2021005", 0], ["node1-2021005", 1]]

@@ -85,17 +85,6 @@ OUTCOMES = {
 }
 
 
-@pytest.fixture(scope="module")
-def graded(arriving_class: ArrivingClass, tmp_path_factory: pytest.TempPathFactory) -> ClassReport:
-    return grade_handins(
-        arriving_class.handins,
-        2,
-        tmp_path_factory.mktemp("intake"),
-        roster=arriving_class.roster,
-        due=arriving_class.due,
-    )
-
-
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
@@ -105,8 +94,8 @@ def flag_kinds(row: dict[str, str]) -> frozenset[str]:
     return frozenset(part.split(":", 1)[0] for part in row["flags"].split("; ") if part)
 
 
-def test_every_student_has_the_row_written_down(graded: ClassReport) -> None:
-    rows = read_csv(graded.out_dir / "gradebook.csv")
+def test_every_student_has_the_row_written_down(arriving_graded: ClassReport) -> None:
+    rows = read_csv(arriving_graded.out_dir / "gradebook.csv")
     assert [r["student"] for r in rows] == sorted(EXPECTED)  # one row each, none doubled
     for row in rows:
         want = EXPECTED[row["student"]]
@@ -116,11 +105,13 @@ def test_every_student_has_the_row_written_down(graded: ClassReport) -> None:
         assert row["name"] == arriving.STUDENTS[row["student"]][1]  # 张伟 ... from the roster
 
 
-def test_every_file_is_accounted_for(graded: ClassReport, arriving_class: ArrivingClass) -> None:
+def test_every_file_is_accounted_for(
+    arriving_graded: ClassReport, arriving_class: ArrivingClass
+) -> None:
     files = sorted(
         str(p.relative_to(arriving_class.handins)) for p in arriving_class.files.values()
     )
-    ledger = read_csv(graded.out_dir / "intake.csv")
+    ledger = read_csv(arriving_graded.out_dir / "intake.csv")
     assert sorted(r["file"] for r in ledger) == files
     by_name = {Path(r["file"]).name: r for r in ledger}
     for name, (outcome, student) in OUTCOMES.items():
@@ -137,22 +128,22 @@ def test_every_file_is_accounted_for(graded: ClassReport, arriving_class: Arrivi
     assert "cut off" in by_name[arriving.CUT_OFF]["detail"]
 
 
-def test_copies_name_each_other(graded: ClassReport) -> None:
-    rows = {r["student"]: r for r in read_csv(graded.out_dir / "gradebook.csv")}
+def test_copies_name_each_other(arriving_graded: ClassReport) -> None:
+    rows = {r["student"]: r for r in read_csv(arriving_graded.out_dir / "gradebook.csv")}
     assert "copy group with 2021006" in rows["2021001"]["flags"]
     assert "copy group with 2021001" in rows["2021006"]["flags"]
     assert "named for 2021006, its contents are 2021001's" in rows["2021006"]["flags"]
-    assert [(g.students, g.reasons) for g in graded.groups] == [
+    assert [(g.students, g.reasons) for g in arriving_graded.groups] == [
         (("2021001", "2021006"), ("same cluster", "same evidence"))
     ]
 
 
-def test_late_shows_both_times(graded: ClassReport) -> None:
-    late = next(g for g in graded.grades if g.student == "2021009")
+def test_late_shows_both_times(arriving_graded: ClassReport) -> None:
+    late = next(g for g in arriving_graded.grades if g.student == "2021009")
     (flag,) = [f for f in late.flags if f.kind == "late"]
     for part in ("evidence finished 20", "archive made 20", "file time 20"):
         assert part in flag.detail
-    on_time = [g for g in graded.grades if g.graded and g.student != "2021009"]
+    on_time = [g for g in arriving_graded.grades if g.graded and g.student != "2021009"]
     assert not any(f.kind == "late" for g in on_time for f in g.flags)
 
 
@@ -172,8 +163,8 @@ def test_late_by_the_archive_not_by_a_download_time(tmp_path: Path) -> None:
     assert [f.kind for f in late_flags(no_report, due)] == ["late"]  # only the file's time
 
 
-def test_the_summary_names_students_and_misfiled_files(graded: ClassReport) -> None:
-    lines = graded.summary().splitlines()
+def test_the_summary_names_students_and_misfiled_files(arriving_graded: ClassReport) -> None:
+    lines = arriving_graded.summary().splitlines()
     assert lines[0].startswith("10 students: 7 graded, 3 not graded (errors), 4 flagged")
     named = {
         line.split()[1]: line for line in lines[1:] if line.startswith(("  error", "  flagged"))

@@ -20,6 +20,7 @@ import paramiko
 import pytest
 from rich.console import Console
 
+from kubelab.grade import live
 from kubelab.grade.live import HOST_KEYS, MAX_OUTPUT, fingerprint, grade_inventory
 from kubelab.grade.rubric import Rubric
 from tests.grade.class_hosts import _reply, class_hosts, requirements
@@ -35,6 +36,16 @@ HANGS = "s005"  # live_class's own: its master hangs after login
 # s007's inventory entry lists s006's hosts (live_class's shared entry): it stalls too.
 ERRORS = {STREAMS, HANGS, STALLS, "s007"}
 ESC = "\x1b"
+# The hanging host uses all of the `hostname` probe's timeout and the stalling ones all
+# of the connect timeout (15 s and 10 s in live.py), in the run's longest slots. Shorter
+# ones end them the same way, with the same words; still ample for a healthy host.
+PROBE_TIMEOUT = CONNECT_TIMEOUT = 5.0
+
+
+@pytest.fixture(autouse=True)
+def _short_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(live, "PROBE_TIMEOUT", PROBE_TIMEOUT)
+    monkeypatch.setattr(live, "CONNECT_TIMEOUT", CONNECT_TIMEOUT)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +126,7 @@ def test_hostile_hosts_cost_only_their_own_row(
     assert f"printed more than {MAX_OUTPUT} bytes" in table[STREAMS]["error"]
     # Which of the two paramiko reports depends on which of its equal timeouts fires first.
     assert "no SSH banner" in table[STALLS]["error"]
-    assert "within 10 s" in table[STALLS]["error"]
+    assert f"within {CONNECT_TIMEOUT:g} s" in table[STALLS]["error"]
     assert "no answer to `hostname`" in table[HANGS]["error"]
 
     odd = table[ODD_NAMES]
@@ -161,10 +172,16 @@ def test_a_changed_host_key_is_flagged_then_refused_when_pinned(
     hosts.new_host_key(master)
     after = host_fingerprint(hosts, master)
     assert after != before
+    unchanged = read[0].host_names[0]
+    read_before = len(hosts.host(unchanged).calls())
     grade(hosts, path, out, force=True)
     row = by_student(out)[REKEYS]
     assert row["status"] == "graded"
     assert "host-key: master" in row["flags"] and before in row["flags"] and after in row["flags"]
+    # --force read every cluster again over SSH; a key that did not change is not flagged.
+    assert len(hosts.host(unchanged).calls()) > read_before
+    assert by_student(out)["s001"]["status"] == "graded"
+    assert "host-key" not in by_student(out)["s001"]["flags"]
 
     # Pinned: the old key in the inventory refuses the host before any command runs;
     # the right one (or a known_hosts file holding it) is accepted.
