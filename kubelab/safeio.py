@@ -125,19 +125,22 @@ def parse_json(data: str | bytes, max_bytes: int = MAX_JSON_BYTES) -> Any:
 
 
 def _depth_over(value: Any, limit: int) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
+    # Level by level: one list per level, its scalars dropped by a comprehension, is
+    # about half the CPU of a stack of (item, depth) pairs, and grading walks every
+    # evidence file.
+    level = [value]
+    depth = 1
+    while True:
+        level = [item for item in level if isinstance(item, dict | list)]
+        if not level:
+            return False
         if depth > limit:
             return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
+        children: list[Any] = []
+        for item in level:
+            children.extend(item.values() if isinstance(item, dict) else item)
+        level = children
+        depth += 1
 
 
 def shown(text: object, limit: int = SHOWN_CHARS, *, lines: bool = False) -> str:
