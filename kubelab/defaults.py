@@ -74,5 +74,9 @@ FIREWALL_PORTS = {
     "node": (f"{KUBELET_PORT}/tcp", "30000-32767/tcp", "8472/udp"),
 }  # fmt: skip
 
+# Seconds between two tries of a download the stages retry (common.sh's `retry`): a
+# registry or CDN that drops one download has time to recover.
+RETRY_DELAY = 10
+
 # The lab folder's logs, relative to the lab folder.
 LOG_DIR = "logs"

@@ -167,6 +167,7 @@ class LabSpec:
     guest_paths: dict[str, str] = field(default_factory=lambda: dict(defaults.GUEST_PATHS))
     # What each stage moves between host and VMs, in build order (empty in format 1).
     stage_files: tuple[StageFiles, ...] = ()
+    retry_delay: int = defaults.RETRY_DELAY  # seconds between a stage's download tries
     format: int = SPEC_FORMAT
 
     @property
@@ -338,6 +339,7 @@ _SPEC_TYPES: dict[str, type] = {
     "etcd_client_port": int,
     "etcd_peer_port": int,
     "kubelet_port": int,
+    "retry_delay": int,
     "format": int,
 }
 

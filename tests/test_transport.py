@@ -615,11 +615,13 @@ def test_nginx_serves_the_welcome_page_on_pod_addresses(lab: NetnsHosts) -> None
     assert stopped.rc == 7  # curl: could not connect
 
 
-SMOKE_HOSTS = 100
+# Three times the pool's 16 threads: every thread takes several hosts in turn. A class's
+# 100 hosts are bench.grade's figure.
+SMOKE_HOSTS = 48
 
 
 @netns_test
-def test_hundred_hosts_through_a_bounded_pool(capsys: pytest.CaptureFixture[str]) -> None:
+def test_many_hosts_through_a_bounded_pool(capsys: pytest.CaptureFixture[str]) -> None:
     addresses = [f"10.99.{i // 200}.{i % 200 + 1}" for i in range(SMOKE_HOSTS)]
     started = time.perf_counter()
     with NetnsHosts("smoke", addresses, prefix=16) as hosts:

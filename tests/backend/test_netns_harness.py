@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from kubelab import REPO_ROOT
-from tests.support.libvirt_netns import NetnsLibvirt, missing_requirements, reap_orphans
+from tests.support.libvirt_netns import (
+    CAPS_CACHE,
+    STATE_BASE,
+    NetnsLibvirt,
+    missing_requirements,
+    reap_orphans,
+)
 
 # A test run that starts a harness and then dies without tearing it down.
 KILLED_RUN = """
@@ -35,6 +41,11 @@ def test_a_killed_run_is_torn_down_by_the_next_harness() -> None:
         pytest.skip(reason)
     # Not under tmp_path: pytest runs elsewhere on the machine may prune it meanwhile.
     base = Path(tempfile.mkdtemp(prefix="kubelab-reap-test-", dir="/var/tmp"))
+    # The QEMU capabilities the harnesses keep, where there are any: without them the
+    # killed run's libvirtd probes QEMU afresh (about 9 s), which is not what this tests.
+    kept_caps = STATE_BASE / CAPS_CACHE
+    if kept_caps.is_dir():
+        subprocess.run(["cp", "-a", str(kept_caps), str(base / CAPS_CACHE)], check=True)
     try:
         run = subprocess.Popen(
             [sys.executable, "-c", KILLED_RUN, str(base)],

@@ -5,12 +5,14 @@ whatever they render, see conftest, so a new stage template is checked as soon a
 the catalog lists it), every valid config's lab, each guest family with every
 option and the hard way's build, and the stage tests' stub. shellcheck runs at
 severity `style` (everything), with -x, in the folder the lab's scripts are written
-to; a script text already checked by this process is not checked again.
+to; a script text already checked in this run (by any xdist worker) is not checked
+again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -31,20 +33,38 @@ pytestmark = pytest.mark.integration
 
 
 class Shellcheck:
-    """Real shellcheck, each distinct script text checked once per process: the labs below
+    """Real shellcheck, each distinct script text checked once per run: the labs below
     render the same stage scripts for many configs (about 690 scripts, 280 distinct).
-    One set of flags for every script: -x, bash, severity `style` (everything)."""
+    The findings are kept in a folder every xdist worker of the run shares, so a script
+    one worker checked is not checked again by the other. One set of flags for every
+    script: -x, bash, severity `style` (everything)."""
 
     FLAGS = ("-x", "--shell=bash", "--severity=style", "--format=gcc")
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, findings_dir: Path) -> None:
         self.path = path
-        self._findings: dict[str, str] = {}  # sha256 of a script's text -> its findings
+        self.findings_dir = findings_dir  # one file per sha256 of a script: its findings
+        findings_dir.mkdir(parents=True, exist_ok=True)
+
+    def _known(self, digest: str) -> str | None:
+        kept = self.findings_dir / digest
+        return kept.read_text() if kept.is_file() else None
+
+    def _keep(self, digest: str, findings: str) -> None:
+        # Whole or not at all: the other worker may read it at any moment.
+        partial = self.findings_dir / f".{digest}.{os.getpid()}"
+        partial.write_text(findings)
+        partial.replace(self.findings_dir / digest)
 
     def findings(self, folder: Path, scripts: list[str]) -> dict[str, str]:
         """script (relative to folder, where shellcheck runs) -> its findings, "" if none."""
         digests = {rel: hashlib.sha256((folder / rel).read_bytes()).hexdigest() for rel in scripts}
-        new = {digest: rel for rel, digest in digests.items() if digest not in self._findings}
+        found: dict[str, str] = {}  # digest -> findings, of this call and of the run
+        for digest in set(digests.values()):
+            known = self._known(digest)
+            if known is not None:
+                found[digest] = known
+        new = {digest: rel for rel, digest in digests.items() if digest not in found}
         if new:
             todo = sorted(new.values())
             done = subprocess.run(
@@ -60,21 +80,26 @@ class Shellcheck:
             }
             # rc 1 is "found something"; anything else, or a line no script owns, is
             # shellcheck itself failing, which must not pass for a clean script.
-            attributed = sum(len(found) for found in by_script.values())
+            attributed = sum(len(lines_of) for lines_of in by_script.values())
             assert done.returncode in (0, 1) and attributed == len(lines), (
                 f"shellcheck rc {done.returncode}:\n{done.stdout}{done.stderr}"
             )
-            for rel, found in by_script.items():
-                self._findings[digests[rel]] = "".join(f"{line}\n" for line in found)
-        return {rel: self._findings[digests[rel]] for rel in scripts}
+            for rel, lines_of in by_script.items():
+                found[digests[rel]] = "".join(f"{line}\n" for line in lines_of)
+                self._keep(digests[rel], found[digests[rel]])
+        return {rel: found[digests[rel]] for rel in scripts}
 
 
 @pytest.fixture(scope="session")  # once per xdist worker; its tests spread over them
-def shellcheck() -> Shellcheck:
+def shellcheck(tmp_path_factory: pytest.TempPathFactory) -> Shellcheck:
     path = shutil.which("shellcheck")
     if path is None:
         pytest.skip("shellcheck is not installed (Debian: apt-get install shellcheck)")
-    return Shellcheck(path)
+    # Under xdist each worker's temporary folder is in the run's one; without, it is it.
+    run_dir = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        run_dir = run_dir.parent
+    return Shellcheck(path, run_dir / "shellcheck-findings")
 
 
 def _script(golden_lab_on_disk: Callable[[str], Path], case: str, rel: str | None) -> Path:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 
-from kubelab.plan import PlannedNode
 from tests.provision.harness import (
-    Guest,
+    GuestFactory,
     HarnessUnavailable,
     base_root,
-    build_seed,
+    guest_factory,
     make_harness_layer,
     overlay_supported,
 )
@@ -34,41 +32,8 @@ def harness_layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_harness_layer(tmp_path_factory.mktemp("harness-layer"))
 
 
-GuestFactory = Callable[..., Guest]
-
-
 @pytest.fixture
 def new_guest(tmp_path: Path, base: Path, harness_layer: Path) -> GuestFactory:
-    """new_guest(guest, node, hostname_before=...): a fresh VM for `node` of the plan.
-
-    hostname_before is the hostname the VM has before the stages run (default:
-    the plan's, as Vagrant sets it); Vagrant's loopback line carries it.
-    """
-
-    def factory(
-        guest: str,
-        node: PlannedNode,
-        hostname_before: str | None = None,
-        extra_files: Mapping[str, str] | None = None,
-        cluster: Path | None = None,
-    ) -> Guest:
-        before = hostname_before or node.hostname
-        seed = build_seed(tmp_path / f"seed-{node.name}", guest, before)
-        for rel, text in (extra_files or {}).items():
-            path = seed / "rootfs" / rel.lstrip("/")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        family = "rhel" if guest == "centos7" else "debian"
-        return Guest(
-            name=node.name,
-            family=family,
-            seed=seed,
-            base=base,
-            harness_layer=harness_layer,
-            workdir=tmp_path / f"vm-{node.name}",
-            hostname=before,
-            cluster=cluster,
-            address=node.ip,
-        )
-
-    return factory
+    """new_guest(guest, node, hostname_before=...): a fresh VM for `node` of the plan, in
+    the test's own folder (harness.guest_factory)."""
+    return guest_factory(tmp_path, base, harness_layer)

@@ -36,7 +36,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -531,6 +531,46 @@ def build_seed(dest: Path, guest: str, vagrant_hostname: str) -> Path:
     hosts = rootfs / "etc" / "hosts"
     hosts.write_text(vagrant_hosts_line(hosts.read_text(), vagrant_hostname))
     return dest
+
+
+GuestFactory = Callable[..., Guest]
+
+
+def guest_factory(folder: Path, base: Path, harness_layer: Path) -> GuestFactory:
+    """new_guest(guest, node, hostname_before=...): a fresh VM for `node` of the plan,
+    its layers and state under `folder`.
+
+    hostname_before is the hostname the VM has before the stages run (default:
+    the plan's, as Vagrant sets it); Vagrant's loopback line carries it.
+    """
+
+    def factory(
+        guest: str,
+        node: PlannedNode,
+        hostname_before: str | None = None,
+        extra_files: Mapping[str, str] | None = None,
+        cluster: Path | None = None,
+    ) -> Guest:
+        before = hostname_before or node.hostname
+        seed = build_seed(folder / f"seed-{node.name}", guest, before)
+        for rel, text in (extra_files or {}).items():
+            path = seed / "rootfs" / rel.lstrip("/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        family = "rhel" if guest == "centos7" else "debian"
+        return Guest(
+            name=node.name,
+            family=family,
+            seed=seed,
+            base=base,
+            harness_layer=harness_layer,
+            workdir=folder / f"vm-{node.name}",
+            hostname=before,
+            cluster=cluster,
+            address=node.ip,
+        )
+
+    return factory
 
 
 def heredoc(script: str, path: str) -> str:
