@@ -51,8 +51,11 @@ def plain_console() -> tuple[Console, io.StringIO]:
 # hosts, which use all of it where they wait (Ctrl-C), cost little. The watchdog test
 # sets its own.
 DEADLINE = 10.0
-# The Ctrl-C test's interrupted run: its in-progress hanging cluster waits all of it.
-CTRL_C_DEADLINE = 3.0
+# The Ctrl-C test's interrupted run: its in-progress hanging cluster waits what is left
+# of it when the hang begins, and the Ctrl-C must land within that wait. 3 s was too
+# little in a clean-clone CI run (the cluster's first commands on a loaded machine used
+# most of it, the run ended before the Ctrl-C: "DID NOT RAISE").
+CTRL_C_DEADLINE = DEADLINE
 
 
 def class_with_inventory(tmp_path: Path, clusters: int) -> tuple[list[LiveStudent], Path]:
