@@ -11,9 +11,13 @@ replaces a pinned key on its own.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import os
 import socket
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,23 +60,42 @@ def offered_key(address: str, port: int, timeout: float) -> paramiko.PKey:
 
 def check_or_pin(known_hosts: Path, name: str, key: paramiko.PKey) -> KeyCheck:
     """Compare `key` with the pinned one for `name` (known_hosts spelling); pin if none."""
-    pinned = _load(known_hosts)
-    entry = pinned.lookup(name)
-    shown = fingerprint(key)
-    if entry is not None and key.get_name() in entry:
-        if entry[key.get_name()] == key:
-            return KeyCheck(name, shown, "matches")
-        return KeyCheck(name, shown, "CHANGED")
-    if entry:
-        # A key of another type is pinned: a new type is a change too.
-        return KeyCheck(name, shown, "CHANGED")
-    pinned.add(name, key.get_name(), key)
     known_hosts.parent.mkdir(parents=True, exist_ok=True)
-    partial = known_hosts.with_name(known_hosts.name + ".partial")
-    pinned.save(str(partial))
-    os.chmod(partial, 0o600)
-    os.replace(partial, known_hosts)
-    return KeyCheck(name, shown, "pinned now")
+    # The hosts are checked at once (threads, or another teacher's command on the same
+    # class): read, pin and write are one step under a lock on the folder, or two first
+    # contacts would each write the file without the other's key, or both rename the
+    # same temporary file.
+    with _folder_locked(known_hosts.parent):
+        pinned = _load(known_hosts)
+        entry = pinned.lookup(name)
+        shown = fingerprint(key)
+        if entry is not None and key.get_name() in entry:
+            if entry[key.get_name()] == key:
+                return KeyCheck(name, shown, "matches")
+            return KeyCheck(name, shown, "CHANGED")
+        if entry:
+            # A key of another type is pinned: a new type is a change too.
+            return KeyCheck(name, shown, "CHANGED")
+        pinned.add(name, key.get_name(), key)
+        fd, partial = tempfile.mkstemp(dir=known_hosts.parent, prefix=f".{known_hosts.name}.")
+        os.close(fd)  # 0600 from mkstemp
+        try:
+            pinned.save(partial)
+            os.replace(partial, known_hosts)
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)
+            raise
+        return KeyCheck(name, shown, "pinned now")
+
+
+@contextlib.contextmanager
+def _folder_locked(folder: Path) -> Iterator[None]:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
 
 
 def pinned_fingerprint(known_hosts: Path, name: str) -> str:

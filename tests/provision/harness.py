@@ -29,6 +29,7 @@ control folder that is bind-mounted into the root, outside the upper layer.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import hashlib
 import os
@@ -386,6 +387,17 @@ class Guest:
         result = RunResult(proc.returncode, proc.stdout, proc.stderr, self.calls()[before:])
         self.runs.append(result)
         return result
+
+    def clone(self, workdir: Path) -> Guest:
+        """This VM as it is now, copied to `workdir`: its upper layer (whiteouts and
+        ownership kept by cp -a), stub state and runs. Its seed and the base are lower
+        layers no run writes, so the copy shares them."""
+        workdir.mkdir(parents=True)
+        subprocess.run(["cp", "-a", f"{self.workdir}/.", str(workdir)], check=True)
+        twin = copy.copy(self)  # not __post_init__: that would seed the state again
+        twin.workdir = workdir
+        twin.runs = list(self.runs)
+        return twin
 
     def _call_count(self) -> int:
         return len(self.calls())

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from kubelab.plan import Plan, PlannedNode, Stage, for_node
-from tests.provision.harness import Guest, render_lab, script_for
+from tests.provision.harness import Guest, guest_factory, render_lab, script_for
 from tests.provision.test_stages_in_root import run_twice
 
 pytestmark = [
@@ -103,11 +103,27 @@ def receive(master: Guest, guest: Guest, node: PlannedNode, stage: Stage) -> dic
     return env
 
 
-@pytest.mark.parametrize("guest", ["centos7", "debian12"])
+@pytest.fixture(scope="module")
+def centos7_lab(
+    tmp_path_factory: pytest.TempPathFactory, base: Path, harness_layer: Path
+) -> tuple[Plan, dict[str, str], dict[str, Guest]]:
+    """The master and one node of CentOS 7 through HARDWAY, built once for the tests that
+    read it (the pki checks) or go on from a copy of it (the certificates wiped)."""
+    folder = tmp_path_factory.mktemp("hardway-centos7")
+    return build(guest_factory(folder, base, harness_layer), "centos7")
+
+
 def test_pki_makes_the_manuals_certificates_and_etcd_gets_its_member(
-    new_guest: Any, guest: str, tmp_path: Path
+    centos7_lab: tuple[Plan, dict[str, str], dict[str, Guest]],
 ) -> None:
-    plan, files, guests = build(new_guest, guest)
+    check_pki(*centos7_lab)
+
+
+def test_pki_and_etcd_on_debian12(new_guest: Any) -> None:
+    check_pki(*build(new_guest, "debian12"))
+
+
+def check_pki(plan: Plan, files: dict[str, str], guests: dict[str, Guest]) -> None:
     master = guests[plan.master.name]
     pki = master.upper / "opt/kubelab/pki"
     members = {n.ip for n in plan.nodes} | {n.hostname for n in plan.nodes}
@@ -187,12 +203,13 @@ def test_pki_makes_the_manuals_certificates_and_etcd_gets_its_member(
 
 
 def test_after_the_certificates_are_wiped_the_stages_rebuild_them_and_etcd_restarts(
-    new_guest: Any,
+    centos7_lab: tuple[Plan, dict[str, str], dict[str, Guest]], tmp_path: Path
 ) -> None:
     """A student's reset of the PKI (the folder removed, as a fresh start would): the
     pki stage makes a new CA and certificates, and the etcd stage hands them to the
     member and restarts it, on a VM whose member ran with the old ones."""
-    plan, files, guests = build(new_guest, "centos7")
+    plan, files, built = centos7_lab
+    guests = {name: guest.clone(tmp_path / name) for name, guest in built.items()}
     master, node = plan.master, plan.workers[0]
     old_ca = guests[master.name].read("/opt/kubelab/pki/ca.pem")
     shutil.rmtree(guests[master.name].upper / "opt/kubelab/pki")

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from kubelab import safeio
 from kubelab.errors import KubelabError
 from kubelab.verify.evidence import (
     COMMANDS,
     NODES,
+    BadEvidence,
     Evidence,
     EvidenceWriter,
     cluster_identity,
@@ -132,3 +134,35 @@ def test_cluster_identity_comes_from_the_node_info(tmp_path: Path) -> None:
     assert [n["machine_id"] for n in identity["nodes"]] == [
         n["status"]["nodeInfo"]["machineID"] for n in nodes
     ]
+
+
+def test_a_json_file_is_checked_once_and_each_reader_gets_its_own_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / NODES).write_text(fixture(NODES_READY).read_text())
+    checked: list[int] = []
+    real_parse = safeio.parse_json
+
+    def counting_parse(data: str | bytes, *args: int) -> object:
+        checked.append(len(data))
+        return real_parse(data, *args)
+
+    monkeypatch.setattr(safeio, "parse_json", counting_parse)
+    evidence = Evidence(tmp_path)
+    first = evidence.json(NODES)
+    first["items"].clear()  # a reader changing what it got
+    second = evidence.json(NODES)
+    assert second == json.loads(fixture(NODES_READY).read_text())
+    assert second["items"] and second is not first
+    assert len(checked) == 1
+    # The file is read once: a folder changed under the grader does not change its view.
+    (tmp_path / NODES).write_text('{"items": []}')
+    assert evidence.json(NODES) == second
+
+
+def test_a_json_file_that_fails_its_checks_fails_every_read(tmp_path: Path) -> None:
+    (tmp_path / NODES).write_text("[" * 65 + "]" * 65)
+    evidence = Evidence(tmp_path)
+    for _ in range(2):
+        with pytest.raises(BadEvidence, match="nested more than 64 deep"):
+            evidence.json(NODES)
