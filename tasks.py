@@ -747,23 +747,17 @@ def test(c, e2e=True, k=None, durations=0, workers="auto"):
                 workers = (os.cpu_count() or 1) + 1
             # Tests sharing a module fixture stay on one worker (tests/conftest.py).
             parallel = f"-n {workers} --dist loadgroup"
+
     # The tests without VMs first, spread over the workers; then the VM tests in one
     # process of their own, in the order of the lab's life (tests/e2e/conftest.py).
-    runs = [
-        c.run(
-            f"{PY} -m pytest -m 'not e2e' {parallel} {common}",
-            pty=False,
-            warn=True,
-            env=env,
-            replace_env=True,
+    def pytest(args: str):  # an invoke Result
+        return c.run(
+            f"{PY} -m pytest {args} {common}", pty=False, warn=True, env=env, replace_env=True
         )
-    ]
+
+    runs = [pytest(f"-m 'not e2e' {parallel}")]
     if e2e:
-        runs.append(
-            c.run(
-                f"{PY} -m pytest -m e2e {common}", pty=False, warn=True, env=env, replace_env=True
-            )
-        )
+        runs.append(pytest("-m e2e"))
     codes = [run.exited for run in runs]
     # 5: nothing collected (a -k that selects only VM tests, or none of them), not a failure.
     failed = [code for code in codes if code not in (0, 5)]
