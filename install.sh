@@ -44,7 +44,18 @@ if ! virsh -c qemu:///system version >/dev/null 2>&1; then
   fi
 fi
 
-python=${PYTHON:-python3}
+# The venv's Python: PYTHON if set; else the distribution's /usr/bin/python3 when it
+# is 3.11 or newer (the one python3-venv and python3-dev above are for, built with
+# optimisation a plain source build such as pyenv's lacks: the README's figures give
+# what it saves here); else python3 on PATH.
+# An existing .venv is kept whatever it was made from.
+python=${PYTHON:-}
+if [ -z "$python" ]; then
+  python=python3
+  if /usr/bin/python3 -c 'import sys, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    python=/usr/bin/python3
+  fi
+fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 if $with_tests; then

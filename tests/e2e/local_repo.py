@@ -28,6 +28,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from tests.support.tar_members import copy_member
+
 CACHE = Path(os.environ.get("KUBELAB_E2E_DIR", "/var/tmp/kubelab-e2e")) / "debs"
 # What the tests install: stage 1, stage 3, verify's web server, and the hard way's
 # cfssl (pki stage) and etcd (etcd stage).
@@ -54,7 +56,7 @@ def box_dpkg_status(box_file: Path, cache: Path = CACHE) -> Path:
     with tempfile.TemporaryDirectory(dir=cache, prefix=".status-") as tmp:
         work = Path(tmp)
         with tarfile.open(box_file) as box:
-            box.extract("box.img", work, filter="data")
+            copy_member(box, "box.img", work)
         # debugfs reads an ext4 file system from a raw image only.
         _run(["qemu-img", "convert", "-O", "raw", str(work / "box.img"), str(work / "root.raw")])
         _run(["debugfs", "-R", f"dump -p {DPKG_STATUS} {work / 'status'}", str(work / "root.raw")])

@@ -23,6 +23,7 @@ from kubelab.backend.vagrant_driver import VagrantDriver
 from kubelab.plan import Plan
 from kubelab.transport import Transport
 from tests.e2e.lab import FIGURES, NODES, E2ELab, TaskRun
+from tests.support.tar_members import copy_member
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.incremental]
 
@@ -219,7 +220,7 @@ def broken_box(real_box: Path, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     with tarfile.open(real_box) as box:
         for name in ("metadata.json", "Vagrantfile"):
-            box.extract(name, out, filter="data")
+            copy_member(box, name, out)
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(out / "box.img"), "64M"],
                    check=True)  # fmt: skip
     (out / "vmlinuz").write_bytes(b"not a kernel\n" * 64)
