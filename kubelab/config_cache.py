@@ -32,12 +32,11 @@ import importlib.util
 import json
 import os
 import stat
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kubelab import catalog, safeio, user_cache
+from kubelab import atomicfile, catalog, safeio, user_cache
 from kubelab.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -233,14 +232,7 @@ def _keep(folder: Path, key: str, values: dict[str, Any]) -> None:
     validation, not this task."""
     entry = {"format": CACHE_FORMAT, "key": key, "digest": _values_digest(values), "config": values}
     with contextlib.suppress(OSError):
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".entry-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(entry, f)
-            os.replace(tmp, folder / f"{key}.json")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomicfile.write_atomic(folder / f"{key}.json", json.dumps(entry))
         entries = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
         for stale in entries[MAX_ENTRIES:]:
             stale.unlink(missing_ok=True)

@@ -8,13 +8,12 @@ the exercise tasks need.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from kubelab import atomicfile
 from kubelab.errors import KubelabError
 
 STATE_NAME = "exercise.json"
@@ -93,13 +92,5 @@ def write_state(lab_dir: Path, state: LabState) -> Path:
     """Write the state whole or not at all (a temporary file renamed over it)."""
     lab_dir.mkdir(parents=True, exist_ok=True)
     path = lab_dir / STATE_NAME
-    fd, tmp = tempfile.mkstemp(dir=lab_dir, prefix=".exercise-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(state.to_dict(), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomicfile.write_atomic(path, json.dumps(state.to_dict(), indent=2) + "\n")
     return path

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kubelab import atomicfile
 from kubelab.backend.libvirt_inspect import LibvirtInspector
 from kubelab.backend.vagrant_driver import VagrantDriver
 from kubelab.errors import KubelabError
@@ -162,11 +163,7 @@ def _keep_private(path: Path, text: str) -> None:
             return
     except (OSError, UnicodeDecodeError):
         pass
-    partial = path.with_name(f".{path.name}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.replace(partial, path)
+    atomicfile.write_atomic(path, text)
 
 
 def confirm_addresses(plan: Plan, transport: Transport) -> None:

@@ -17,7 +17,6 @@ in a marker of the class and student, so a rerun replaces it and class.down remo
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from kubelab import REPO_ROOT
+from kubelab import REPO_ROOT, atomicfile
 from kubelab.classroom.state import ClassPaths
 from kubelab.errors import KubelabError
 from kubelab.transport import Transport
@@ -55,11 +54,7 @@ def student_key(paths: ClassPaths, student: str) -> Path:
         serialization.PrivateFormat.OpenSSH,
         serialization.NoEncryption(),
     )
-    partial = path.with_name(KEY_NAME + ".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(pem)
-    os.replace(partial, path)
+    atomicfile.write_atomic(path, pem)
     return path
 
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from kubelab import lifecycle
+from kubelab import atomicfile, lifecycle
 from kubelab.classroom.seating import ClassHost
-from kubelab.classroom.state import ClassPaths, _write_atomic, load_seats
+from kubelab.classroom.state import ClassPaths, load_seats
 from kubelab.errors import KubelabError
 from kubelab.plan import Plan
 from kubelab.transport import SSHTarget, targets_from_ssh_config
@@ -114,5 +114,6 @@ def write_inventory(
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         labs = {s: lab for s, lab in pool.map(one, sorted(seats)) if lab is not None}
-    _write_atomic(path, yaml.safe_dump(inventory_data(hosts, labs), sort_keys=False), 0o600)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomicfile.write_atomic(path, yaml.safe_dump(inventory_data(hosts, labs), sort_keys=False))
     return path, unknown

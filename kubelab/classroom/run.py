@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +21,7 @@ from typing import TypeVar
 import paramiko
 from rich.console import Console
 
-from kubelab import labs, lifecycle
+from kubelab import atomicfile, labs, lifecycle
 from kubelab.backend import libvirt_inspect
 from kubelab.backend.libvirt_inspect import LibvirtInspector
 from kubelab.backend.vagrant_driver import VagrantDriver
@@ -593,9 +592,7 @@ def write_ssh_configs(paths: ClassPaths, hosts: Mapping[str, ClassHost]) -> dict
         key = access.student_key(paths, student)
         text = ssh_config_text(student, host, key, known_hosts, plan, targets)
         out = paths.ssh_config(student)
-        partial = out.with_name(out.name + ".partial")
-        partial.write_text(text)
-        os.replace(partial, out)
+        atomicfile.write_atomic(out, text, mode=0o644)
         entries.setdefault(host.name, {})[access.marker(paths, student)] = access.entry(
             paths, student, [n.ip for n in plan.nodes]
         )

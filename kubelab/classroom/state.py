@@ -10,11 +10,11 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubelab import atomicfile
 from kubelab.errors import KubelabError
 from kubelab.templating import VAGRANT_TEMPLATES, environment
 
@@ -70,7 +70,7 @@ def prepare(paths: ClassPaths) -> None:
             connect_timeout=CONNECT_TIMEOUT,
         )
     )
-    _write_atomic(paths.ssh_command, text, 0o755)
+    atomicfile.write_atomic(paths.ssh_command, text, mode=0o755)
 
 
 def load_seats(paths: ClassPaths) -> dict[str, Seat]:
@@ -91,12 +91,6 @@ def save_seats(paths: ClassPaths, seats: dict[str, Seat]) -> None:
         "version": STATE_VERSION,
         "students": {s: {"host": seat.host, "slot": seat.slot} for s, seat in seats.items()},
     }
-    _write_atomic(paths.state_file, json.dumps(data, indent=2, sort_keys=True) + "\n", 0o644)
-
-
-def _write_atomic(path: Path, text: str, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.chmod(partial, mode)
-    os.replace(partial, path)
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    paths.state_file.parent.mkdir(parents=True, exist_ok=True)
+    atomicfile.write_atomic(paths.state_file, text, mode=0o644)

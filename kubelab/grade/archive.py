@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 import time
 import zlib
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from kubelab import __version__, safeio
+from kubelab import __version__, atomicfile, safeio
 from kubelab.errors import KubelabError
 from kubelab.grade.grading import FORMAT, StudentGrade, fmt, grade_evidence
 from kubelab.grade.rubric import Rubric, load_rubric
@@ -137,16 +136,13 @@ def make_handin(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{top}.tar.gz"
-    # Written beside the target and renamed, so a half-written archive never has its name.
-    fd, tmp = tempfile.mkstemp(prefix=f".{top}.", suffix=".tmp", dir=out_dir)
-    try:
-        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
-            _add_bytes(tar, f"{top}/{REPORT}", json.dumps(report, indent=2).encode() + b"\n")
-            tar.add(evidence_dir, arcname=f"{top}/{EVIDENCE}", filter=_plain_only)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # A half-written archive never has its name.
+    with (
+        atomicfile.replacing(target, binary=True) as raw,
+        tarfile.open(fileobj=raw, mode="w:gz") as tar,
+    ):
+        _add_bytes(tar, f"{top}/{REPORT}", json.dumps(report, indent=2).encode() + b"\n")
+        tar.add(evidence_dir, arcname=f"{top}/{EVIDENCE}", filter=_plain_only)
     return target
 
 

@@ -24,16 +24,15 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import IO
 
-from kubelab import safeio
+from kubelab import atomicfile, safeio
 from kubelab.errors import ConfigError, KubelabError
 from kubelab.grade import exports, html, intake
 from kubelab.grade import gradescope as gradescope_format
@@ -488,17 +487,11 @@ def private_dir(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path: Path, newline: str | None = None) -> Iterator[TextIO]:
+def atomic_write(path: Path, newline: str | None = None) -> Iterator[IO[str]]:
     """open(path, "w") that renames the finished file into place: never half a file.
 
     The file is mkstemp's, so 0600 from its creation: readable by the teacher only.
     """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as out:
-            yield out
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomicfile.replacing(path, newline=newline) as out:
+        yield out

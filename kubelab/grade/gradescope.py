@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import os
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
-from kubelab import REPO_ROOT, __version__
+from kubelab import REPO_ROOT, __version__, atomicfile
 from kubelab.grade.grading import StudentGrade, error_grade, fmt, grade_evidence
 from kubelab.templating import environment
 
@@ -128,24 +127,22 @@ def write_bundle(path: Path, exercise: int) -> Path:
 
     load_rubric(exercise)  # no bundle for an exercise without a rubric
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as zf:
-            for name, text in render_scripts(exercise).items():
-                info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
-                info.external_attr = 0o100755 << 16
-                info.compress_type = zipfile.ZIP_DEFLATED
-                zf.writestr(info, text)
-            for part in BUNDLED:
-                source = REPO_ROOT / part
-                files = [source] if source.is_file() else sorted(source.rglob("*"))
-                for file in files:
-                    if file.is_file() and "__pycache__" not in file.parts:
-                        zf.write(file, str(file.relative_to(REPO_ROOT)))
-        os.replace(tmp, path)  # never half a zip under the name
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Never half a zip under the name.
+    with (
+        atomicfile.replacing(path, binary=True) as raw,
+        zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as zf,
+    ):
+        for name, text in render_scripts(exercise).items():
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.external_attr = 0o100755 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, text)
+        for part in BUNDLED:
+            source = REPO_ROOT / part
+            files = [source] if source.is_file() else sorted(source.rglob("*"))
+            for file in files:
+                if file.is_file() and "__pycache__" not in file.parts:
+                    zf.write(file, str(file.relative_to(REPO_ROOT)))
     return path
 
 

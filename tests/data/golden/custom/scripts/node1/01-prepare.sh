@@ -7,7 +7,8 @@ set -euo pipefail
 KUBELAB_STAGE=prepare
 KUBELAB_NODE=node1
 
-log() { printf '[%s] [%s/%s] %s\n' "$(date +%H:%M:%S)" "$KUBELAB_NODE" "$KUBELAB_STAGE" "$*"; }
+# printf's %(...)T with -1 (now) is bash 4.2's (CentOS 7): no `date` process per line.
+log() { printf '[%(%H:%M:%S)T] [%s/%s] %s\n' -1 "$KUBELAB_NODE" "$KUBELAB_STAGE" "$*"; }
 step() { log "step: $*"; }
 die() { log "error: $*" >&2; exit 1; }
 
