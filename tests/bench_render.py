@@ -117,6 +117,8 @@ def main() -> None:
     parser.add_argument("--process-runs", type=int, default=10, help="processes timed")
     args = parser.parse_args()
     print(f"load average before: {load()} ({os.cpu_count()} CPUs)")
+    # The interpreter matters: a distribution's optimised build against a plain one.
+    print(f"python: {sys.version.split()[0]} ({sys.base_prefix})")
     first, median, compiling = in_process(args.runs)
     print(
         f"render in-process: first {first * 1000:.1f} ms (templates from the bytecode "
