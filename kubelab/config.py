@@ -143,14 +143,6 @@ class LabConfig(_Strict):
     ssh: SSHSettings = Field(default_factory=SSHSettings)
     nodes: list[NodeConfig] = Field(default_factory=_default_nodes)
 
-    @property
-    def master(self) -> NodeConfig:
-        return next(n for n in self.nodes if n.role == "master")
-
-    @property
-    def workers(self) -> list[NodeConfig]:
-        return [n for n in self.nodes if n.role == "node"]
-
 
 def load_config(
     path: Path | None = None,

@@ -47,6 +47,8 @@ GUEST_PATHS = {
     "etcd_config": "/opt/etcd/cfg/etcd",  # manual 004's etcd settings, the unit's EnvironmentFile
     # kubeadm's admin kubeconfig on the master: fetched into the lab folder, used by stages.
     "admin_kubeconfig": "/etc/kubernetes/admin.conf",
+    # The hard way's, made by the control-plane stage (exercise 6); verify's kubectl uses it.
+    "hardway_admin_kubeconfig": f"{KUBE_DIR}/cfg/admin.kubeconfig",
     # kubelab's own state on every VM: the stage runner's markers (verify's provenance
     # reads them back) and the local package folder it ships (the repos stage reads it).
     "state_dir": STATE_DIR,

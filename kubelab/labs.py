@@ -233,7 +233,7 @@ def manual_values(plan: Plan) -> dict[str, str]:
         # The hard way's control plane and nodes (exercise 6).
         "kube_release": plan.hardway["kube_release"]["version"],
         "api_server": f"https://{plan.spec.api_endpoint}",
-        "dns_service_ip": k8s["dns_service_ip"],
+        "dns_service_ip": plan.spec.dns_service_ip,
         "coredns_image": plan.spec.component_images["coredns"],
         "bootstrap_group": plan.hardway["bootstrap_group"],
         # The ports and paths the manuals name, as the spec holds them (manual 001's).

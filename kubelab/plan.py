@@ -168,6 +168,9 @@ class LabSpec:
     # What each stage moves between host and VMs, in build order (empty in format 1).
     stage_files: tuple[StageFiles, ...] = ()
     retry_delay: int = defaults.RETRY_DELAY  # seconds between a stage's download tries
+    # The cluster DNS Service's address (kubelet's clusterDNS, the kube-dns Service);
+    # "" in a spec written before it was recorded.
+    dns_service_ip: str = ""
     format: int = SPEC_FORMAT
 
     @property
@@ -340,6 +343,7 @@ _SPEC_TYPES: dict[str, type] = {
     "etcd_peer_port": int,
     "kubelet_port": int,
     "retry_delay": int,
+    "dns_service_ip": str,
     "format": int,
 }
 
@@ -608,6 +612,7 @@ def derive_spec(
         health_ports=dict(defaults.HEALTH_PORTS),
         guest_paths=dict(defaults.GUEST_PATHS),
         stage_files=tuple(StageFiles.of(s) for s in stages),
+        dns_service_ip=kubernetes["dns_service_ip"],
     )
 
 

@@ -26,10 +26,13 @@ cluster. Evidence under hardway/:
                                    each, in the catalog's order
     components/<node>/<unit>.json  {node, url, rc, http_status, body, error}: curl of the
                                    component's health endpoint on the node itself
+    coredns/pods.json              kubectl -n kube-system get pods -l k8s-app=kube-dns
+                                   -o json (on the master, the hard way's admin kubeconfig)
+    coredns/service.json           kubectl -n kube-system get service kube-dns -o json
 
 The flannel files are collected when the lab's stages include flannel-etcd; a
 component's when they include the stage that builds it (catalog.yaml,
-hardway.components).
+hardway.components); CoreDNS's when they include control-plane, which applies it.
 
 Private keys never leave the VMs.
 """
@@ -52,13 +55,15 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from kubelab.config import catalog
-from kubelab.verify.checks import Check, Verdict, _fail, _ok
+from kubelab.verify.checks import Check, Verdict, _fail, _ok, _readiness, pod_ready
 from kubelab.verify.evidence import (
     CURL_WRITE_OUT,
     META,
     BadEvidence,
     Evidence,
     EvidenceWriter,
+    MissingEvidence,
+    items,
     meta_record,
     now,
     parse_curl_stdout,
@@ -81,6 +86,14 @@ FLANNEL_BACKEND = "vxlan"  # what the flannel-etcd stage writes (manual 004's ch
 IP = "/usr/sbin/ip"  # a non-login SSH PATH on CentOS 7 has no /usr/sbin
 # Each component: its unit, where it runs, the stage that builds it, its health scheme.
 COMPONENTS: tuple[dict[str, str], ...] = tuple(catalog()["hardway"]["components"])
+
+# The stage that starts the API server and applies CoreDNS (manual 001's add-on: a
+# Deployment of two replicas in kube-system behind the kube-dns Service).
+CONTROL_PLANE_STAGE = "control-plane"
+COREDNS_REPLICAS = 2
+COREDNS_LABEL = "k8s-app=kube-dns"
+COREDNS_PODS = "hardway/coredns/pods.json"
+KUBE_DNS_SERVICE = "hardway/coredns/service.json"
 
 MEMBER_LIST = "hardway/etcd/member-list.json"
 FLANNEL_CONFIG = "hardway/flannel/config.txt"
@@ -259,6 +272,8 @@ def _collect(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> Non
     if FLANNEL_STAGE in expected.stages:
         _collect_flannel(runner, expected, writer)
     _collect_components(runner, expected, writer)
+    if CONTROL_PLANE_STAGE in expected.stages:
+        _collect_coredns(runner, expected)
 
 
 def components_of(expected: Expected, node: ExpectedNode) -> list[dict[str, str]]:
@@ -314,6 +329,34 @@ def _collect_components(runner: _Runner, expected: Expected, writer: EvidenceWri
                 component_health_path(node.name, component["unit"]),
                 _curl_record(node.name, component["health"], out),
             )
+
+
+def coredns_kubectl(expected: Expected) -> list[str]:
+    """kubectl on the master as the hard way's admin, in kube-system: the commands the
+    collection runs and the hints print."""
+    paths = expected.guest_paths
+    return [
+        f"{paths['kube_bin_dir']}/kubectl",
+        f"--kubeconfig={paths['hardway_admin_kubeconfig']}",
+        "-n",
+        "kube-system",
+    ]
+
+
+def _collect_coredns(runner: _Runner, expected: Expected) -> None:
+    master, kubectl = expected.masters[0], ["sudo", *coredns_kubectl(expected)]
+    runner.run(
+        "coredns",
+        master,
+        [*kubectl, "get", "pods", "-l", COREDNS_LABEL, "-o", "json"],
+        saves=COREDNS_PODS,
+    )
+    runner.run(
+        "coredns",
+        master,
+        [*kubectl, "get", "service", "kube-dns", "-o", "json"],
+        saves=KUBE_DNS_SERVICE,
+    )
 
 
 def _collect_flannel(runner: _Runner, expected: Expected, writer: EvidenceWriter) -> None:
@@ -688,6 +731,49 @@ def check_components(evidence: Evidence, expected: Expected) -> Verdict:
     return _ok(f"{counted} components active under systemd; each health endpoint answers ok")
 
 
+# --- the CoreDNS check ------------------------------------------------------------------
+
+
+def check_coredns(evidence: Evidence, expected: Expected) -> Verdict:
+    """Manual 001's add-on: two CoreDNS replicas ready, behind the kube-dns Service at the
+    address the kubelets give pods as their DNS server."""
+    problems: list[str] = []
+    hints = Hints()
+    facts = {
+        "kubectl": " ".join(coredns_kubectl(expected)),
+        "dns_service_ip": expected.dns_service_ip or "(the kubelets' clusterDNS)",
+        "replicas": COREDNS_REPLICAS,
+    }
+    pods = items(evidence.json(COREDNS_PODS), COREDNS_PODS)
+    ready = [p for p in pods if pod_ready(p)]
+    if len(ready) < COREDNS_REPLICAS:
+        states = ", ".join(
+            f"{(p.get('metadata') or {}).get('name', '?')} {_readiness(p)}" for p in pods
+        )
+        problems.append(
+            f"{len(ready)} of {COREDNS_REPLICAS} CoreDNS replicas ready"
+            + (f" ({states})" if states else f" (no pod labelled {COREDNS_LABEL})")
+        )
+        hints.add("coredns_hardway", **facts)
+    cluster_ip = "none"
+    try:
+        service = evidence.json(KUBE_DNS_SERVICE)
+    except MissingEvidence as exc:
+        problems.append(f"no kube-dns Service in kube-system: {exc}")
+        hints.add("coredns_hardway", **facts)
+    else:
+        cluster_ip = str((service.get("spec") or {}).get("clusterIP") or "none")
+        if expected.dns_service_ip and cluster_ip != expected.dns_service_ip:
+            problems.append(
+                f"the kube-dns Service is at {cluster_ip}, not {expected.dns_service_ip} "
+                "(the kubelets' clusterDNS): pods would ask a DNS server that is not there"
+            )
+            hints.add("coredns_hardway", **facts)
+    if problems:
+        return _fail(problems, hints)
+    return _ok(f"{len(ready)} CoreDNS replicas ready; the kube-dns Service at {cluster_ip}")
+
+
 HARDWAY_CHECKS: tuple[Check, ...] = (
     Check(
         "etcd-cluster",
@@ -706,5 +792,11 @@ HARDWAY_CHECKS: tuple[Check, ...] = (
         "Every component's systemd unit active and its health endpoint answering",
         check_components,
         only_if=lambda e: any(components_of(e, n) for n in e.nodes),
+    ),
+    Check(
+        "coredns",
+        "CoreDNS's replicas ready behind the kube-dns Service at the kubelets' DNS address",
+        check_coredns,
+        only_if=lambda e: CONTROL_PLANE_STAGE in e.stages,
     ),
 )

@@ -99,6 +99,9 @@ class Expected:
     etcd_peer_port: int = defaults.ETCD_PEER_PORT
     health_ports: dict[str, int] = field(default_factory=lambda: dict(defaults.HEALTH_PORTS))
     guest_paths: dict[str, str] = field(default_factory=lambda: dict(defaults.GUEST_PATHS))
+    # The kube-dns Service's ClusterIP the lab's kubelets are given ("": not known, as in
+    # evidence from before it was recorded or a live inventory).
+    dns_service_ip: str = ""
 
     def __post_init__(self) -> None:
         # Accept plain (name, role, private_ip[, machine]) tuples.
@@ -151,6 +154,7 @@ class Expected:
             etcd_peer_port=spec.etcd_peer_port,
             health_ports=dict(spec.health_ports),
             guest_paths=dict(spec.guest_paths),
+            dns_service_ip=spec.dns_service_ip,
         )
 
     @property
@@ -240,4 +244,5 @@ _FIELD_TYPES: dict[str, type] = {
     "etcd_peer_port": int,
     "health_ports": dict,
     "guest_paths": dict,
+    "dns_service_ip": str,
 }

@@ -6,7 +6,9 @@ two down. The certificates are real cfssl output (tests/data/verify/hardway/pki)
 flannel's config key, its subnet leases and docker's bridge are real etcd 3.4.23 and
 iproute2 output (tests/data/verify/hardway/flannel-etcd-3.4.23, see its SOURCES.md).
 A component's health answer is real curl output, refused or from a stand-in answering
-healthz's "ok" (tests/data/verify/hardway/components/SOURCES.md).
+healthz's "ok" (tests/data/verify/hardway/components/SOURCES.md). CoreDNS's pods and the
+kube-dns Service come from real clusters' `kubectl cluster-info dump` captures in
+../shared/fixtures (see its SOURCES.md): two replicas ready, and two Pending.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import pytest
 from kubelab.transport import CommandResult
 from kubelab.verify.checks import evaluate
 from kubelab.verify.checks_hardway import (
+    COREDNS_PODS,
     ETCD_CERTS,
     FLANNEL_CONFIG,
     FLANNEL_SUBNETS,
     KUBE_CA,
     KUBE_CERTS,
+    KUBE_DNS_SERVICE,
     MEMBER_LIST,
     STATUS,
     cert_path,
@@ -41,6 +45,7 @@ from kubelab.verify.checks_hardway import (
 from kubelab.verify.evidence import parse_curl_stdout
 from kubelab.verify.expect import Expected, ExpectedNode
 from kubelab.verify.lab import reevaluate
+from tests.support.captures import dump_documents
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "verify" / "hardway"
 CAPTURES = DATA / "etcd-3.4.23"
@@ -438,6 +443,7 @@ class CapturedVMs:
 
     def __init__(self, expected: Expected, kubelet: str = "healthz-ok") -> None:
         self.expected, self.kubelet, self.ran = expected, kubelet, []
+        self.coredns_pods, self.kube_dns = coredns_answers(DUMP_READY)
 
     def run(self, node: str, cmd: str, *args: object, timeout: float = 60.0) -> CommandResult:
         argv = [cmd, *map(str, args)]
@@ -448,6 +454,9 @@ class CapturedVMs:
             name = "config"
         elif argv[-1] == "docker0":
             name = "docker0-bip" if node == "m1" else "docker0-none"
+        elif argv[0] == "sudo" and argv[1].endswith("/kubectl") and "get" in argv:
+            out = self.coredns_pods if "pods" in argv else self.kube_dns
+            return CommandResult(node, " ".join(argv), 0, out, "", 0.1)
         elif argv[:2] == ["systemctl", "is-active"]:  # no capture exists: systemd's words
             return CommandResult(node, " ".join(argv), 0, "active\n" * len(argv[2:]), "", 0.1)
         elif argv[0] == "curl" and argv[-1].endswith("/healthz"):
@@ -465,7 +474,7 @@ class CapturedVMs:
 def test_collect_writes_the_flannel_and_components_evidence_the_checks_read(
     tmp_path: Path, kubelet: str, passes: bool
 ) -> None:
-    expected = dataclasses.replace(COMPONENTS_EXPECTED, nodes=FLANNEL_EXPECTED.nodes)
+    expected = dataclasses.replace(COREDNS_EXPECTED, nodes=FLANNEL_EXPECTED.nodes)
     vms = CapturedVMs(expected, kubelet)
     folder = collect_hardway(vms, expected, tmp_path / "ev")
     results = {r.id: r for r in evaluate(folder, expected)}
@@ -480,3 +489,100 @@ def test_collect_writes_the_flannel_and_components_evidence_the_checks_read(
     assert ("m1", "https://127.0.0.1:6443/healthz") in probed
     assert ("m2", "http://127.0.0.1:10256/healthz") in probed
     assert ("m1", "http://127.0.0.1:10248/healthz") not in probed  # kubelet: the nodes
+    # CoreDNS is asked on the master, as the hard way's admin, in kube-system.
+    assert results["coredns"].passed, results["coredns"].detail
+    asked = [(n, a) for n, a in vms.ran if "kube-system" in a]
+    assert [n for n, _ in asked] == ["m1", "m1"]
+    assert all(
+        a[:3]
+        == [
+            "sudo",
+            "/opt/kubernetes/bin/kubectl",
+            "--kubeconfig=/opt/kubernetes/cfg/admin.kubeconfig",
+        ]
+        for _, a in asked
+    )
+    # meta.json carries the DNS address: the folder alone reaches the same verdicts.
+    _, again = reevaluate(folder)
+    assert {r.id: (r.passed, r.detail) for r in again} == {
+        r.id: (r.passed, r.detail) for r in results.values()
+    }
+
+
+# --- CoreDNS, from real clusters' dumps ---------------------------------------------------
+
+DUMP_READY = "kubeadm-v1.21.0-1cp-2workers-Ready-calico.cluster-info-dump.json"
+DUMP_PENDING = "kubeadm-v1.20.5-3nodes-NotReady-nocni.cluster-info-dump.txt"
+# Both captured clusters put kube-dns at 10.96.0.10, the tenth address of kubeadm's
+# default Service CIDR: what kubelab derives for the default config too.
+COREDNS_EXPECTED = dataclasses.replace(COMPONENTS_EXPECTED, dns_service_ip="10.96.0.10")
+
+
+def coredns_answers(dump: str) -> tuple[str, str]:
+    """What `kubectl -n kube-system get pods -l k8s-app=kube-dns -o json` and `get service
+    kube-dns -o json` print on that cluster: the dump's PodList with the selector applied
+    (kubectl's server-side filter), and its kube-dns Service."""
+    docs = dump_documents(dump)
+    pods = docs["PodList"][0]
+    selected = [
+        p for p in pods["items"] if (p["metadata"].get("labels") or {}).get("k8s-app") == "kube-dns"
+    ]
+    service = next(
+        s for s in docs["ServiceList"][0]["items"] if s["metadata"]["name"] == "kube-dns"
+    )
+    return json.dumps({**pods, "items": selected}), json.dumps(service)
+
+
+def build_coredns(folder: Path, dump: str = DUMP_READY) -> Path:
+    build_components(folder)
+    pods, service = coredns_answers(dump)
+    (folder / COREDNS_PODS).parent.mkdir(parents=True, exist_ok=True)
+    (folder / COREDNS_PODS).write_text(pods)
+    (folder / KUBE_DNS_SERVICE).write_text(service)
+    return folder
+
+
+def coredns_verdict(folder: Path, expected: Expected = COREDNS_EXPECTED) -> tuple[bool, str, str]:
+    result = next(r for r in evaluate(folder, expected) if r.id == "coredns")
+    return result.passed, result.detail, result.hint
+
+
+def test_two_ready_replicas_behind_the_kube_dns_service_pass(tmp_path: Path) -> None:
+    passed, detail, _ = coredns_verdict(build_coredns(tmp_path))
+    assert passed, detail
+    assert detail == "2 CoreDNS replicas ready; the kube-dns Service at 10.96.0.10"
+
+
+def test_pending_replicas_fail_naming_each_with_where_to_look(tmp_path: Path) -> None:
+    passed, detail, hint = coredns_verdict(build_coredns(tmp_path, DUMP_PENDING))
+    assert not passed
+    assert detail.startswith("0 of 2 CoreDNS replicas ready (coredns-74ff55c5b-9rptk Pending")
+    assert "coredns-74ff55c5b-p4jxh Pending" in detail
+    assert "get pods -l k8s-app=kube-dns -o wide" in hint
+    assert "--kubeconfig=/opt/kubernetes/cfg/admin.kubeconfig" in hint
+
+
+def test_a_kube_dns_service_away_from_the_kubelets_dns_address_fails(tmp_path: Path) -> None:
+    # Manual 001's own cluster gives its kubelets 10.0.0.2: a coredns.yaml copied from
+    # elsewhere keeps its Service at another address, and pods ask a server not there.
+    expected = dataclasses.replace(COREDNS_EXPECTED, dns_service_ip="10.0.0.2")
+    passed, detail, hint = coredns_verdict(build_coredns(tmp_path), expected)
+    assert not passed
+    assert detail.startswith("the kube-dns Service is at 10.96.0.10, not 10.0.0.2")
+    assert "10.0.0.2" in hint
+
+
+def test_no_kube_dns_service_fails(tmp_path: Path) -> None:
+    folder = build_coredns(tmp_path)
+    (folder / KUBE_DNS_SERVICE).unlink()
+    passed, detail, _ = coredns_verdict(folder)
+    assert not passed
+    assert detail.startswith("no kube-dns Service in kube-system: no evidence: ")
+
+
+def test_the_coredns_check_runs_only_once_the_control_plane_stage_built_the_lab(
+    tmp_path: Path,
+) -> None:
+    folder = build_coredns(tmp_path)
+    assert "coredns" not in {r.id for r in evaluate(folder, FLANNEL_EXPECTED)}
+    assert "coredns" in {r.id for r in evaluate(folder, COREDNS_EXPECTED)}

@@ -30,6 +30,9 @@ FIELDS = {
     "etcd_data_dir": "/var/lib/etcd/default.etcd",
     "etcd_config": "/opt/etcd/cfg/etcd",
     "admin_kubeconfig": "/etc/kubernetes/admin.conf",
+    "kubectl": "/opt/kubernetes/bin/kubectl --kubeconfig=/opt/kubernetes/cfg/admin.kubeconfig",
+    "dns_service_ip": "10.96.0.10",
+    "replicas": 2,
 }
 
 
